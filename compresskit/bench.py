@@ -1,0 +1,213 @@
+"""Stage 5: benchmark each model variant in a fresh process: accuracy, latency, throughput, memory, size.
+
+Why a process per variant: peak RSS is a per-process figure, and a model loaded earlier (or torch's own
+allocations) would otherwise be counted against the next one. The parent tokenises the test split once into
+``inputs.npz`` so every variant sees identical inputs and the ONNX workers never import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compresskit.artifacts import UserError, atomic_dir, folder_size_mb, read_json, stage_record, write_json
+from compresskit.data import read_labels, read_split
+from compresskit.machine import default_threads, machine_info
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how long."""
+
+    batch_sizes: tuple[int, ...] = (1, 32)
+    """Batch sizes whose latency is measured; batch 1 is always included (``--batch-sizes``)."""
+    sequence_length: int = 128
+    """Every input is padded/truncated to this many tokens, so latencies compare like with like (``--sequence-length``)."""
+    warmup: int = 5
+    """Untimed runs before timing each batch size (``--warmup``)."""
+    min_iterations: int = 30
+    """Timed runs at least (``--iterations``)."""
+    min_seconds: float = 3.0
+    """…and keep timing until this much time has passed, for stable percentiles (``--min-seconds``)."""
+    threads: int | None = None
+    """Intra-op threads for every variant; None uses the physical cores (``--threads``)."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda`` for the PyTorch variants (``--device``)."""
+    max_samples: int | None = None
+    """Test examples used for accuracy; None uses the whole test split (``--bench-samples``)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            problems.append(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
+        if not 8 <= self.sequence_length <= 8192:
+            problems.append(f"--sequence-length must be between 8 and 8192, got {self.sequence_length}")
+        if self.warmup < 0 or self.min_iterations < 1 or self.min_seconds < 0:
+            problems.append("--warmup must be >= 0, --iterations >= 1 and --min-seconds >= 0")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"--threads must be >= 1, got {self.threads}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Batch sizes to time, batch 1 first."""
+        return tuple(sorted({1, *self.batch_sizes}))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to measure."""
+
+    name: str
+    model: str  # "teacher" or "student"
+    format: str  # "pytorch" or "onnx"
+    precision: str
+    path: Path
+    parameters: int | None = None
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency statistics of repeated runs, in milliseconds."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    iterations: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> Latency:
+        """Summarise per-run times (ms); percentiles by linear interpolation."""
+        a = np.asarray(samples_ms, dtype=np.float64)
+        return cls(float(a.mean()), *(float(np.percentile(a, q)) for q in (50, 90, 99)), int(a.size))
+
+
+def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes present in gold or predictions."""
+    scores = []
+    for c in range(classes):
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp = int(((pred == c) & (gold != c)).sum())
+        fn = int(((pred != c) & (gold == c)).sum())
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def model_size_mb(v: Variant) -> float:
+    """Bytes on disk of the weights (safetensors for PyTorch, the graph and its data for ONNX), in MB."""
+    suffixes = (".safetensors",) if v.format == "pytorch" else (".onnx", ".data")
+    return round(folder_size_mb(v.path, suffixes), 3)
+
+
+def write_inputs(cfg: BenchConfig, data_dir: Path, tokenizer_dir: Path, labels_order: list[str], out: Path) -> int:
+    """Tokenise the test split once (padded to ``sequence_length``) into ``out`` for all workers."""
+    from transformers import AutoTokenizer
+
+    from compresskit.export import tokenize_numpy
+
+    texts, ids = read_split(data_dir, "test")
+    if cfg.max_samples:
+        texts, ids = texts[: cfg.max_samples], ids[: cfg.max_samples]
+    if not texts:
+        raise UserError(f"{data_dir} has an empty test split: nothing to benchmark on")
+    data_labels = read_labels(data_dir)
+    index = {n: i for i, n in enumerate(labels_order)}
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    arrays = tokenize_numpy(tokenizer, texts, cfg.sequence_length, pad_to_max=True)
+    labels = np.array([index[data_labels[i]] for i in ids], dtype=np.int64)
+    np.savez(out, labels=labels, **arrays)
+    return len(texts)
+
+
+def _run_worker(v: Variant, cfg: BenchConfig, inputs: Path, workdir: Path, threads: int) -> dict[str, Any]:
+    spec = workdir / f"{v.name}.spec.json"
+    result = workdir / f"{v.name}.result.json"
+    write_json(spec, {"variant": dataclasses.asdict(v), "config": dataclasses.asdict(cfg), "inputs": str(inputs),
+                      "threads": threads})
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-m", "compresskit.bench_worker", str(spec), str(result)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not result.is_file():
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"benchmark of {v.name} failed: {last}")
+    return json.loads(result.read_text())
+
+
+def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path) -> dict[str, Any]:
+    """Measure every variant on the test split; writes ``out/bench.json`` and returns it.
+
+    Accuracy, macro-F1 and agreement with the teacher's predictions come from the same padded test inputs
+    the latency runs use. The reference teacher is ``teacher-pytorch`` when present, else the first teacher.
+    """
+    from rich.console import Console
+
+    if not variants:
+        raise UserError("no model variants to benchmark")
+    for v in variants:
+        if not Path(v.path).exists():
+            raise UserError(f"{v.name}: {v.path} does not exist")
+    started = time.time()
+    threads = cfg.threads or default_threads()
+    labels_order = read_json(Path(variants[0].path) / "labels.json") if (Path(variants[0].path) / "labels.json").is_file() \
+        else _labels_from_config(Path(variants[0].path))
+    console = Console(stderr=True)
+    with atomic_dir(out) as tmp:
+        inputs = tmp / "inputs.npz"
+        n = write_inputs(cfg, data_dir, Path(variants[0].path), labels_order, inputs)
+        gold = np.load(inputs)["labels"]
+        raw: dict[str, dict[str, Any]] = {}
+        with console.status("") as status:
+            for i, v in enumerate(variants, 1):
+                status.update(f"benchmarking {v.name} ({i}/{len(variants)}) on {n} test inputs, {threads} threads")
+                raw[v.name] = _run_worker(v, cfg, inputs, tmp, threads)
+                console.log(f"{v.name}: p50 @1 {raw[v.name]['latency_ms']['batch_1']['p50']:.2f} ms")
+        teacher = next((v.name for v in variants if v.name == "teacher-pytorch"),
+                       next((v.name for v in variants if v.model == "teacher"), None))
+        teacher_pred = np.array(raw[teacher]["predictions"]) if teacher else None
+        rows = []
+        for v in variants:
+            r = raw[v.name]
+            pred = np.array(r["predictions"])
+            rows.append({
+                "name": v.name, "model": v.model, "format": v.format, "precision": v.precision,
+                "device": r["device"], "providers": r.get("providers", []), "path": str(v.path),
+                "accuracy": float((pred == gold).mean()),
+                "macro_f1": macro_f1(pred, gold, len(labels_order)),
+                "agreement_with_teacher": float((pred == teacher_pred).mean()) if teacher_pred is not None else None,
+                "size_mb": model_size_mb(v), "parameters": v.parameters,
+                "peak_rss_mb": r["peak_rss_mb"], "peak_gpu_mb": r.get("peak_gpu_mb"),
+                "load_seconds": r["load_seconds"],
+                "latency_ms": r["latency_ms"],
+                "throughput_per_s": {k: round(int(k.split("_")[1]) * 1000.0 / lat["mean"], 2)
+                                     for k, lat in r["latency_ms"].items()},
+            })
+        result = {"sequence_length": cfg.sequence_length, "test_samples": n, "threads": threads,
+                  "reference_teacher": teacher, "machine": machine_info(threads), "variants": rows}
+        write_json(tmp / "bench.json", result)
+        write_json(tmp / "bench_record.json", stage_record(
+            "bench", dataclasses.asdict(cfg), {"data": str(data_dir), "variants": [v.name for v in variants]},
+            started))
+        for f in tmp.glob("*.spec.json"):
+            f.unlink()
+    return result
+
+
+def _labels_from_config(model_dir: Path) -> list[str]:
+    config = read_json(model_dir / "config.json")
+    id2label = config.get("id2label") or {}
+    return [str(id2label[k]) for k in sorted(id2label, key=int)]

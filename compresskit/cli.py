@@ -1,0 +1,314 @@
+"""Command line: one thin function per stage, and ``distill-and-export`` that runs them in order.
+
+Exit codes: 0 success, 1 internal error, 2 bad input, 3 a converted model failed verification,
+4 a quality gate failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from compresskit.artifacts import UserError, VerificationError, read_json
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil a student from a teacher, export it to ONNX, quantize it, and measure what it buys.")
+console = Console(stderr=True)
+
+
+# Options shared by several commands, declared once so flags and help read the same everywhere.
+OptData = Annotated[Path, typer.Option("--data", help="A data folder made by `prepare-data` (or a run's data/).")]
+OptDevice = Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda.")]
+OptMaxLen = Annotated[int, typer.Option("--max-length", help="Tokens per example; longer texts are truncated.")]
+OptTrust = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code shipped with a hub model.")]
+OptPickle = Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle checkpoints (pytorch_model.bin).")]
+OptSeed = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and shuffling.")]
+
+
+def _load_opts(trust_remote_code: bool, allow_pickle: bool):
+    from compresskit.models import LoadOptions
+
+    return LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+
+
+def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, device: str, precision: str,
+               grad_accum: int, seed: int):
+    from compresskit.training import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, device=device,
+                       precision=precision, gradient_accumulation=grad_accum, seed=seed)
+
+
+def _parse_batch_sizes(spec: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--batch-sizes must be comma-separated integers like 1,32, got {spec!r}") from None
+
+
+@app.command("prepare-data")
+def prepare_data_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the split to.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="bbc-news | CSV/JSONL/Parquet file or folder | datasets name.")] = "bbc-news",
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="Stratified subsample for quick runs.")] = None,
+    seed: OptSeed = 42,
+) -> None:
+    """Load a labelled data set and write a stratified train/validation/test split."""
+    from compresskit.data import DataConfig, prepare_data
+
+    r = prepare_data(DataConfig(dataset, text_column, label_column, seed=seed, max_samples=max_samples), out)
+    console.print(f"data: {r.sizes} labels={r.labels} → {r.data_dir}")
+
+
+@app.command("finetune-teacher")
+def finetune_cmd(
+    teacher: Annotated[str, typer.Option("--teacher", help="Base model: local folder or hub id.")],
+    data: OptData,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the fine-tuned teacher.")],
+    epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
+    max_length: OptMaxLen = 128,
+    device: OptDevice = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = "auto",
+    gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
+    seed: OptSeed = 42,
+    trust_remote_code: OptTrust = False,
+    allow_pickle: OptPickle = False,
+) -> None:
+    """Fine-tune a teacher that has no classification head on the data's labels."""
+    from compresskit.finetune import FinetuneConfig, finetune_teacher
+    from compresskit.models import resolve_model_source
+
+    cfg = FinetuneConfig(_train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
+                                    gradient_accumulation, seed), _load_opts(trust_remote_code, allow_pickle))
+    r = finetune_teacher(cfg, resolve_model_source(teacher), data, out)
+    console.print(f"teacher: validation accuracy {r.validation_accuracy:.4f} → {r.model_dir}")
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: Annotated[Path, typer.Option("--teacher", help="A fine-tuned teacher folder.")],
+    data: OptData,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the student.")],
+    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature T of the soft targets.")] = 2.0,
+    alpha: Annotated[float, typer.Option("--alpha", help="Weight of the soft loss; 1-α goes to hard labels.")] = 0.5,
+    student_layers: Annotated[str, typer.Option("--student-layers", help="Teacher layers the student keeps.")] = "0,5",
+    student: Annotated[Optional[str], typer.Option("--student", help="Use this model as the student instead.")] = None,
+    epochs: Annotated[float, typer.Option("--epochs")] = 4.0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
+    max_length: OptMaxLen = 128,
+    device: OptDevice = "auto",
+    precision: Annotated[str, typer.Option("--precision")] = "auto",
+    gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
+    seed: OptSeed = 42,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where teacher logits are cached.")] = None,
+    trust_remote_code: OptTrust = False,
+    allow_pickle: OptPickle = False,
+) -> None:
+    """Distil a student from a fine-tuned teacher (soft targets at temperature T, mixed with labels by α)."""
+    from compresskit.distill import DistillConfig, distill
+
+    load = _load_opts(trust_remote_code, allow_pickle)
+    cfg = DistillConfig(temperature, alpha, student_layers, student,
+                        _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
+                                   gradient_accumulation, seed), load)
+    r = distill(cfg, teacher, data, out, cache_dir or out.parent / ".cache", load)
+    console.print(f"student: {r.parameters:,} parameters, validation accuracy {r.validation_accuracy:.4f} → {r.model_dir}")
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Option("--model", help="A classifier folder (teacher or student).")],
+    data: OptData,
+    out: Annotated[Path, typer.Option("--out", help="Folder for model.onnx and its files.")],
+    name: Annotated[str, typer.Option("--name", help="Name used in parity messages.")] = "model",
+    exporter: Annotated[str, typer.Option("--exporter", help="torchscript | dynamo.")] = "torchscript",
+    opset: Annotated[int, typer.Option("--opset")] = 17,
+    optimize: Annotated[bool, typer.Option("--optimize/--no-optimize", help="ONNX Runtime transformer fusions.")] = True,
+    tolerance: Annotated[float, typer.Option("--parity-tolerance", help="Max |ONNX-PyTorch| logit difference.")] = 1e-3,
+    min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
+    max_length: OptMaxLen = 128,
+    allow_pickle: OptPickle = False,
+) -> None:
+    """Export a classifier to ONNX (dynamic batch and sequence) and verify it against PyTorch."""
+    from compresskit.export import ExportConfig, export
+
+    cfg = ExportConfig(opset, exporter, optimize, max_length, tolerance, min_agreement)
+    r = export(cfg, model, data, out, name, _load_opts(False, allow_pickle))
+    console.print(f"export: max |Δ| {r.parity.max_abs_diff:.2e}, agreement {r.parity.label_agreement:.2%} → {r.onnx_dir}")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    onnx: Annotated[Path, typer.Option("--onnx", help="An exported folder holding model.onnx.")],
+    data: OptData,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the quantized model.")],
+    mode: Annotated[str, typer.Option("--quantize", help="dynamic-int8.")] = "dynamic-int8",
+    per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
+    min_agreement: Annotated[float, typer.Option("--int8-min-agreement")] = 0.99,
+    name: Annotated[str, typer.Option("--name")] = "model",
+    max_length: OptMaxLen = 128,
+) -> None:
+    """Quantize an ONNX model with ONNX Runtime and verify it against its fp32 self."""
+    from compresskit.quantize import QuantizeConfig, quantize
+
+    r = quantize(QuantizeConfig(mode, per_channel, None, min_agreement, max_length), onnx, data, out, name)
+    console.print(f"quantize: agreement with fp32 {r.parity.label_agreement:.2%} → {r.onnx_dir}")
+
+
+@app.command("bench")
+def bench_cmd(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="A run folder (see README: run layout).")],
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes")] = "1,32",
+    sequence_length: Annotated[int, typer.Option("--sequence-length")] = 128,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Default: physical cores.")] = None,
+    iterations: Annotated[int, typer.Option("--iterations", help="Minimum timed runs per batch size.")] = 30,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", help="Minimum timing per batch size.")] = 3.0,
+    device: OptDevice = "auto",
+) -> None:
+    """Benchmark every variant found in a run folder, each in its own process."""
+    from compresskit.bench import BenchConfig, bench
+    from compresskit.pipeline import discover_variants
+    from compresskit.run import RunLayout
+
+    cfg = BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
+                      min_seconds=min_seconds, threads=threads, device=device)
+    layout = RunLayout(run_dir)
+    bench(cfg, discover_variants(layout), layout.data, layout.bench)
+    console.print(f"bench → {layout.bench / 'bench.json'}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="A benchmarked run folder.")],
+    max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="e.g. 0.01 = 1 point.")] = None,
+    min_speedup: Annotated[Optional[float], typer.Option("--min-speedup")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms")] = None,
+) -> None:
+    """Write report.json/.md/.html for a benchmarked run and apply the quality gates."""
+    from compresskit.pipeline import report_and_gates
+
+    raise typer.Exit(report_and_gates(run_dir, _gates(max_accuracy_drop, min_speedup, max_latency_ms), console))
+
+
+def _gates(max_accuracy_drop, min_speedup, max_latency_ms):
+    from compresskit.gates import GateConfig
+
+    try:
+        return GateConfig(max_accuracy_drop, min_speedup, max_latency_ms)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+@app.command("distill-and-export")
+def distill_and_export_cmd(
+    teacher: Annotated[str, typer.Option("--teacher", help="Local folder or hub id; default: the bundled all-MiniLM-L6-v2.")] = "all-MiniLM-L6-v2",
+    dataset: Annotated[str, typer.Option("--dataset", help="bbc-news | CSV/JSONL/Parquet file or folder | datasets name.")] = "bbc-news",
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    output_root: Annotated[Path, typer.Option("--output-root", help="Where run folders go.")] = Path("export"),
+    run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name; default from data and teacher.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run folder that holds another run.")] = False,
+    finetune: Annotated[str, typer.Option("--finetune-teacher", help="auto (when it has no head) | always | never.")] = "auto",
+    teacher_epochs: Annotated[float, typer.Option("--teacher-epochs")] = 3.0,
+    teacher_learning_rate: Annotated[float, typer.Option("--teacher-learning-rate")] = 1e-4,
+    student_layers: Annotated[str, typer.Option("--student-layers", help="Teacher layers the student keeps.")] = "0,5",
+    student: Annotated[Optional[str], typer.Option("--student", help="Your own student model instead.")] = None,
+    temperature: Annotated[float, typer.Option("--temperature")] = 2.0,
+    alpha: Annotated[float, typer.Option("--alpha")] = 0.5,
+    epochs: Annotated[float, typer.Option("--epochs", help="Student epochs.")] = 4.0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Student learning rate.")] = 1e-4,
+    max_length: OptMaxLen = 128,
+    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="Stratified subsample, for quick runs.")] = None,
+    device: OptDevice = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = "auto",
+    gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
+    seed: OptSeed = 42,
+    exporter: Annotated[str, typer.Option("--exporter")] = "torchscript",
+    opset: Annotated[int, typer.Option("--opset")] = 17,
+    optimize: Annotated[bool, typer.Option("--optimize/--no-optimize")] = True,
+    parity_tolerance: Annotated[float, typer.Option("--parity-tolerance")] = 1e-3,
+    parity_min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
+    quantize: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | none.")] = "dynamic-int8",
+    per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
+    int8_min_agreement: Annotated[float, typer.Option("--int8-min-agreement")] = 0.99,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Latency batch sizes.")] = "1,32",
+    sequence_length: Annotated[int, typer.Option("--sequence-length", help="Benchmark tokens per input.")] = 128,
+    threads: Annotated[Optional[int], typer.Option("--threads")] = None,
+    iterations: Annotated[int, typer.Option("--iterations")] = 30,
+    min_seconds: Annotated[float, typer.Option("--min-seconds")] = 3.0,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop")] = None,
+    min_speedup: Annotated[Optional[float], typer.Option("--min-speedup")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms")] = None,
+    trust_remote_code: OptTrust = False,
+    allow_pickle: OptPickle = False,
+) -> None:
+    """Run the whole pipeline: data → fine-tune teacher → distil → export → quantize → bench → report → gates."""
+    from compresskit.bench import BenchConfig
+    from compresskit.data import DataConfig
+    from compresskit.distill import DistillConfig
+    from compresskit.export import ExportConfig
+    from compresskit.finetune import FinetuneConfig
+    from compresskit.pipeline import PipelineConfig, run_pipeline
+    from compresskit.quantize import QuantizeConfig
+
+    if finetune not in ("auto", "always", "never"):
+        raise UserError(f"--finetune-teacher must be auto, always or never, got {finetune!r}")
+    load = _load_opts(trust_remote_code, allow_pickle)
+    cfg = PipelineConfig(
+        teacher=teacher,
+        finetune_mode=finetune,
+        data=DataConfig(dataset, text_column, label_column, seed=seed, max_samples=max_samples),
+        finetune=FinetuneConfig(_train_cfg(teacher_epochs, batch_size, teacher_learning_rate, max_length, device,
+                                           precision, gradient_accumulation, seed), load),
+        distill=DistillConfig(temperature, alpha, student_layers, student,
+                              _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
+                                         gradient_accumulation, seed), load),
+        export=ExportConfig(opset, exporter, optimize, max_length, parity_tolerance, parity_min_agreement),
+        quantize=QuantizeConfig(quantize, per_channel, None, int8_min_agreement, max_length),
+        bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
+                          min_seconds=min_seconds, threads=threads, device=device),
+        load=load,
+    )
+    gates = _gates(max_accuracy_drop, min_speedup, max_latency_ms)
+    raise typer.Exit(run_pipeline(cfg, output_root, run_name, overwrite, gates, console))
+
+
+def main() -> None:
+    """Entry point: run the app, turning known failures into one line and an exit code."""
+    debug = bool(os.environ.get("COMPRESSKIT_DEBUG"))
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (UserError, VerificationError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted", style="red")
+        sys.exit(130)
+    except Exception as e:  # click's usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {first} "
+                      "(set COMPRESSKIT_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)

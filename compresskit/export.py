@@ -1,0 +1,187 @@
+"""Stage 3: export a classifier to ONNX and prove, on real validation inputs, that it computes the same thing.
+
+The output folder is self-contained: ``model.onnx``, ``config.json``, the tokenizer files and ``export.json``
+(exporter, opset, graph optimisation, parity figures, versions, hashes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compresskit.artifacts import UserError, atomic_dir, sha256_file, stage_record, write_json
+from compresskit.data import read_labels, read_split
+from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer
+from compresskit.onnx_runtime import batched_logits, make_session
+from compresskit.verify import Parity, compare, require
+
+EXPORTERS = ("torchscript", "dynamo")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export and how strictly to verify."""
+
+    opset: int = 17
+    """ONNX opset (``--opset``)."""
+    exporter: str = "torchscript"
+    """``torchscript`` (``torch.onnx.export(dynamo=False)``) or ``dynamo`` (``--exporter``)."""
+    optimize: bool = True
+    """Run ONNX Runtime's transformer optimizer (fused LayerNorm/GELU/attention where it can) (``--optimize``)."""
+    max_length: int = 128
+    """Tokens per validation input in the parity check (``--max-length``)."""
+    tolerance: float = 1e-3
+    """Largest allowed |ONNX − PyTorch| logit difference (``--parity-tolerance``)."""
+    min_agreement: float = 0.995
+    """Smallest allowed share of equal predicted labels (``--parity-min-agreement``)."""
+    parity_samples: int | None = None
+    """Validation examples to check; None checks them all (``--parity-samples``)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.exporter not in EXPORTERS:
+            problems.append(f"--exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
+        if not 11 <= self.opset <= 23:
+            problems.append(f"--opset must be between 11 and 23, got {self.opset}")
+        if not self.tolerance > 0:
+            problems.append(f"--parity-tolerance must be > 0, got {self.tolerance}")
+        if not 0 < self.min_agreement <= 1:
+            problems.append(f"--parity-min-agreement must be in (0, 1], got {self.min_agreement}")
+        if self.parity_samples is not None and self.parity_samples < 1:
+            problems.append(f"--parity-samples must be >= 1, got {self.parity_samples}")
+        if problems:
+            raise UserError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The exported folder and its parity figures."""
+
+    onnx_dir: Path
+    parity: Parity
+    fused_operators: dict[str, int]
+
+
+def tokenize_numpy(tokenizer: Any, texts: list[str], max_length: int, pad_to_max: bool = False) -> dict[str, np.ndarray]:
+    """Tokenise to int64 numpy arrays, padded to the longest text or to ``max_length``."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length, return_tensors="np",
+                    padding="max_length" if pad_to_max else True)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+
+
+class _LogitsOnly:
+    """Wraps a classifier so the exported graph takes positional token tensors and returns only logits."""
+
+    @staticmethod
+    def wrap(model: Any, input_names: list[str]) -> Any:
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *tensors):
+                return self.model(**dict(zip(input_names, tensors))).logits
+
+        return Wrapped().eval()
+
+
+def _torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, cfg: ExportConfig) -> None:
+    import warnings
+
+    import torch
+
+    names = list(sample)
+    args = tuple(torch.from_numpy(sample[n]) for n in names)
+    wrapped = _LogitsOnly.wrap(model, names)
+    # The tracer warns about every Python branch on shapes in transformers' mask code; the parity check on real
+    # inputs of several lengths is what tells whether the traced graph is right, so the warnings are noise.
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if cfg.exporter == "torchscript":
+            torch.onnx.export(
+                wrapped, args, str(path), input_names=names, output_names=["logits"], opset_version=cfg.opset,
+                dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+                do_constant_folding=True, dynamo=False,
+            )
+        else:
+            batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
+            program = torch.onnx.export(
+                wrapped, args, input_names=names, output_names=["logits"], opset_version=cfg.opset,
+                dynamic_shapes=tuple({0: batch, 1: seq} for _ in names), dynamo=True, optimize=True,
+            )
+            program.save(str(path), external_data=False)
+
+
+def _optimize(path: Path, config: Any) -> dict[str, int]:
+    """Fuse transformer subgraphs in place with ONNX Runtime's optimizer; returns fused-operator counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = config.model_type if config.model_type in ("bert", "roberta", "distilbert") else "bert"
+    # opt_level 0: only the Python fusions, so the file stays portable across execution providers; the
+    # session applies ORT's own provider-specific optimisations when it loads the model.
+    opt = optimize_model(str(path), model_type=model_type, num_heads=config.num_attention_heads,
+                         hidden_size=config.hidden_size, opt_level=0)
+    opt.save_model_to_file(str(path))
+    return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+
+
+def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
+           load: LoadOptions = LoadOptions()) -> ExportResult:
+    """Export the classifier in ``model_dir`` to ``out/model.onnx`` and verify it on the validation split."""
+    import torch
+
+    started = time.time()
+    model = load_classifier(str(model_dir), load)
+    tokenizer = load_tokenizer(str(model_dir), load)
+    texts, ids = read_split(data_dir, "validation")
+    if cfg.parity_samples:
+        texts, ids = texts[: cfg.parity_samples], ids[: cfg.parity_samples]
+    if not texts:
+        raise UserError(f"{data_dir} has an empty validation split: nothing to verify the export on")
+    data_labels = read_labels(data_dir)
+    labels_order = head_labels(model.config)
+    index = {n: i for i, n in enumerate(labels_order)}
+    label_ids = np.array([index.get(data_labels[i], -1) for i in ids])
+
+    arrays = tokenize_numpy(tokenizer, texts, cfg.max_length)
+    with torch.inference_mode():
+        reference = np.concatenate([
+            model(**{k: torch.from_numpy(v[s:s + 32]) for k, v in arrays.items()}).logits.float().numpy()
+            for s in range(0, len(texts), 32)
+        ])
+    with atomic_dir(out) as tmp:
+        onnx_path = tmp / "model.onnx"
+        sample = {k: v[:2] for k, v in arrays.items()}
+        try:
+            _torch_export(model, sample, onnx_path, cfg)
+        except Exception as e:  # exporter failures come in many types; the user needs the first line
+            raise UserError(f"ONNX export of {model_dir} with --exporter {cfg.exporter} failed: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        fused: dict[str, int] = {}
+        optimizer_note = "off"
+        if cfg.optimize:
+            try:
+                fused = _optimize(onnx_path, model.config)
+                optimizer_note = "onnxruntime.transformers (opt_level 0)"
+            except Exception as e:  # a speed feature: a failure is recorded, the plain graph is still valid
+                optimizer_note = f"failed, plain graph kept: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        session = make_session(onnx_path)
+        got = batched_logits(session, arrays)
+        parity = require(compare(f"{name}-onnx", f"{name}-pytorch", got, reference, cfg.tolerance,
+                                 cfg.min_agreement, label_ids))
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "labels.json", labels_order)
+        write_json(tmp / "export.json", stage_record(
+            "export", dataclasses.asdict(cfg), {"model": str(model_dir), "data": str(data_dir)}, started,
+            exporter=cfg.exporter, opset=cfg.opset, optimizer=optimizer_note, fused_operators=fused,
+            input_names=[i.name for i in session.get_inputs()], providers=session.get_providers(),
+            parity=parity.to_dict(), sha256=sha256_file(onnx_path), size_bytes=onnx_path.stat().st_size))
+    return ExportResult(out, parity, fused)

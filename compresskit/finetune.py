@@ -1,0 +1,87 @@
+"""Stage 1: fine-tune the teacher on the labelled data when it has no classification head yet.
+
+A sentence-embedding model such as all-MiniLM-L6-v2 has no head for the data's classes, so it cannot teach
+until it has been trained on them. The result is cached by (teacher weights, data hash, settings): a second
+run with the same inputs reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compresskit.artifacts import UserError, atomic_dir, read_json, sha256_file, sha256_json, stage_record, write_json
+from compresskit.data import data_manifest, read_labels, read_split
+from compresskit.models import LoadOptions, count_parameters, load_classifier, load_tokenizer
+from compresskit.training import TextDataset, TrainConfig, encode, train
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of the teacher's fine-tuning."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, learning_rate=1e-4))
+    """Optimisation settings (the teacher-prefixed flags, e.g. ``--teacher-epochs``)."""
+    load: LoadOptions = field(default_factory=LoadOptions)
+    """Trust settings for loading the base model."""
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The fine-tuned teacher's folder and how it did."""
+
+    model_dir: Path
+    validation_accuracy: float | None
+    reused: bool
+
+
+def source_fingerprint(source: str) -> str:
+    """Identity of a model source: a hash of a local folder's config and weights, or the hub id itself."""
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".json", ".bin")))
+    return sha256_json({p.name: sha256_file(p) for p in files})
+
+
+def cache_key(source: str, data_dir: Path, cfg: FinetuneConfig) -> str:
+    """Key of a fine-tuned teacher in the cache: what it was made from and how."""
+    return sha256_json({
+        "source": source_fingerprint(source),
+        "data": data_manifest(data_dir)["sha256"],
+        "train": dataclasses.asdict(cfg.train),
+    })[:16]
+
+
+def finetune_teacher(cfg: FinetuneConfig, source: str, data_dir: Path, out: Path) -> FinetuneResult:
+    """Train a classification head (and the encoder) of ``source`` on ``data_dir``; write the model to ``out``."""
+    started = time.time()
+    labels = read_labels(data_dir)
+    model = load_classifier(source, cfg.load, labels=labels)
+    tokenizer = load_tokenizer(source, cfg.load)
+    train_texts, train_ids = read_split(data_dir, "train")
+    val_texts, val_ids = read_split(data_dir, "validation")
+    if not train_texts:
+        raise UserError(f"{data_dir} has an empty training split")
+    train_set = TextDataset(encode(tokenizer, train_texts, cfg.train.max_length), train_ids)
+    val_set = TextDataset(encode(tokenizer, val_texts, cfg.train.max_length), val_ids)
+    with atomic_dir(out) as tmp:
+        history = train(model, tokenizer, train_set, val_set, cfg.train, tmp / "checkpoints")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "finetune.json", stage_record(
+            "finetune-teacher", dataclasses.asdict(cfg), {"teacher": source, "data": str(data_dir),
+                                                         "data_sha256": data_manifest(data_dir)["sha256"]},
+            started, labels=labels, parameters=count_parameters(model), **history))
+    return FinetuneResult(out, history["best_validation_accuracy"], reused=False)
+
+
+def cached_or_finetune(cfg: FinetuneConfig, source: str, data_dir: Path, cache_root: Path) -> FinetuneResult:
+    """Reuse a fine-tuned teacher from ``cache_root`` when one was made from the same inputs, else make it."""
+    out = cache_root / f"teacher-{cache_key(source, data_dir, cfg)}"
+    record = out / "finetune.json"
+    if record.is_file():
+        return FinetuneResult(out, read_json(record).get("best_validation_accuracy"), reused=True)
+    return finetune_teacher(cfg, source, data_dir, out)

@@ -1,0 +1,154 @@
+"""Quality gates: pass/fail checks on benchmark results, for CI to act on.
+
+A gate compares one number taken from the report's ``variants`` against a limit the user gave on the command
+line. Gates never raise on missing data: a gate that cannot be computed fails, and its detail says why, so a
+broken benchmark can never make CI green.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+# Accuracies are ratios of counts and limits are typed as decimals, so 0.97 - 0.96 must not fail a 0.01 limit.
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Limits for the quality gates; ``None`` leaves a gate out."""
+
+    max_accuracy_drop: float | None = None
+    """Largest allowed teacher-minus-student accuracy, absolute (0.01 = one point), in [0, 1]."""
+    min_speedup: float | None = None
+    """Smallest allowed teacher p50 / best student p50 at batch 1, > 0."""
+    max_latency_ms: float | None = None
+    """Largest allowed best student p50 at batch 1, in milliseconds, > 0."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        # Written as `not (...)` so that NaN is rejected too.
+        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop <= 1:
+            problems.append(f"--max-accuracy-drop must be in [0, 1], got {self.max_accuracy_drop}")
+        if self.min_speedup is not None and not self.min_speedup > 0:
+            problems.append(f"--min-speedup must be > 0, got {self.min_speedup}")
+        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
+            problems.append(f"--max-latency-ms must be > 0, got {self.max_latency_ms}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of one gate; ``value`` is None when it could not be computed."""
+
+    name: str
+    limit: float
+    value: float | None
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict:
+        """Return the JSON form stored in the report's ``gates`` list."""
+        return dataclasses.asdict(self)
+
+
+def _number(x: object) -> float | None:
+    """Return ``x`` as a float if it is a finite number, else None."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return None
+
+
+def _p50_batch1(variant: dict) -> float | None:
+    """Return a variant's median latency at batch size 1 in ms, or None when not measured."""
+    p50 = _number(((variant.get("latency_ms") or {}).get("batch_1") or {}).get("p50"))
+    # A zero or negative time is a broken measurement, and would divide by zero in the speed-up.
+    return p50 if p50 is not None and p50 > 0 else None
+
+
+def _teacher(variants: list[dict]) -> dict | None:
+    """Return the reference teacher: ``teacher-pytorch`` if present, else any teacher variant."""
+    named = [v for v in variants if v.get("name") == "teacher-pytorch"]
+    return (named or [v for v in variants if v.get("model") == "teacher"] or [None])[0]
+
+
+def _fastest_student(variants: list[dict]) -> dict | None:
+    """Return the student variant with the lowest p50 at batch 1, or None if no student was timed."""
+    timed = [v for v in variants if v.get("model") == "student" and _p50_batch1(v) is not None]
+    return min(timed, key=_p50_batch1, default=None)
+
+
+def _deployed_student(variants: list[dict]) -> dict | None:
+    """Return the student a user would ship: the int8 ONNX one if built, else the fastest one."""
+    for v in variants:
+        if v.get("name") == "student-onnx-int8":
+            return v
+    return _fastest_student(variants)
+
+
+def _accuracy_gate(limit: float, variants: list[dict]) -> GateResult:
+    name = "max-accuracy-drop"
+    teacher, student = _teacher(variants), _deployed_student(variants)
+    if teacher is None or student is None:
+        missing = "teacher" if teacher is None else "student"
+        return GateResult(name, limit, None, False, f"no {missing} variant in the report: cannot compare accuracy")
+    t_acc, s_acc = _number(teacher.get("accuracy")), _number(student.get("accuracy"))
+    if t_acc is None or s_acc is None:
+        which = teacher["name"] if t_acc is None else student["name"]
+        return GateResult(name, limit, None, False, f"{which} has no measured accuracy")
+    drop = t_acc - s_acc
+    head = f"{student['name']} accuracy {s_acc:.4f} vs teacher {t_acc:.4f}: drop {drop:.4f}"
+    if drop <= limit + _EPS:
+        return GateResult(name, limit, drop, True, f"{head} <= limit {limit:.4f}")
+    return GateResult(name, limit, drop, False, f"{head} > limit {limit:.4f} (by {drop - limit:.4f})")
+
+
+def _speedup_gate(limit: float, variants: list[dict]) -> GateResult:
+    name = "min-speedup"
+    teacher, student = _teacher(variants), _fastest_student(variants)
+    t_p50 = _p50_batch1(teacher) if teacher is not None else None
+    if t_p50 is None or student is None:
+        missing = "teacher" if t_p50 is None else "student"
+        return GateResult(name, limit, None, False, f"no {missing} latency at batch 1: cannot compute the speed-up")
+    s_p50 = _p50_batch1(student)
+    speedup = t_p50 / s_p50
+    head = (f"{student['name']} p50 {s_p50:.2f} ms vs {teacher['name']} {t_p50:.2f} ms at batch 1: "
+            f"speed-up {speedup:.2f}×")
+    if speedup >= limit - _EPS:
+        return GateResult(name, limit, speedup, True, f"{head} >= limit {limit:.2f}×")
+    return GateResult(name, limit, speedup, False, f"{head} < limit {limit:.2f}× (short by {limit - speedup:.2f}×)")
+
+
+def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
+    name = "max-latency-ms"
+    student = _fastest_student(variants)
+    if student is None:
+        return GateResult(name, limit, None, False, "no student latency at batch 1 in the report")
+    p50 = _p50_batch1(student)
+    head = f"{student['name']} p50 {p50:.2f} ms at batch 1"
+    if p50 <= limit + _EPS:
+        return GateResult(name, limit, p50, True, f"{head} <= limit {limit:.2f} ms")
+    return GateResult(name, limit, p50, False, f"{head} > limit {limit:.2f} ms (by {p50 - limit:.2f} ms)")
+
+
+def evaluate_gates(cfg: GateConfig, variants: list[dict]) -> list[GateResult]:
+    """Evaluate every gate set in ``cfg`` against the report's ``variants``, in a fixed order.
+
+    Speed and latency use the fastest student at batch 1; accuracy uses ``student-onnx-int8`` when present,
+    since that is what gets deployed. Missing data gives a failed result, never an exception.
+    """
+    results = []
+    if cfg.max_accuracy_drop is not None:
+        results.append(_accuracy_gate(cfg.max_accuracy_drop, variants))
+    if cfg.min_speedup is not None:
+        results.append(_speedup_gate(cfg.min_speedup, variants))
+    if cfg.max_latency_ms is not None:
+        results.append(_latency_gate(cfg.max_latency_ms, variants))
+    return results
+
+
+def failed_gates(results: list[GateResult]) -> list[GateResult]:
+    """Return the results that did not pass, in their original order."""
+    return [r for r in results if not r.passed]

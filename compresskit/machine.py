@@ -1,0 +1,86 @@
+"""What machine and which library versions produced a measurement: every report and stage record carries it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from typing import Any
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where unavailable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_vnni() -> bool:
+    """Whether int8 dot-product instructions exist; without them ONNX Runtime's u8s8 kernels can saturate."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+def default_threads() -> int:
+    """Threads for inference benchmarks: the physical cores this process may use."""
+    import psutil
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False) or usable
+    return max(1, min(usable, physical))
+
+
+def machine_info(threads: int | None = None) -> dict[str, Any]:
+    """CPU model, cores, memory, GPU (when torch sees one) and the thread count used."""
+    import psutil
+
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            gpu = {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1), "count": torch.cuda.device_count()}
+    except ImportError:
+        pass
+    return {
+        "cpu": _cpu_model(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "threads": threads,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "vnni": has_vnni(),
+        "gpu": gpu,
+        "platform": platform.platform(),
+    }
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that decide the numbers."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("compresskit", "torch", "transformers", "accelerate", "onnx", "onnxruntime", "onnxruntime-gpu",
+                 "optimum", "numpy", "tokenizers"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name != "onnxruntime-gpu":
+                out[name] = None
+    return out

@@ -1,0 +1,114 @@
+"""The layout of one run folder (``export/<run-name>/``) and its ``run.json`` identity record.
+
+Layout::
+
+    run.json              resolved configuration, teacher source, stage status
+    data/                 the split (data stage)
+    teacher/              the fine-tuned teacher (hard links into the cache when fine-tuned here)
+    student/              the distilled student
+    onnx/teacher/         ONNX exports, each self-contained
+    onnx/student/
+    onnx/student-int8/
+    bench/                per-variant measurements (bench.json)
+    report.json, report.md, report.html
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compresskit import __version__
+from compresskit.artifacts import UserError, read_json, sha256_json, write_json
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of a run folder's artifacts."""
+
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student"
+
+    def onnx(self, name: str) -> Path:
+        """Folder of an ONNX variant: ``teacher``, ``student`` or ``student-int8``."""
+        return self.root / "onnx" / name
+
+    @property
+    def bench(self) -> Path:
+        return self.root / "bench"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lower-case name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
+
+
+def run_identity(config: dict[str, Any]) -> str:
+    """What makes two runs the same run: every artifact-shaping option and the compresskit version."""
+    return sha256_json({"config": config, "compresskit": __version__})
+
+
+def claim_run_dir(layout: RunLayout, config: dict[str, Any], overwrite: bool) -> bool:
+    """Make ``layout.root`` this run's folder. Returns True when an earlier, identical run is resumed.
+
+    A folder holding a different run (or anything that is not a run) is refused unless ``overwrite``: a CI job
+    must never mix artifacts of two configurations in one report.
+    """
+    identity = run_identity(config)
+    root = layout.root
+    if root.exists() and not root.is_dir():
+        raise UserError(f"output path {root} is a file, not a folder")
+    if root.is_dir() and any(root.iterdir()):
+        same = layout.record.is_file() and read_json(layout.record).get("identity") == identity
+        if overwrite:
+            shutil.rmtree(root)
+        elif not same:
+            raise UserError(f"{root} holds another run; pass --overwrite to replace it, or choose another --run-name")
+        else:
+            return True
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(layout.record, {"schema_version": 1, "identity": identity, "config": config, "stages": {}})
+    return False
+
+
+def record_stage(layout: RunLayout, stage: str, info: dict[str, Any]) -> None:
+    """Note in ``run.json`` that a stage finished and where its output is."""
+    record = read_json(layout.record)
+    record.setdefault("stages", {})[stage] = info
+    write_json(layout.record, record)
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Copy a folder as hard links where the file system allows (a cached teacher costs no extra disk)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, tmp, copy_function=link)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)

@@ -1,0 +1,253 @@
+"""The training engine shared by teacher fine-tuning and distillation: transformers' ``Trainer``.
+
+Why Trainer rather than a loop of our own: it brings mixed precision, gradient accumulation, per-epoch
+evaluation with the best checkpoint kept, and runs unchanged under ``accelerate launch`` / ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compresskit.artifacts import UserError
+from compresskit.losses import kd_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one training run (teacher fine-tuning or distillation)."""
+
+    epochs: float = 3.0
+    """Passes over the training split (``--epochs``)."""
+    batch_size: int = 16
+    """Examples per optimiser step and device (``--batch-size``)."""
+    learning_rate: float = 5e-5
+    """Peak AdamW learning rate, linearly decayed after a 10% warm-up (``--learning-rate``)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    max_length: int = 128
+    """Tokens per example; longer texts are truncated (``--max-length``)."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda`` (``--device``)."""
+    precision: str = "auto"
+    """``auto`` (bf16 on CUDA if supported, else fp16; fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` (``--precision``)."""
+    gradient_accumulation: int = 1
+    """Micro-batches per optimiser step (``--gradient-accumulation``)."""
+    seed: int = 42
+    """Seed for initialisation, dropout and shuffling (``--seed``)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.epochs > 0:
+            problems.append(f"--epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            problems.append(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not 8 <= self.max_length <= 8192:
+            problems.append(f"--max-length must be between 8 and 8192, got {self.max_length}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.gradient_accumulation < 1:
+            problems.append(f"--gradient-accumulation must be >= 1, got {self.gradient_accumulation}")
+        if problems:
+            raise UserError("; ".join(problems))
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a user error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but torch sees no CUDA GPU (use --device auto or cpu)")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """Mixed precision is a CUDA feature here: on CPU everything trains in fp32."""
+    if device == "cpu":
+        if precision in ("bf16", "fp16"):
+            raise UserError(f"--precision {precision} needs --device cuda; CPU training runs in fp32")
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+class TextDataset(torch.utils.data.Dataset):
+    """Tokenised examples, optionally with the teacher's logits for each (distillation targets)."""
+
+    def __init__(self, encodings: dict[str, list], labels: list[int] | None, teacher_logits: np.ndarray | None = None):
+        self.encodings = encodings
+        self.labels = labels
+        self.teacher_logits = teacher_logits
+
+    def __len__(self) -> int:
+        return len(self.encodings["input_ids"])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {k: v[i] for k, v in self.encodings.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = self.teacher_logits[i]
+        return item
+
+
+def encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, list]:
+    """Tokenise without padding (the collator pads each batch to its longest member)."""
+    return dict(tokenizer(texts, truncation=True, max_length=max_length))
+
+
+class Collator:
+    """Pads token fields per batch and stacks labels and teacher logits."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tok_keys = [k for k in items[0] if k not in ("labels", "teacher_logits")]
+        batch = self.tokenizer.pad([{k: it[k] for k in tok_keys} for it in items], return_tensors="pt")
+        batch = dict(batch)
+        if "labels" in items[0]:
+            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+        if "teacher_logits" in items[0]:
+            batch["teacher_logits"] = torch.tensor(np.stack([it["teacher_logits"] for it in items]), dtype=torch.float32)
+        return batch
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class DistillationTrainer(Trainer):
+        """Trainer whose loss mixes soft teacher targets with hard labels (plain CE when no teacher logits)."""
+
+        def __init__(self, *args, temperature: float = 1.0, alpha: float = 0.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.temperature = temperature
+            self.alpha = alpha
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "teacher_logits")}
+            outputs = model(**model_inputs)
+            teacher_logits = inputs.get("teacher_logits")
+            labels = inputs.get("labels")
+            if teacher_logits is None:
+                loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels)
+            else:
+                loss = kd_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer
+
+
+def _accuracy(eval_pred: Any) -> dict[str, float]:
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def train(
+    model: Any,
+    tokenizer: Any,
+    train_set: TextDataset,
+    eval_set: TextDataset,
+    cfg: TrainConfig,
+    scratch: Path,
+    temperature: float = 1.0,
+    alpha: float = 0.0,
+) -> dict[str, Any]:
+    """Train ``model`` in place, evaluating each epoch on ``eval_set`` and keeping the best epoch's weights.
+
+    ``scratch`` holds Trainer checkpoints and is emptied at the end. Returns the training history.
+    """
+    from transformers import TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    steps_per_epoch = math.ceil(len(train_set) / (cfg.batch_size * cfg.gradient_accumulation))
+    args = TrainingArguments(
+        output_dir=str(scratch),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=max(32, cfg.batch_size),
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=max(1, int(0.1 * steps_per_epoch * cfg.epochs)),
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        save_only_model=True,
+        logging_strategy="epoch",
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer_cls = _make_trainer_class()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # keep the console to progress bars and our own lines
+    try:
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=Collator(tokenizer),
+            compute_metrics=_accuracy,
+            temperature=temperature,
+            alpha=alpha,
+        )
+        result = trainer.train()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    history = [
+        {k: v for k, v in entry.items() if k in ("epoch", "loss", "eval_accuracy", "eval_loss", "train_runtime")}
+        for entry in trainer.state.log_history
+    ]
+    best = trainer.state.best_metric
+    model.to("cpu").eval()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "device": device,
+        "precision": precision,
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "best_validation_accuracy": best,
+        "history": history,
+    }
+
+
+@torch.inference_mode()
+def predict_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,
+                   device: str = "cpu", desc: str | None = None) -> np.ndarray:
+    """Logits ``(len(texts), classes)`` of a classifier in eval mode, in fp32."""
+    from rich.progress import track
+
+    model = model.to(device).eval()
+    out = []
+    starts = range(0, len(texts), batch_size)
+    for s in track(starts, description=desc, transient=True) if desc else starts:
+        enc = tokenizer(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt").to(device)
+        out.append(model(**enc).logits.float().cpu().numpy())
+    model.to("cpu")
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import pytest
+
+from compresskit.gates import GateConfig, GateResult, evaluate_gates, failed_gates
+
+
+def variant(name: str, model: str, accuracy: float | None, p50: float | None) -> dict:
+    latency = {} if p50 is None else {"batch_1": {"mean": p50, "p50": p50, "p90": p50, "p99": p50, "iterations": 10}}
+    return {"name": name, "model": model, "accuracy": accuracy, "latency_ms": latency}
+
+
+@pytest.fixture
+def variants() -> list[dict]:
+    return [
+        variant("teacher-pytorch", "teacher", 0.9731, 20.0),
+        variant("teacher-onnx", "teacher", 0.9731, 15.0),
+        variant("student-pytorch", "student", 0.9650, 8.0),
+        variant("student-onnx", "student", 0.9650, 5.0),
+        variant("student-onnx-int8", "student", 0.9552, 4.0),
+    ]
+
+
+def test_accuracy_drop_uses_int8_student_and_fails_with_margin(variants):
+    (result,) = evaluate_gates(GateConfig(max_accuracy_drop=0.01), variants)
+    assert result.name == "max-accuracy-drop"
+    assert result.value == pytest.approx(0.9731 - 0.9552)
+    assert not result.passed
+    assert result.detail == ("student-onnx-int8 accuracy 0.9552 vs teacher 0.9731: "
+                             "drop 0.0179 > limit 0.0100 (by 0.0079)")
+
+
+def test_accuracy_drop_passes_within_limit(variants):
+    (result,) = evaluate_gates(GateConfig(max_accuracy_drop=0.02), variants)
+    assert result.passed
+    assert result.value == pytest.approx(0.0179)
+
+
+def test_accuracy_drop_equal_to_limit_passes_despite_float_rounding():
+    # 0.97 - 0.96 is 0.010000000000000009 in binary floating point.
+    vs = [variant("teacher-pytorch", "teacher", 0.97, 20.0), variant("student-onnx-int8", "student", 0.96, 4.0)]
+    (result,) = evaluate_gates(GateConfig(max_accuracy_drop=0.01), vs)
+    assert result.passed
+
+
+def test_accuracy_drop_without_int8_uses_fastest_student(variants):
+    without_int8 = [v for v in variants if v["name"] != "student-onnx-int8"]
+    (result,) = evaluate_gates(GateConfig(max_accuracy_drop=0.01), without_int8)
+    assert result.detail.startswith("student-onnx accuracy 0.9650")  # 5 ms beats student-pytorch's 8 ms
+    assert result.value == pytest.approx(0.9731 - 0.9650)
+    assert result.passed
+
+
+def test_speedup_passes_and_fails(variants):
+    # teacher-pytorch 20 ms / fastest student (int8) 4 ms = 5.0
+    (ok,) = evaluate_gates(GateConfig(min_speedup=5.0), variants)
+    assert ok.passed and ok.value == pytest.approx(5.0)
+    assert "student-onnx-int8 p50 4.00 ms vs teacher-pytorch 20.00 ms" in ok.detail
+    (bad,) = evaluate_gates(GateConfig(min_speedup=6.0), variants)
+    assert not bad.passed and bad.value == pytest.approx(5.0)
+    assert bad.detail.endswith("speed-up 5.00× < limit 6.00× (short by 1.00×)")
+
+
+def test_latency_passes_and_fails(variants):
+    (ok,) = evaluate_gates(GateConfig(max_latency_ms=4.0), variants)
+    assert ok.passed and ok.value == pytest.approx(4.0)
+    (bad,) = evaluate_gates(GateConfig(max_latency_ms=3.5), variants)
+    assert not bad.passed
+    assert bad.detail == "student-onnx-int8 p50 4.00 ms at batch 1 > limit 3.50 ms (by 0.50 ms)"
+
+
+def test_missing_teacher_gives_failed_gates_not_exceptions(variants):
+    students = [v for v in variants if v["model"] == "student"]
+    results = evaluate_gates(GateConfig(max_accuracy_drop=0.5, min_speedup=1.0), students)
+    assert [r.passed for r in results] == [False, False]
+    assert all(r.value is None for r in results)
+    assert "no teacher variant" in results[0].detail
+    assert "no teacher latency" in results[1].detail
+
+
+def test_teacher_falls_back_to_any_teacher_variant(variants):
+    no_pytorch = [v for v in variants if v["name"] != "teacher-pytorch"]
+    (result,) = evaluate_gates(GateConfig(min_speedup=1.0), no_pytorch)
+    assert result.value == pytest.approx(15.0 / 4.0)
+    assert "vs teacher-onnx 15.00 ms" in result.detail
+
+
+def test_unmeasured_accuracy_fails_with_detail(variants):
+    variants[-1]["accuracy"] = None
+    (result,) = evaluate_gates(GateConfig(max_accuracy_drop=0.5), variants)
+    assert not result.passed
+    assert result.detail == "student-onnx-int8 has no measured accuracy"
+
+
+def test_no_gates_configured_and_failed_gates_filter(variants):
+    assert evaluate_gates(GateConfig(), variants) == []
+    results = evaluate_gates(GateConfig(max_accuracy_drop=0.01, min_speedup=2.0, max_latency_ms=3.0), variants)
+    assert [r.name for r in results] == ["max-accuracy-drop", "min-speedup", "max-latency-ms"]
+    assert [r.name for r in failed_gates(results)] == ["max-accuracy-drop", "max-latency-ms"]
+
+
+def test_gate_result_to_dict():
+    result = GateResult("min-speedup", 2.0, 5.0, True, "fine")
+    assert result.to_dict() == {"name": "min-speedup", "limit": 2.0, "value": 5.0, "passed": True, "detail": "fine"}
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"max_accuracy_drop": 1.5}, "--max-accuracy-drop"),
+    ({"max_accuracy_drop": -0.1}, "--max-accuracy-drop"),
+    ({"min_speedup": -1}, "--min-speedup must be > 0, got -1"),
+    ({"min_speedup": float("nan")}, "--min-speedup"),
+    ({"max_latency_ms": 0}, "--max-latency-ms must be > 0, got 0"),
+])
+def test_gate_config_rejects_bad_values(kwargs, flag):
+    with pytest.raises(ValueError, match=flag):
+        GateConfig(**kwargs)
+
+
+def test_gate_config_reports_all_problems_at_once():
+    with pytest.raises(ValueError) as err:
+        GateConfig(max_accuracy_drop=2, min_speedup=0, max_latency_ms=-5)
+    assert all(flag in str(err.value) for flag in ("--max-accuracy-drop", "--min-speedup", "--max-latency-ms"))
