@@ -289,7 +289,9 @@ def main() -> None:
     """Entry point: run the app, turning known failures into one line and an exit code."""
     debug = bool(os.environ.get("COMPRESSKIT_DEBUG"))
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting: pass it on.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (UserError, VerificationError) as e:

@@ -132,33 +132,54 @@ def _optimize(path: Path, config: Any) -> dict[str, int]:
     return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
 
 
-def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
-           load: LoadOptions = LoadOptions()) -> ExportResult:
-    """Export the classifier in ``model_dir`` to ``out/model.onnx`` and verify it on the validation split."""
-    import torch
-
-    started = time.time()
-    model = load_classifier(str(model_dir), load)
-    tokenizer = load_tokenizer(str(model_dir), load)
+def _validation_inputs(cfg: ExportConfig, tokenizer: Any, labels_order: list[str], data_dir: Path
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Tokenised validation texts and their label ids in the model head's order (-1 for unknown labels)."""
     texts, ids = read_split(data_dir, "validation")
     if cfg.parity_samples:
         texts, ids = texts[: cfg.parity_samples], ids[: cfg.parity_samples]
     if not texts:
         raise UserError(f"{data_dir} has an empty validation split: nothing to verify the export on")
     data_labels = read_labels(data_dir)
-    labels_order = head_labels(model.config)
     index = {n: i for i, n in enumerate(labels_order)}
-    label_ids = np.array([index.get(data_labels[i], -1) for i in ids])
+    return tokenize_numpy(tokenizer, texts, cfg.max_length), np.array([index.get(data_labels[i], -1) for i in ids])
 
-    arrays = tokenize_numpy(tokenizer, texts, cfg.max_length)
+
+def _torch_logits(model: Any, arrays: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
+    import torch
+
+    n = len(arrays["input_ids"])
     with torch.inference_mode():
-        reference = np.concatenate([
-            model(**{k: torch.from_numpy(v[s:s + 32]) for k, v in arrays.items()}).logits.float().numpy()
-            for s in range(0, len(texts), 32)
+        return np.concatenate([
+            model(**{k: torch.from_numpy(v[s:s + batch_size]) for k, v in arrays.items()}).logits.float().numpy()
+            for s in range(0, n, batch_size)
         ])
+
+
+def verify_onnx(cfg: ExportConfig, onnx_path: Path, model: Any, tokenizer: Any, data_dir: Path,
+                name: str = "model") -> Parity:
+    """Run ``onnx_path`` and the PyTorch ``model`` on the validation split; raise VerificationError on mismatch.
+
+    Inputs are padded per batch to their longest member, so the check also exercises the dynamic axes.
+    """
+    labels_order = head_labels(model.config)
+    arrays, label_ids = _validation_inputs(cfg, tokenizer, labels_order, data_dir)
+    reference = _torch_logits(model, arrays)
+    got = batched_logits(make_session(onnx_path), arrays)
+    return require(compare(f"{name}-onnx", f"{name}-pytorch", got, reference, cfg.tolerance, cfg.min_agreement,
+                           label_ids))
+
+
+def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
+           load: LoadOptions = LoadOptions()) -> ExportResult:
+    """Export the classifier in ``model_dir`` to ``out/model.onnx`` and verify it on the validation split."""
+    started = time.time()
+    model = load_classifier(str(model_dir), load)
+    tokenizer = load_tokenizer(str(model_dir), load)
+    sample, _ = _validation_inputs(dataclasses.replace(cfg, parity_samples=2), tokenizer, head_labels(model.config),
+                                   data_dir)
     with atomic_dir(out) as tmp:
         onnx_path = tmp / "model.onnx"
-        sample = {k: v[:2] for k, v in arrays.items()}
         try:
             _torch_export(model, sample, onnx_path, cfg)
         except Exception as e:  # exporter failures come in many types; the user needs the first line
@@ -172,13 +193,11 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
                 optimizer_note = "onnxruntime.transformers (opt_level 0)"
             except Exception as e:  # a speed feature: a failure is recorded, the plain graph is still valid
                 optimizer_note = f"failed, plain graph kept: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        parity = verify_onnx(cfg, onnx_path, model, tokenizer, data_dir, name)
         session = make_session(onnx_path)
-        got = batched_logits(session, arrays)
-        parity = require(compare(f"{name}-onnx", f"{name}-pytorch", got, reference, cfg.tolerance,
-                                 cfg.min_agreement, label_ids))
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "labels.json", labels_order)
+        write_json(tmp / "labels.json", head_labels(model.config))
         write_json(tmp / "export.json", stage_record(
             "export", dataclasses.asdict(cfg), {"model": str(model_dir), "data": str(data_dir)}, started,
             exporter=cfg.exporter, opset=cfg.opset, optimizer=optimizer_note, fused_operators=fused,

@@ -21,7 +21,15 @@ from compresskit.distill import DistillConfig, distill
 from compresskit.export import ExportConfig, export
 from compresskit.finetune import FinetuneConfig, cached_or_finetune
 from compresskit.gates import GateConfig, evaluate_gates, failed_gates
-from compresskit.models import LoadOptions, is_classifier, match_labels, read_config, resolve_model_source
+from compresskit.models import (
+    LoadOptions,
+    is_classifier,
+    layer_count,
+    match_labels,
+    parse_layers,
+    read_config,
+    resolve_model_source,
+)
 from compresskit.quantize import QuantizeConfig, quantize
 from compresskit.run import RunLayout, claim_run_dir, link_tree, record_stage, slug
 
@@ -87,6 +95,8 @@ def _preflight(cfg: PipelineConfig) -> tuple[str, bool, tuple[list[str], list[st
     labels = sorted(set(examples[1]))
     if len(labels) < 2:
         raise UserError(f"{examples[2]} has {len(labels)} distinct label(s); classification needs at least 2")
+    if cfg.distill.student is None:
+        parse_layers(cfg.distill.student_layers, layer_count(config))
     has_head = is_classifier(config)
     needs_finetune = cfg.finetune_mode == "always" or (cfg.finetune_mode == "auto" and not has_head)
     if not needs_finetune:

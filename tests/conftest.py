@@ -70,3 +70,26 @@ def save_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, classifier_l
 def tiny_encoder(tmp_path_factory) -> Path:
     """A bare random encoder: like all-MiniLM-L6-v2, it has no classification head."""
     return save_tiny_bert(tmp_path_factory.mktemp("encoder") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, tiny_csv) -> Path:
+    """The tiny CSV split by compresskit's data stage."""
+    from compresskit.data import DataConfig, prepare_data
+
+    return prepare_data(DataConfig(dataset=str(tiny_csv)), tmp_path_factory.mktemp("split") / "data").data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory) -> Path:
+    """A random 2-layer classifier whose head knows the tiny data's three labels."""
+    return save_tiny_bert(tmp_path_factory.mktemp("clf") / "model", classifier_labels=sorted(TOPICS))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_classifier, tiny_data) -> Path:
+    """The tiny classifier exported (and verified) by compresskit's export stage."""
+    from compresskit.export import ExportConfig, export
+
+    return export(ExportConfig(max_length=32), tiny_classifier, tiny_data,
+                  tmp_path_factory.mktemp("onnx") / "model").onnx_dir

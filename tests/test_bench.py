@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compresskit.artifacts import UserError
+from compresskit.bench import BenchConfig, Latency, Variant, bench, macro_f1
+
+
+def test_latency_percentiles():
+    lat = Latency.from_samples([float(x) for x in range(1, 101)])
+    assert lat.mean == pytest.approx(50.5)
+    assert lat.p50 == pytest.approx(50.5)
+    assert lat.p90 == pytest.approx(90.1)
+    assert lat.p99 == pytest.approx(99.01)
+    assert lat.iterations == 100
+
+
+def test_macro_f1_by_hand():
+    gold = np.array([0, 0, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0])
+    # class 0: tp1 fp1 fn1 → 0.5; class 1: tp2 fp1 fn0 → 0.8; class 2: tp0 fn1 → 0
+    assert macro_f1(pred, gold, 3) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_batch_one_is_always_measured():
+    assert BenchConfig(batch_sizes=(8,)).sizes == (1, 8)
+    with pytest.raises(UserError, match="--batch-sizes"):
+        BenchConfig(batch_sizes=(0,))
+
+
+def test_bench_measures_each_variant_in_its_own_process(tmp_path, tiny_classifier, tiny_onnx, tiny_data):
+    cfg = BenchConfig(batch_sizes=(1, 4), sequence_length=32, warmup=1, min_iterations=3, min_seconds=0, threads=1)
+    variants = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", tiny_classifier, 1000),
+                Variant("teacher-onnx", "teacher", "onnx", "fp32", tiny_onnx, 1000)]
+    result = bench(cfg, variants, tiny_data, tmp_path / "bench")
+    rows = {r["name"]: r for r in result["variants"]}
+    assert set(rows) == {"teacher-pytorch", "teacher-onnx"}
+    # the same model in two runtimes: identical predictions on identical inputs
+    assert rows["teacher-onnx"]["agreement_with_teacher"] == 1.0
+    assert rows["teacher-onnx"]["accuracy"] == rows["teacher-pytorch"]["accuracy"]
+    for r in rows.values():
+        assert set(r["latency_ms"]) == {"batch_1", "batch_4"}
+        assert r["latency_ms"]["batch_1"]["iterations"] >= 3
+        assert 0 < r["latency_ms"]["batch_1"]["p50"] <= r["latency_ms"]["batch_1"]["p99"]
+        assert r["peak_rss_mb"] > 10 and r["size_mb"] > 0
+    # an ONNX worker never imports torch, so its memory is its own: far below a torch process
+    assert rows["teacher-onnx"]["peak_rss_mb"] < rows["teacher-pytorch"]["peak_rss_mb"]
+    saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert saved["test_samples"] == 12 and saved["machine"]["threads"] == 1
+
+
+def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
+    from compresskit.bench import write_inputs
+    from compresskit.artifacts import write_json
+
+    inputs = tmp_path / "inputs.npz"
+    write_inputs(BenchConfig(sequence_length=32), tiny_data, tiny_onnx, ["money", "sport", "tech"], inputs)
+    spec = tmp_path / "spec.json"
+    write_json(spec, {"variant": {"name": "x", "format": "onnx", "path": str(tiny_onnx)},
+                      "config": {"device": "cpu", "batch_sizes": [1], "warmup": 0, "min_iterations": 2,
+                                 "min_seconds": 0}, "inputs": str(inputs), "threads": 1})
+    subprocess.run([sys.executable, "-m", "compresskit.bench_worker", str(spec), str(tmp_path / "r.json")],
+                   check=True)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["torch_imported"] is False
+    assert len(result["predictions"]) == 12

@@ -1,0 +1,88 @@
+import shutil
+
+import pytest
+import torch
+
+from compresskit.artifacts import UserError
+from compresskit.models import (
+    LoadOptions,
+    check_model_dir,
+    count_parameters,
+    load_classifier,
+    load_tokenizer,
+    match_labels,
+    parse_layers,
+    resolve_model_source,
+    student_from_teacher_layers,
+    tokenizers_agree,
+)
+from conftest import save_tiny_bert
+
+
+def test_student_keeps_the_chosen_teacher_layers(tmp_path):
+    folder = save_tiny_bert(tmp_path / "t", layers=4, classifier_labels=["a", "b"])
+    teacher = load_classifier(str(folder), LoadOptions())
+    student = student_from_teacher_layers(teacher, [0, 3])
+    assert student.config.num_hidden_layers == 2
+    t_layers, s_layers = teacher.bert.encoder.layer, student.bert.encoder.layer
+    assert len(s_layers) == 2
+    for s_ix, t_ix in ((0, 0), (1, 3)):
+        for (name, sp), (_, tp) in zip(s_layers[s_ix].named_parameters(), t_layers[t_ix].named_parameters()):
+            assert torch.equal(sp, tp), name
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+    assert count_parameters(student) < count_parameters(teacher)
+    # a copy, not shared storage: training the student must not change the teacher
+    student.classifier.weight.data.add_(1.0)
+    assert not torch.equal(student.classifier.weight, teacher.classifier.weight)
+
+
+def test_parse_layers():
+    assert parse_layers("5, 0", 6) == [0, 5]
+    with pytest.raises(UserError, match="layers 0..5"):
+        parse_layers("0,6", 6)
+    with pytest.raises(UserError, match="comma-separated"):
+        parse_layers("first", 6)
+
+
+def test_missing_teacher_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_model_source(str(tmp_path / "nope"))
+
+
+def test_default_teacher_resolves_to_the_bundled_package():
+    path = resolve_model_source("all-MiniLM-L6-v2")
+    assert path.endswith("model")
+    check_model_dir(__import__("pathlib").Path(path))
+
+
+def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path, tiny_classifier):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_classifier, folder)
+    model = load_classifier(str(folder), LoadOptions())
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(UserError, match="--allow-pickle"):
+        check_model_dir(folder)
+    with pytest.raises(UserError, match="--allow-pickle"):
+        resolve_model_source(str(folder))
+    check_model_dir(folder, allow_pickle=True)
+    assert load_classifier(str(folder), LoadOptions(allow_pickle=True)).config.num_labels == 3
+
+
+def test_label_matching(tiny_classifier):
+    config = load_classifier(str(tiny_classifier), LoadOptions()).config
+    assert match_labels(config, ["sport", "money"], "t") == ["money", "sport", "tech"]
+    with pytest.raises(UserError, match="cannot predict label\\(s\\) weather"):
+        match_labels(config, ["sport", "weather"], "t")
+    config.id2label = {0: "LABEL_0", 1: "LABEL_1"}
+    assert match_labels(config, ["y", "x"], "t") == ["x", "y"]
+    with pytest.raises(UserError, match="head of 2 classes"):
+        match_labels(config, ["x", "y", "z"], "t")
+
+
+def test_tokenizer_agreement(tmp_path, tiny_classifier):
+    a = load_tokenizer(str(tiny_classifier), LoadOptions())
+    assert tokenizers_agree(a, load_tokenizer(str(tiny_classifier), LoadOptions()))
+    b = load_tokenizer(resolve_model_source("all-MiniLM-L6-v2"), LoadOptions())
+    assert not tokenizers_agree(a, b)
