@@ -129,6 +129,9 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
     device = resolve_device(cfg.train.device)
     soft = teacher_logits_cached(teacher, tokenizer, teacher_dir, data_dir, train_texts, cfg.train.max_length,
                                  cache_root, device)
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # a user-given student may get a fresh head: same seed, same start
     student, origin = build_student(cfg, teacher, tokenizer, labels)
     del teacher
     train_set = TextDataset(encode(tokenizer, train_texts, cfg.train.max_length), train_ids, soft)

@@ -6,7 +6,9 @@ The output folder is self-contained: ``model.onnx``, ``config.json``, the tokeni
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,10 +114,11 @@ def _torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, cfg: Ex
             )
         else:
             batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
-            program = torch.onnx.export(
-                wrapped, args, input_names=names, output_names=["logits"], opset_version=cfg.opset,
-                dynamic_shapes=tuple({0: batch, 1: seq} for _ in names), dynamo=True, optimize=True,
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # its step-by-step progress lines are not for users
+                program = torch.onnx.export(
+                    wrapped, args, input_names=names, output_names=["logits"], opset_version=cfg.opset,
+                    dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),), dynamo=True, optimize=True,
+                )
             program.save(str(path), external_data=False)
 
 

@@ -58,7 +58,10 @@ def cache_key(source: str, data_dir: Path, cfg: FinetuneConfig) -> str:
 def finetune_teacher(cfg: FinetuneConfig, source: str, data_dir: Path, out: Path) -> FinetuneResult:
     """Train a classification head (and the encoder) of ``source`` on ``data_dir``; write the model to ``out``."""
     started = time.time()
+    from transformers import set_seed
+
     labels = read_labels(data_dir)
+    set_seed(cfg.train.seed)  # the new head's initialisation must not depend on what ran before
     model = load_classifier(source, cfg.load, labels=labels)
     tokenizer = load_tokenizer(source, cfg.load)
     train_texts, train_ids = read_split(data_dir, "train")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+# Tests never reach a model hub: everything they load is made in code or shipped in an installed package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TOPICS = {
     "sport": "match goal team player coach league score win season cup",

@@ -58,3 +58,11 @@ def test_compare_reports_each_failure():
         require(compare("m", "r", np.array([[0.0, 1.0], [0.0, 1.0]]), want, None, 0.995))
     with pytest.raises(VerificationError, match="NaN"):
         compare("m", "r", want * np.nan, want, None, 0.9)
+
+
+def test_dynamo_exporter_also_passes_parity(tmp_path, tiny_classifier, tiny_data):
+    from compresskit.export import export
+
+    r = export(ExportConfig(exporter="dynamo", max_length=32), tiny_classifier, tiny_data, tmp_path / "dyn")
+    assert r.parity.passed and r.parity.max_abs_diff <= 1e-3
+    assert json.loads((r.onnx_dir / "export.json").read_text())["exporter"] == "dynamo"
