@@ -84,10 +84,18 @@ def claim_run_dir(layout: RunLayout, config: dict[str, Any], overwrite: bool) ->
         elif not same:
             raise UserError(f"{root} holds another run; pass --overwrite to replace it, or choose another --run-name")
         else:
+            _remove_leftovers(root)
             return True
     root.mkdir(parents=True, exist_ok=True)
     write_json(layout.record, {"schema_version": 1, "identity": identity, "config": config, "stages": {}})
     return False
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Temporary folders of a stage that was killed (kill -9 skips the cleanup in ``atomic_dir``)."""
+    for pattern in (".*.tmp-*", "*/.*.tmp-*"):
+        for p in root.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def record_stage(layout: RunLayout, stage: str, info: dict[str, Any]) -> None:
