@@ -29,6 +29,9 @@ OptMaxLen = Annotated[int, typer.Option("--max-length", help="Tokens per example
 OptTrust = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code shipped with a hub model.")]
 OptPickle = Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle checkpoints (pytorch_model.bin).")]
 OptSeed = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and shuffling.")]
+OptSaveSteps = Annotated[Optional[int], typer.Option("--save-steps", help="Checkpoint and evaluate every N steps (default: each epoch).")]
+OptPatience = Annotated[Optional[int], typer.Option("--early-stopping-patience", help="Stop after N evaluations without improvement.")]
+OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
 
 
 def _load_opts(trust_remote_code: bool, allow_pickle: bool):
@@ -38,11 +41,12 @@ def _load_opts(trust_remote_code: bool, allow_pickle: bool):
 
 
 def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, device: str, precision: str,
-               grad_accum: int, seed: int):
+               grad_accum: int, seed: int, save_steps: int | None = None, patience: int | None = None):
     from compresskit.training import TrainConfig
 
     return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, device=device,
-                       precision=precision, gradient_accumulation=grad_accum, seed=seed)
+                       precision=precision, gradient_accumulation=grad_accum, seed=seed, save_steps=save_steps,
+                       early_stopping_patience=patience)
 
 
 def _parse_batch_sizes(spec: str) -> tuple[int, ...]:
@@ -81,6 +85,9 @@ def finetune_cmd(
     precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = "auto",
     gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
     seed: OptSeed = 42,
+    save_steps: OptSaveSteps = None,
+    early_stopping_patience: OptPatience = None,
+    resume: OptResume = False,
     trust_remote_code: OptTrust = False,
     allow_pickle: OptPickle = False,
 ) -> None:
@@ -89,8 +96,9 @@ def finetune_cmd(
     from compresskit.models import resolve_model_source
 
     cfg = FinetuneConfig(_train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                    gradient_accumulation, seed), _load_opts(trust_remote_code, allow_pickle))
-    r = finetune_teacher(cfg, resolve_model_source(teacher), data, out)
+                                    gradient_accumulation, seed, save_steps, early_stopping_patience),
+                         _load_opts(trust_remote_code, allow_pickle))
+    r = finetune_teacher(cfg, resolve_model_source(teacher), data, out, resume=resume)
     console.print(f"teacher: validation accuracy {r.validation_accuracy:.4f} → {r.model_dir}")
 
 
@@ -112,17 +120,23 @@ def distill_cmd(
     gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
     seed: OptSeed = 42,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where teacher logits are cached.")] = None,
+    save_steps: OptSaveSteps = None,
+    early_stopping_patience: OptPatience = None,
+    resume: OptResume = False,
     trust_remote_code: OptTrust = False,
     allow_pickle: OptPickle = False,
 ) -> None:
     """Distil a student from a fine-tuned teacher (soft targets at temperature T, mixed with labels by α)."""
     from compresskit.distill import DistillConfig, distill
+    from compresskit.training import is_main_process
 
     load = _load_opts(trust_remote_code, allow_pickle)
     cfg = DistillConfig(temperature, alpha, student_layers, student,
                         _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                   gradient_accumulation, seed), load)
-    r = distill(cfg, teacher, data, out, cache_dir or out.parent / ".cache", load)
+                                   gradient_accumulation, seed, save_steps, early_stopping_patience), load)
+    r = distill(cfg, teacher, data, out, cache_dir or out.parent / ".cache", load, resume=resume)
+    if not is_main_process():
+        return
     console.print(f"student: {r.parameters:,} parameters, validation accuracy {r.validation_accuracy:.4f} → {r.model_dir}")
 
 
@@ -235,6 +249,8 @@ def distill_and_export_cmd(
     precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = "auto",
     gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
     seed: OptSeed = 42,
+    save_steps: OptSaveSteps = None,
+    early_stopping_patience: OptPatience = None,
     exporter: Annotated[str, typer.Option("--exporter")] = "torchscript",
     opset: Annotated[int, typer.Option("--opset")] = 17,
     optimize: Annotated[bool, typer.Option("--optimize/--no-optimize")] = True,
@@ -274,7 +290,7 @@ def distill_and_export_cmd(
                                            precision, gradient_accumulation, seed), load),
         distill=DistillConfig(temperature, alpha, student_layers, student,
                               _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                         gradient_accumulation, seed), load),
+                                         gradient_accumulation, seed, save_steps, early_stopping_patience), load),
         export=ExportConfig(opset, exporter, optimize, max_length, parity_tolerance, parity_min_agreement),
         quantize=QuantizeConfig(quantize, per_channel, None, int8_min_agreement, max_length),
         bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,

@@ -8,6 +8,7 @@ teacher, the data and the sequence length, so epochs, reruns and sweeps do not p
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,16 @@ from compresskit.models import (
     student_from_teacher_layers,
     tokenizers_agree,
 )
-from compresskit.training import TextDataset, TrainConfig, encode, predict_logits, resolve_device, train
+from compresskit.training import (
+    TextDataset,
+    TrainConfig,
+    checkpoint_dir,
+    encode,
+    is_main_process,
+    predict_logits,
+    resolve_device,
+    train,
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ def teacher_logits_cached(teacher: Any, tokenizer: Any, teacher_dir: Path, data_
         return np.load(path)
     logits = predict_logits(teacher, tokenizer, texts, max_length, device=device, desc="teacher logits")
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # unique per process: torchrun ranks race here
     np.save(tmp, logits)
     tmp.replace(path)
     return logits
@@ -109,8 +119,11 @@ def build_student(cfg: DistillConfig, teacher: Any, teacher_tokenizer: Any, labe
 
 
 def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, cache_root: Path,
-            teacher_load: LoadOptions = LoadOptions()) -> DistillResult:
-    """Distil a student from the fine-tuned teacher in ``teacher_dir`` on ``data_dir``; write it to ``out``."""
+            teacher_load: LoadOptions = LoadOptions(), resume: bool = False) -> DistillResult:
+    """Distil a student from the fine-tuned teacher in ``teacher_dir`` on ``data_dir``; write it to ``out``.
+
+    With ``resume``, training continues from the newest checkpoint beside ``out`` (a killed run).
+    """
     started = time.time()
     teacher = load_classifier(str(teacher_dir), teacher_load)
     if not is_classifier(teacher.config):
@@ -136,12 +149,14 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
     del teacher
     train_set = TextDataset(encode(tokenizer, train_texts, cfg.train.max_length), train_ids, soft)
     val_set = TextDataset(encode(tokenizer, val_texts, cfg.train.max_length), val_ids)
+    history = train(student, tokenizer, train_set, val_set, cfg.train, checkpoint_dir(out),
+                    temperature=cfg.temperature, alpha=cfg.alpha, resume=resume)
+    params = count_parameters(student)
+    if not is_main_process():  # under torchrun every rank trains; rank 0 alone publishes the student
+        return DistillResult(out, history["best_validation_accuracy"], params)
     with atomic_dir(out) as tmp:
-        history = train(student, tokenizer, train_set, val_set, cfg.train, tmp / "checkpoints",
-                        temperature=cfg.temperature, alpha=cfg.alpha)
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        params = count_parameters(student)
         write_json(tmp / "distill.json", stage_record(
             "distill", dataclasses.asdict(cfg), {"teacher": str(teacher_dir), "data": str(data_dir),
                                                 "data_sha256": data_manifest(data_dir)["sha256"]},

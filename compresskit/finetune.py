@@ -15,7 +15,7 @@ from pathlib import Path
 from compresskit.artifacts import UserError, atomic_dir, read_json, sha256_file, sha256_json, stage_record, write_json
 from compresskit.data import data_manifest, read_labels, read_split
 from compresskit.models import LoadOptions, count_parameters, load_classifier, load_tokenizer
-from compresskit.training import TextDataset, TrainConfig, encode, train
+from compresskit.training import TextDataset, TrainConfig, checkpoint_dir, encode, is_main_process, train
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,12 @@ def cache_key(source: str, data_dir: Path, cfg: FinetuneConfig) -> str:
     })[:16]
 
 
-def finetune_teacher(cfg: FinetuneConfig, source: str, data_dir: Path, out: Path) -> FinetuneResult:
-    """Train a classification head (and the encoder) of ``source`` on ``data_dir``; write the model to ``out``."""
+def finetune_teacher(cfg: FinetuneConfig, source: str, data_dir: Path, out: Path, resume: bool = False
+                     ) -> FinetuneResult:
+    """Train a classification head (and the encoder) of ``source`` on ``data_dir``; write the model to ``out``.
+
+    With ``resume``, training continues from the newest checkpoint beside ``out`` (a killed run).
+    """
     started = time.time()
     from transformers import set_seed
 
@@ -70,8 +74,10 @@ def finetune_teacher(cfg: FinetuneConfig, source: str, data_dir: Path, out: Path
         raise UserError(f"{data_dir} has an empty training split")
     train_set = TextDataset(encode(tokenizer, train_texts, cfg.train.max_length), train_ids)
     val_set = TextDataset(encode(tokenizer, val_texts, cfg.train.max_length), val_ids)
+    history = train(model, tokenizer, train_set, val_set, cfg.train, checkpoint_dir(out), resume=resume)
+    if not is_main_process():
+        return FinetuneResult(out, history["best_validation_accuracy"], reused=False)
     with atomic_dir(out) as tmp:
-        history = train(model, tokenizer, train_set, val_set, cfg.train, tmp / "checkpoints")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "finetune.json", stage_record(
@@ -82,9 +88,12 @@ def finetune_teacher(cfg: FinetuneConfig, source: str, data_dir: Path, out: Path
 
 
 def cached_or_finetune(cfg: FinetuneConfig, source: str, data_dir: Path, cache_root: Path) -> FinetuneResult:
-    """Reuse a fine-tuned teacher from ``cache_root`` when one was made from the same inputs, else make it."""
+    """Reuse a fine-tuned teacher from ``cache_root`` when one was made from the same inputs, else make it.
+
+    An interrupted fine-tuning of the same inputs left checkpoints beside the cache entry: it is resumed.
+    """
     out = cache_root / f"teacher-{cache_key(source, data_dir, cfg)}"
     record = out / "finetune.json"
     if record.is_file():
         return FinetuneResult(out, read_json(record).get("best_validation_accuracy"), reused=True)
-    return finetune_teacher(cfg, source, data_dir, out)
+    return finetune_teacher(cfg, source, data_dir, out, resume=checkpoint_dir(out).is_dir())

@@ -140,7 +140,7 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
     step("distill", f"T={cfg.distill.temperature}, α={cfg.distill.alpha}, "
                     f"student={cfg.distill.student or 'teacher layers ' + cfg.distill.student_layers}")
     if not (layout.student / "distill.json").is_file():
-        distill(cfg.distill, teacher_dir, layout.data, layout.student, cache, cfg.load)
+        distill(cfg.distill, teacher_dir, layout.data, layout.student, cache, cfg.load, resume=resumed)
     rec = read_json(layout.student / "distill.json")
     console.print(f"    {rec['parameters']:,} parameters, {rec['layers']} layers, validation accuracy "
                   f"{rec['best_validation_accuracy']:.4f} ({rec['seconds']:.0f} s on {rec['device']}, {rec['precision']})")

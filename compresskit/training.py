@@ -7,6 +7,7 @@ evaluation with the best checkpoint kept, and runs unchanged under ``accelerate 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,17 @@ class TrainConfig:
     """Micro-batches per optimiser step (``--gradient-accumulation``)."""
     seed: int = 42
     """Seed for initialisation, dropout and shuffling (``--seed``)."""
+    save_steps: int | None = None
+    """Checkpoint (and evaluate) every N optimiser steps instead of every epoch (``--save-steps``)."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without a better validation accuracy (``--early-stopping-patience``)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.save_steps is not None and self.save_steps < 1:
+            problems.append(f"--save-steps must be >= 1, got {self.save_steps}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            problems.append(f"--early-stopping-patience must be >= 1, got {self.early_stopping_patience}")
         if not self.epochs > 0:
             problems.append(f"--epochs must be > 0, got {self.epochs}")
         if self.batch_size < 1:
@@ -60,6 +69,16 @@ class TrainConfig:
             problems.append(f"--gradient-accumulation must be >= 1, got {self.gradient_accumulation}")
         if problems:
             raise UserError("; ".join(problems))
+
+
+def checkpoint_dir(out: Path) -> Path:
+    """Where the Trainer checkpoints of a stage writing ``out`` live: beside it, so they outlive a killed run."""
+    return Path(out).parent / f".{Path(out).name}.checkpoints"
+
+
+def is_main_process() -> bool:
+    """True in a single process, and in rank 0 of a ``torchrun`` / ``accelerate launch`` job: only it writes."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_device(device: str) -> str:
@@ -162,22 +181,26 @@ def train(
     train_set: TextDataset,
     eval_set: TextDataset,
     cfg: TrainConfig,
-    scratch: Path,
+    checkpoints: Path,
     temperature: float = 1.0,
     alpha: float = 0.0,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train ``model`` in place, evaluating each epoch on ``eval_set`` and keeping the best epoch's weights.
+    """Train ``model`` in place, evaluating on ``eval_set`` and keeping the best evaluation's weights.
 
-    ``scratch`` holds Trainer checkpoints and is emptied at the end. Returns the training history.
+    ``checkpoints`` holds Trainer checkpoints (model, optimiser, scheduler, RNG states); with ``resume`` the
+    run continues from the newest one there, e.g. after the process was killed. It is emptied on success.
+    Returns the training history.
     """
-    from transformers import TrainingArguments
+    from transformers import EarlyStoppingCallback, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     steps_per_epoch = math.ceil(len(train_set) / (cfg.batch_size * cfg.gradient_accumulation))
     args = TrainingArguments(
-        output_dir=str(scratch),
+        output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=max(32, cfg.batch_size),
@@ -186,13 +209,15 @@ def train(
         weight_decay=cfg.weight_decay,
         warmup_steps=max(1, int(0.1 * steps_per_epoch * cfg.epochs)),
         lr_scheduler_type="linear",
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=1,
+        eval_strategy="steps" if cfg.save_steps else "epoch",
+        save_strategy="steps" if cfg.save_steps else "epoch",
+        eval_steps=cfg.save_steps,
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=2,  # the best and the newest: resuming needs the newest, the end needs the best
         load_best_model_at_end=True,
         metric_for_best_model="accuracy",
-        save_only_model=True,
-        logging_strategy="epoch",
+        logging_strategy="steps" if cfg.save_steps else "epoch",
+        logging_steps=cfg.save_steps or 500,
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -201,7 +226,11 @@ def train(
         fp16=precision == "fp16",
         dataloader_num_workers=0,
         disable_tqdm=False,
+        # several CPU processes (torchrun) talk over gloo; a single process must not ask for a process group
+        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
+    last = get_last_checkpoint(str(checkpoints)) if resume and Path(checkpoints).is_dir() else None
+    callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
     trainer_cls = _make_trainer_class()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # keep the console to progress bars and our own lines
@@ -215,8 +244,9 @@ def train(
             compute_metrics=_accuracy,
             temperature=temperature,
             alpha=alpha,
+            callbacks=callbacks,
         )
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=last)
     finally:
         hf_logging.set_verbosity(verbosity)
     history = [
@@ -225,8 +255,12 @@ def train(
     ]
     best = trainer.state.best_metric
     model.to("cpu").eval()
-    shutil.rmtree(scratch, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return {
+        "resumed_from": Path(last).name if last else None,
+        "world_size": args.world_size,
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         "device": device,
         "precision": precision,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
