@@ -31,6 +31,15 @@ OptPickle = Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle c
 OptSeed = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and shuffling.")]
 OptSaveSteps = Annotated[Optional[int], typer.Option("--save-steps", help="Checkpoint and evaluate every N steps (default: each epoch).")]
 OptPatience = Annotated[Optional[int], typer.Option("--early-stopping-patience", help="Stop after N evaluations without improvement.")]
+OptShape = Annotated[Optional[str], typer.Option("--student-shape", help="Shrunk teacher config, random init: layers=4,hidden=256,heads=4,intermediate=1024.")]
+OptWSoft = Annotated[float, typer.Option("--w-soft", help="Weight of the α-mixed soft/hard term.")]
+OptWMse = Annotated[float, typer.Option("--w-mse-logits", help="Weight of MSE between logits.")]
+OptWHidden = Annotated[float, typer.Option("--w-hidden", help="Weight of the hidden-state term (see --layer-map).")]
+OptHiddenKind = Annotated[str, typer.Option("--hidden-loss", help="mse | cosine.")]
+OptWAttn = Annotated[float, typer.Option("--w-attention", help="Weight of attention-distribution transfer.")]
+OptWEmb = Annotated[float, typer.Option("--w-embedding", help="Weight of MSE between mean-pooled embeddings.")]
+OptLayerMap = Annotated[str, typer.Option("--layer-map", help="teacher:student layer pairs like 2:0,5:1, or auto.")]
+OptUnlabeled = Annotated[Optional[str], typer.Option("--unlabeled-data", help="Unlabelled texts (.txt lines or a data file with a text column).")]
 OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
 
 
@@ -47,6 +56,21 @@ def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, devic
     return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, device=device,
                        precision=precision, gradient_accumulation=grad_accum, seed=seed, save_steps=save_steps,
                        early_stopping_patience=patience)
+
+
+def _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
+                 hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data, train, load):
+    from compresskit.distill import DistillConfig
+    from compresskit.losses import LossWeights
+
+    try:
+        weights = LossWeights(soft=w_soft, mse_logits=w_mse_logits, hidden=w_hidden, hidden_kind=hidden_loss,
+                              attention=w_attention, embedding=w_embedding)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return DistillConfig(temperature=temperature, alpha=alpha, student_layers=student_layers, student=student,
+                         student_shape=student_shape, weights=weights, layer_map=layer_map,
+                         unlabeled_data=unlabeled_data, train=train, load=load)
 
 
 def _parse_batch_sizes(spec: str) -> tuple[int, ...]:
@@ -111,6 +135,15 @@ def distill_cmd(
     alpha: Annotated[float, typer.Option("--alpha", help="Weight of the soft loss; 1-α goes to hard labels.")] = 0.5,
     student_layers: Annotated[str, typer.Option("--student-layers", help="Teacher layers the student keeps.")] = "0,5",
     student: Annotated[Optional[str], typer.Option("--student", help="Use this model as the student instead.")] = None,
+    student_shape: OptShape = None,
+    w_soft: OptWSoft = 1.0,
+    w_mse_logits: OptWMse = 0.0,
+    w_hidden: OptWHidden = 0.0,
+    hidden_loss: OptHiddenKind = "mse",
+    w_attention: OptWAttn = 0.0,
+    w_embedding: OptWEmb = 0.0,
+    layer_map: OptLayerMap = "auto",
+    unlabeled_data: OptUnlabeled = None,
     epochs: Annotated[float, typer.Option("--epochs")] = 4.0,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
@@ -127,13 +160,14 @@ def distill_cmd(
     allow_pickle: OptPickle = False,
 ) -> None:
     """Distil a student from a fine-tuned teacher (soft targets at temperature T, mixed with labels by α)."""
-    from compresskit.distill import DistillConfig, distill
+    from compresskit.distill import distill
     from compresskit.training import is_main_process
 
     load = _load_opts(trust_remote_code, allow_pickle)
-    cfg = DistillConfig(temperature, alpha, student_layers, student,
-                        _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                   gradient_accumulation, seed, save_steps, early_stopping_patience), load)
+    cfg = _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
+                       hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
+                       _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
+                                  gradient_accumulation, seed, save_steps, early_stopping_patience), load)
     r = distill(cfg, teacher, data, out, cache_dir or out.parent / ".cache", load, resume=resume)
     if not is_main_process():
         return
@@ -238,6 +272,15 @@ def distill_and_export_cmd(
     teacher_learning_rate: Annotated[float, typer.Option("--teacher-learning-rate")] = 1e-4,
     student_layers: Annotated[str, typer.Option("--student-layers", help="Teacher layers the student keeps.")] = "0,5",
     student: Annotated[Optional[str], typer.Option("--student", help="Your own student model instead.")] = None,
+    student_shape: OptShape = None,
+    w_soft: OptWSoft = 1.0,
+    w_mse_logits: OptWMse = 0.0,
+    w_hidden: OptWHidden = 0.0,
+    hidden_loss: OptHiddenKind = "mse",
+    w_attention: OptWAttn = 0.0,
+    w_embedding: OptWEmb = 0.0,
+    layer_map: OptLayerMap = "auto",
+    unlabeled_data: OptUnlabeled = None,
     temperature: Annotated[float, typer.Option("--temperature")] = 2.0,
     alpha: Annotated[float, typer.Option("--alpha")] = 0.5,
     epochs: Annotated[float, typer.Option("--epochs", help="Student epochs.")] = 4.0,
@@ -273,7 +316,6 @@ def distill_and_export_cmd(
     """Run the whole pipeline: data → fine-tune teacher → distil → export → quantize → bench → report → gates."""
     from compresskit.bench import BenchConfig
     from compresskit.data import DataConfig
-    from compresskit.distill import DistillConfig
     from compresskit.export import ExportConfig
     from compresskit.finetune import FinetuneConfig
     from compresskit.pipeline import PipelineConfig, run_pipeline
@@ -288,9 +330,10 @@ def distill_and_export_cmd(
         data=DataConfig(dataset, text_column, label_column, seed=seed, max_samples=max_samples),
         finetune=FinetuneConfig(_train_cfg(teacher_epochs, batch_size, teacher_learning_rate, max_length, device,
                                            precision, gradient_accumulation, seed), load),
-        distill=DistillConfig(temperature, alpha, student_layers, student,
-                              _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                         gradient_accumulation, seed, save_steps, early_stopping_patience), load),
+        distill=_distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits,
+                             w_hidden, hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
+                             _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
+                                        gradient_accumulation, seed, save_steps, early_stopping_patience), load),
         export=ExportConfig(opset, exporter, optimize, max_length, parity_tolerance, parity_min_agreement),
         quantize=QuantizeConfig(quantize, per_channel, None, int8_min_agreement, max_length),
         bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,

@@ -19,6 +19,8 @@ import numpy as np
 from compresskit.artifacts import UserError, atomic_dir, sha256_json, stage_record, write_json
 from compresskit.data import data_manifest, read_labels, read_split
 from compresskit.finetune import source_fingerprint
+from compresskit.losses import IGNORE_LABEL, LossWeights, heads_compatible, parse_layer_map
+from compresskit.objective import Objective, StudentWithProjection, make_projection
 from compresskit.models import (
     LoadOptions,
     check_model_dir,
@@ -58,6 +60,17 @@ class DistillConfig:
     """Teacher layers the student keeps, DistilBERT-style (``--student-layers``)."""
     student: str | None = None
     """A student model folder or hub id to use instead of teacher layers (``--student``)."""
+    student_shape: str | None = None
+    """A shrunk copy of the teacher's config, randomly initialised, e.g. ``layers=4,hidden=256,heads=4,
+    intermediate=1024`` (``--student-shape``)."""
+    weights: LossWeights = field(default_factory=LossWeights)
+    """Weights of the loss terms (``--w-soft``, ``--w-mse-logits``, ``--w-hidden``, ``--w-attention``,
+    ``--w-embedding``); ``soft`` weighs the α-mixed soft/hard term."""
+    layer_map: str = "auto"
+    """Teacher→student layer pairs for hidden-state and attention terms, e.g. ``2:0,5:1`` (``--layer-map``)."""
+    unlabeled_data: str | None = None
+    """Text without labels that the student learns from the teacher's soft labels alone (``--unlabeled-data``):
+    a .txt file (one text per line) or a CSV/JSONL/Parquet file with a text column."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4.0, learning_rate=1e-4))
     """Optimisation settings of the student."""
     load: LoadOptions = field(default_factory=LoadOptions)
@@ -65,6 +78,12 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.student is not None and self.student_shape is not None:
+            problems.append("give either --student or --student-shape, not both")
+        if self.unlabeled_data is not None and self.alpha == 0:
+            problems.append("--unlabeled-data teaches through soft labels, which --alpha 0 switches off")
+        if self.unlabeled_data is not None and not Path(self.unlabeled_data).is_file():
+            problems.append(f"--unlabeled-data {self.unlabeled_data} does not exist")
         if not self.temperature > 0:
             problems.append(f"--temperature must be > 0, got {self.temperature}")
         if not 0 <= self.alpha <= 1:
@@ -104,8 +123,40 @@ def teacher_logits_cached(teacher: Any, tokenizer: Any, teacher_dir: Path, data_
     return logits
 
 
+_SHAPE_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
+               "intermediate": "intermediate_size"}
+
+
+def parse_shape(spec: str) -> dict[str, int]:
+    """``layers=4,hidden=256`` → config overrides, checked for sense (hidden divisible by heads)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        if key not in _SHAPE_KEYS or not value.isdigit() or int(value) < 1:
+            raise UserError(f"--student-shape: {part!r} is not one of {', '.join(k + '=N' for k in _SHAPE_KEYS)}")
+        out[_SHAPE_KEYS[key]] = int(value)
+    if not out:
+        raise UserError("--student-shape names no dimension")
+    return out
+
+
+def shrunk_student(teacher: Any, spec: str) -> Any:
+    """A randomly initialised model of the teacher's architecture with smaller dimensions."""
+    import copy
+
+    config = copy.deepcopy(teacher.config)
+    for key, value in parse_shape(spec).items():
+        setattr(config, key, value)
+    if config.hidden_size % config.num_attention_heads:
+        raise UserError(f"--student-shape: hidden {config.hidden_size} is not divisible by heads "
+                        f"{config.num_attention_heads}")
+    return type(teacher)(config).eval()
+
+
 def build_student(cfg: DistillConfig, teacher: Any, teacher_tokenizer: Any, labels: list[str]) -> tuple[Any, str]:
     """The student model and a description of where it came from."""
+    if cfg.student_shape is not None:
+        return shrunk_student(teacher, cfg.student_shape), f"shrunk teacher config {cfg.student_shape} (random init)"
     if cfg.student is None:
         layers = parse_layers(cfg.student_layers, layer_count(teacher.config))
         return student_from_teacher_layers(teacher, layers), f"teacher layers {','.join(map(str, layers))}"
@@ -116,6 +167,47 @@ def build_student(cfg: DistillConfig, teacher: Any, teacher_tokenizer: Any, labe
         raise UserError(f"the tokenizer of --student {cfg.student} differs from the teacher's; distillation needs "
                         "both to see the same token ids (use a student built on the teacher's vocabulary)")
     return load_classifier(cfg.student, cfg.load, labels=labels), cfg.student
+
+
+def read_unlabeled(path: str) -> list[str]:
+    """Texts of ``--unlabeled-data``: one per line of a .txt file, or the text column of a data file."""
+    p = Path(path)
+    if p.suffix.lower() == ".txt":
+        texts = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines()]
+    else:
+        from compresskit.data import DataConfig, _rows_from_file
+
+        rows = _rows_from_file(p)
+        if rows and "text" not in rows[0]:
+            raise UserError(f"--unlabeled-data {path} has no 'text' column")
+        texts = [str(r.get("text") or "").strip() for r in rows]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise UserError(f"--unlabeled-data {path} holds no text")
+    return texts
+
+
+def make_objective(cfg: DistillConfig, teacher: Any, student: Any) -> tuple[Any, Objective]:
+    """The module the Trainer optimises (the student, or student + projection) and the loss over a batch."""
+    w = cfg.weights
+    pairs: list[tuple[int, int]] = []
+    if w.hidden or w.attention:
+        try:
+            pairs = parse_layer_map(cfg.layer_map, layer_count(teacher.config), layer_count(student.config))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if w.attention:
+        t_heads, s_heads = teacher.config.num_attention_heads, student.config.num_attention_heads
+        if not heads_compatible(s_heads, t_heads):
+            raise UserError(f"--w-attention needs equal head counts: teacher {t_heads}, student {s_heads}")
+        # attention maps are only returned by the eager implementation, not by fused SDPA kernels
+        for m in (teacher, student):
+            m.set_attn_implementation("eager")
+    projection = make_projection(w, student.config.hidden_size, teacher.config.hidden_size, len(pairs))
+    model = StudentWithProjection(student, projection) if projection is not None else student
+    objective = Objective(w, cfg.temperature, cfg.alpha, teacher if (w.hidden or w.attention or w.embedding) else None,
+                          pairs)
+    return model, objective
 
 
 def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, cache_root: Path,
@@ -146,11 +238,17 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
 
     set_seed(cfg.train.seed)  # a user-given student may get a fresh head: same seed, same start
     student, origin = build_student(cfg, teacher, tokenizer, labels)
-    del teacher
+    if cfg.unlabeled_data:
+        extra = read_unlabeled(cfg.unlabeled_data)
+        extra_soft = predict_logits(teacher, tokenizer, extra, cfg.train.max_length, device=device,
+                                    desc="teacher logits (unlabelled)")
+        train_texts, train_ids = train_texts + extra, train_ids + [IGNORE_LABEL] * len(extra)
+        soft = np.concatenate([soft, extra_soft])
+    model, objective = make_objective(cfg, teacher, student)
     train_set = TextDataset(encode(tokenizer, train_texts, cfg.train.max_length), train_ids, soft)
     val_set = TextDataset(encode(tokenizer, val_texts, cfg.train.max_length), val_ids)
-    history = train(student, tokenizer, train_set, val_set, cfg.train, checkpoint_dir(out),
-                    temperature=cfg.temperature, alpha=cfg.alpha, resume=resume)
+    history = train(model, tokenizer, train_set, val_set, cfg.train, checkpoint_dir(out), objective, resume=resume)
+    del teacher, objective
     params = count_parameters(student)
     if not is_main_process():  # under torchrun every rank trains; rank 0 alone publishes the student
         return DistillResult(out, history["best_validation_accuracy"], params)
@@ -160,6 +258,7 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
         write_json(tmp / "distill.json", stage_record(
             "distill", dataclasses.asdict(cfg), {"teacher": str(teacher_dir), "data": str(data_dir),
                                                 "data_sha256": data_manifest(data_dir)["sha256"]},
-            started, student_origin=origin, labels=labels, parameters=params,
+            started, student_origin=origin, labels=labels, parameters=params, loss_terms=cfg.weights.active(),
+            unlabeled_examples=len(train_texts) - len(read_split(data_dir, "train")[0]),
             layers=layer_count(student.config), **history))
     return DistillResult(out, history["best_validation_accuracy"], params)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 HIDDEN_KINDS = ("mse", "cosine")
+IGNORE_LABEL = -100  # an unlabelled example (the same value cross-entropy ignores by default)
 # loss term name -> the CLI flag that sets its weight; the order is the order of the report
 TERM_FLAGS = {
     "soft": "--w-soft",
@@ -45,12 +46,16 @@ def kd_loss(
     """α · soft-target loss + (1 − α) · cross-entropy on the hard labels.
 
     Shapes: logits ``(batch, classes)``, ``labels`` ``(batch,)`` of class ids or None (unlabelled text: soft
-    term only). α = 0 is plain hard-label training; α = 1 learns from the teacher alone.
+    term only). A label of ``IGNORE_LABEL`` marks an unlabelled row inside a mixed batch: it gets the soft term
+    only. α = 0 is plain hard-label training; α = 1 learns from the teacher alone.
     """
     soft = soft_target_loss(student_logits, teacher_logits, temperature)
     if labels is None or alpha >= 1.0:
         return soft
-    hard = F.cross_entropy(student_logits.float(), labels)
+    labelled = labels != IGNORE_LABEL
+    if not bool(labelled.any()):
+        return soft
+    hard = F.cross_entropy(student_logits.float()[labelled], labels[labelled])
     if alpha <= 0.0:
         return hard
     return alpha * soft + (1.0 - alpha) * hard

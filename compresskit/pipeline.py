@@ -95,7 +95,7 @@ def _preflight(cfg: PipelineConfig) -> tuple[str, bool, tuple[list[str], list[st
     labels = sorted(set(examples[1]))
     if len(labels) < 2:
         raise UserError(f"{examples[2]} has {len(labels)} distinct label(s); classification needs at least 2")
-    if cfg.distill.student is None:
+    if cfg.distill.student is None and cfg.distill.student_shape is None:
         parse_layers(cfg.distill.student_layers, layer_count(config))
     has_head = is_classifier(config)
     needs_finetune = cfg.finetune_mode == "always" or (cfg.finetune_mode == "auto" and not has_head)
@@ -137,8 +137,10 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
         console.print("    already a classifier: used as it is")
     record_stage(layout, "teacher", {"path": str(teacher_dir), "source": cfg.teacher, "finetuned": needs_finetune})
 
-    step("distill", f"T={cfg.distill.temperature}, α={cfg.distill.alpha}, "
-                    f"student={cfg.distill.student or 'teacher layers ' + cfg.distill.student_layers}")
+    origin = cfg.distill.student or (f"shape {cfg.distill.student_shape}" if cfg.distill.student_shape
+                                     else f"teacher layers {cfg.distill.student_layers}")
+    step("distill", f"T={cfg.distill.temperature}, α={cfg.distill.alpha}, student={origin}, "
+                    f"terms={cfg.distill.weights.active()}")
     if not (layout.student / "distill.json").is_file():
         distill(cfg.distill, teacher_dir, layout.data, layout.student, cache, cfg.load, resume=resumed)
     rec = read_json(layout.student / "distill.json")

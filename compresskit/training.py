@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.losses import kd_loss
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,28 @@ class TrainConfig:
 def checkpoint_dir(out: Path) -> Path:
     """Where the Trainer checkpoints of a stage writing ``out`` live: beside it, so they outlive a killed run."""
     return Path(out).parent / f".{Path(out).name}.checkpoints"
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest Trainer checkpoint that was fully written, or None.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file is missing or unreadable
+    was cut off (kill -9 mid-save); it is deleted so that neither resuming nor rotation trips over it.
+    """
+    import json
+
+    if not checkpoints.is_dir():
+        return None
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ckpt in found:
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(ckpt)
+        except (OSError, ValueError):
+            if is_main_process():
+                shutil.rmtree(ckpt, ignore_errors=True)
+    return None
 
 
 def is_main_process() -> bool:
@@ -147,25 +168,23 @@ def _make_trainer_class():
     from transformers import Trainer
 
     class DistillationTrainer(Trainer):
-        """Trainer whose loss mixes soft teacher targets with hard labels (plain CE when no teacher logits)."""
+        """Trainer whose loss is an ``Objective`` (distillation terms; plain CE when the batch has no teacher)."""
 
-        def __init__(self, *args, temperature: float = 1.0, alpha: float = 0.0, **kwargs):
+        def __init__(self, *args, objective: Any, **kwargs):
             super().__init__(*args, **kwargs)
-            self.temperature = temperature
-            self.alpha = alpha
+            self.objective = objective
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "teacher_logits")}
-            outputs = model(**model_inputs)
-            teacher_logits = inputs.get("teacher_logits")
-            labels = inputs.get("labels")
-            if teacher_logits is None:
-                loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels)
-            else:
-                loss = kd_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha)
+            loss, outputs = self.objective(model, inputs)
             return (loss, outputs) if return_outputs else loss
 
     return DistillationTrainer
+
+
+def _hard_label_objective(model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+    """Cross-entropy on the labels: teacher fine-tuning and the no-teacher ablation."""
+    out = model(**{k: v for k, v in inputs.items() if k not in ("labels", "teacher_logits")})
+    return torch.nn.functional.cross_entropy(out.logits.float(), inputs["labels"]), out
 
 
 def _accuracy(eval_pred: Any) -> dict[str, float]:
@@ -182,8 +201,7 @@ def train(
     eval_set: TextDataset,
     cfg: TrainConfig,
     checkpoints: Path,
-    temperature: float = 1.0,
-    alpha: float = 0.0,
+    objective: Any | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` in place, evaluating on ``eval_set`` and keeping the best evaluation's weights.
@@ -193,7 +211,6 @@ def train(
     Returns the training history.
     """
     from transformers import EarlyStoppingCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     device = resolve_device(cfg.device)
@@ -226,10 +243,12 @@ def train(
         fp16=precision == "fp16",
         dataloader_num_workers=0,
         disable_tqdm=False,
+        remove_unused_columns=False,  # our datasets hold only what the objective needs (teacher_logits too)
+        label_names=["labels"],  # not inferable from a wrapped student's forward(**kwargs)
         # several CPU processes (torchrun) talk over gloo; a single process must not ask for a process group
         ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
-    last = get_last_checkpoint(str(checkpoints)) if resume and Path(checkpoints).is_dir() else None
+    last = last_complete_checkpoint(Path(checkpoints)) if resume else None
     callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
     trainer_cls = _make_trainer_class()
     verbosity = hf_logging.get_verbosity()
@@ -242,8 +261,7 @@ def train(
             eval_dataset=eval_set,
             data_collator=Collator(tokenizer),
             compute_metrics=_accuracy,
-            temperature=temperature,
-            alpha=alpha,
+            objective=objective or _hard_label_objective,
             callbacks=callbacks,
         )
         result = trainer.train(resume_from_checkpoint=last)

@@ -98,3 +98,13 @@ def tiny_onnx(tmp_path_factory, tiny_classifier, tiny_data) -> Path:
 
     return export(ExportConfig(max_length=32), tiny_classifier, tiny_data,
                   tmp_path_factory.mktemp("onnx") / "model").onnx_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, tiny_encoder, tiny_data) -> Path:
+    """The tiny encoder fine-tuned on the tiny data: a teacher that knows the task (100 % on validation)."""
+    from compresskit.finetune import FinetuneConfig, finetune_teacher
+    from compresskit.training import TrainConfig
+
+    cfg = FinetuneConfig(TrainConfig(epochs=8, learning_rate=2e-3, max_length=32, device="cpu"))
+    return finetune_teacher(cfg, str(tiny_encoder), tiny_data, tmp_path_factory.mktemp("teacher") / "t").model_dir

@@ -1,0 +1,107 @@
+"""What the student is trained to minimise, given a batch: the weighted distillation terms of ``losses``.
+
+Soft targets come from cached teacher logits in the batch. Hidden-state, attention and embedding terms need
+the teacher's inner activations, which are too large to cache (layers × tokens × width per example), so the
+teacher runs alongside the student, without gradients, only when one of those terms is on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from compresskit.losses import (
+    HiddenProjection,
+    LossWeights,
+    attention_transfer_loss,
+    combine,
+    embedding_loss,
+    hidden_state_loss,
+    kd_loss,
+    mean_pool,
+    mse_logits_loss,
+    needs_projection,
+)
+
+
+class StudentWithProjection(torch.nn.Module):
+    """The student plus the learned linear maps from its width to the teacher's (TinyBERT-style).
+
+    Wrapping them in one module lets the Trainer optimise, checkpoint and restore both together; only the
+    student is saved as the result.
+    """
+
+    def __init__(self, student: Any, projection: HiddenProjection):
+        super().__init__()
+        self.student = student
+        self.projection = projection
+        self.config = student.config
+
+    def forward(self, **kwargs: Any) -> Any:
+        return self.student(**kwargs)
+
+
+class Objective:
+    """Loss of one batch: ``α·kd + weights·(mse logits, hidden, attention, embedding)``."""
+
+    def __init__(self, weights: LossWeights, temperature: float, alpha: float, teacher: Any | None = None,
+                 layer_pairs: list[tuple[int, int]] | None = None):
+        self.weights = weights
+        self.temperature = temperature
+        self.alpha = alpha
+        self.teacher = teacher.eval() if teacher is not None else None
+        self.layer_pairs = layer_pairs or []
+        self.last_terms: dict[str, float] = {}
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.weights.needs_hidden_states or self.weights.needs_attentions
+
+    def __call__(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "teacher_logits")}
+        labels, teacher_logits = inputs.get("labels"), inputs.get("teacher_logits")
+        want_hidden, want_attn = self.weights.needs_hidden_states, self.weights.needs_attentions
+        out = model(**model_inputs, output_hidden_states=want_hidden or None, output_attentions=want_attn or None)
+        if teacher_logits is None:  # no teacher at all: plain hard-label training (teacher fine-tuning, α=0 runs)
+            mask = labels != -100
+            return torch.nn.functional.cross_entropy(out.logits.float()[mask], labels[mask]), out
+        terms = {"soft": kd_loss(out.logits, teacher_logits, labels, self.temperature, self.alpha)}
+        if self.weights.mse_logits:
+            terms["mse_logits"] = mse_logits_loss(out.logits, teacher_logits)
+        if self.needs_teacher:
+            t_out = self._teacher_outputs(model_inputs, want_hidden, want_attn)
+            mask = model_inputs["attention_mask"]
+            projection = model.projection if isinstance(model, StudentWithProjection) else None
+            if self.weights.hidden:
+                terms["hidden"] = sum(
+                    hidden_state_loss(out.hidden_states[s + 1], t_out.hidden_states[t + 1], mask,
+                                      self.weights.hidden_kind,
+                                      projection.layers[i] if projection is not None else None)
+                    for i, (t, s) in enumerate(self.layer_pairs)) / max(1, len(self.layer_pairs))
+            if self.weights.attention:
+                terms["attention"] = sum(
+                    attention_transfer_loss(out.attentions[s], t_out.attentions[t], mask)
+                    for t, s in self.layer_pairs) / max(1, len(self.layer_pairs))
+            if self.weights.embedding:
+                s_emb = mean_pool(out.hidden_states[-1], mask)
+                if projection is not None:
+                    s_emb = projection.layers[-1](s_emb)
+                terms["embedding"] = embedding_loss(s_emb, mean_pool(t_out.hidden_states[-1], mask))
+        total, self.last_terms = combine(terms, self.weights)
+        return total, out
+
+    @torch.no_grad()
+    def _teacher_outputs(self, model_inputs: dict[str, torch.Tensor], hidden: bool, attn: bool) -> Any:
+        device = model_inputs["input_ids"].device
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        return self.teacher(**model_inputs, output_hidden_states=hidden or None, output_attentions=attn or None)
+
+
+def make_projection(weights: LossWeights, student_width: int, teacher_width: int, n_pairs: int
+                    ) -> HiddenProjection | None:
+    """Linear maps student→teacher width, one per layer pair (+1 for the embedding), when widths differ."""
+    if not (weights.hidden or weights.embedding) or not needs_projection(student_width, teacher_width):
+        return None
+    return HiddenProjection(student_width, teacher_width, n_pairs + 1)

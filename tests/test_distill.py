@@ -1,0 +1,120 @@
+"""Distillation on tiny models: students of every kind, every loss term, unlabelled text, resume, two processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from compresskit.artifacts import UserError
+from compresskit.distill import DistillConfig, distill, parse_shape
+from compresskit.losses import LossWeights
+from compresskit.models import LoadOptions, load_classifier
+from compresskit.training import TrainConfig
+
+FAST = TrainConfig(epochs=10, learning_rate=2e-3, max_length=32, device="cpu", batch_size=8)
+
+
+def _record(out):
+    return json.loads((out / "distill.json").read_text())
+
+
+def test_kd_student_from_teacher_layers_learns_the_task(tmp_path, tiny_teacher, tiny_data):
+    r = distill(DistillConfig(student_layers="1", train=FAST), tiny_teacher, tiny_data, tmp_path / "s", tmp_path / "c")
+    assert r.validation_accuracy >= 0.9
+    rec = _record(r.model_dir)
+    assert rec["layers"] == 1 and rec["loss_terms"] == {"soft": 1.0}
+    assert list((tmp_path / "c").glob("teacher-logits-*.npy")), "teacher logits are cached for reuse"
+    assert not (tmp_path / ".s.checkpoints").exists(), "checkpoints are removed after success"
+
+
+def test_narrow_random_student_with_hidden_and_embedding_terms(tmp_path, tiny_teacher, tiny_data):
+    cfg = DistillConfig(student_shape="layers=1,hidden=16,heads=2,intermediate=32",
+                        weights=LossWeights(soft=1.0, hidden=1.0, hidden_kind="cosine", embedding=0.5), train=FAST)
+    r = distill(cfg, tiny_teacher, tiny_data, tmp_path / "s", tmp_path / "c")
+    student = load_classifier(str(r.model_dir), LoadOptions())
+    assert student.config.hidden_size == 16 and student.config.num_hidden_layers == 1
+    # the projection trained beside the student is not part of the saved student
+    assert not any("projection" in k for k in student.state_dict())
+    assert _record(r.model_dir)["loss_terms"] == {"soft": 1.0, "hidden": 1.0, "embedding": 0.5}
+
+
+def test_attention_transfer_and_logit_mse(tmp_path, tiny_teacher, tiny_data):
+    cfg = DistillConfig(student_layers="1", layer_map="1:0", train=FAST,
+                        weights=LossWeights(soft=1.0, mse_logits=0.5, attention=1.0))
+    r = distill(cfg, tiny_teacher, tiny_data, tmp_path / "s", tmp_path / "c")
+    assert r.validation_accuracy >= 0.9
+
+
+def test_attention_needs_equal_head_counts(tmp_path, tiny_teacher, tiny_data):
+    cfg = DistillConfig(student_shape="heads=4", weights=LossWeights(attention=1.0), train=FAST)
+    with pytest.raises(UserError, match="equal head counts: teacher 2, student 4"):
+        distill(cfg, tiny_teacher, tiny_data, tmp_path / "s", tmp_path / "c")
+    assert not (tmp_path / "s").exists()
+
+
+def test_unlabelled_text_is_learnt_from_soft_labels(tmp_path, tiny_teacher, tiny_data):
+    from conftest import make_rows
+
+    path = tmp_path / "unlabelled.txt"
+    path.write_text("\n".join(r["text"] for r in make_rows(20, seed=5)))
+    cfg = DistillConfig(student_layers="1", unlabeled_data=str(path), train=FAST)
+    r = distill(cfg, tiny_teacher, tiny_data, tmp_path / "s", tmp_path / "c")
+    assert _record(r.model_dir)["unlabeled_examples"] == 60
+    with pytest.raises(UserError, match="--alpha 0"):
+        DistillConfig(unlabeled_data=str(path), alpha=0.0)
+
+
+def test_shape_parsing():
+    assert parse_shape("layers=2, hidden=64") == {"num_hidden_layers": 2, "hidden_size": 64}
+    with pytest.raises(UserError, match="--student-shape"):
+        parse_shape("depth=2")
+
+
+def _cli_distill(teacher, data, out, *extra):
+    return [sys.executable, "-m", "compresskit", "distill", "--teacher", str(teacher), "--data", str(data),
+            "--out", str(out), "--student-layers", "1", "--epochs", "30", "--learning-rate", "2e-3",
+            "--batch-size", "8", "--max-length", "32", "--device", "cpu", "--save-steps", "12", *extra]
+
+
+def test_resume_after_kill_ends_like_an_uninterrupted_run(tmp_path, tiny_teacher, tiny_data):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(_cli_distill(tiny_teacher, tiny_data, tmp_path / "whole"), env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_distill(tiny_teacher, tiny_data, out), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / ".killed.checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(ckpts.glob("checkpoint-*"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed: give it more epochs"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "distill.json").exists(), "killed before the end: nothing published"
+    resumed = subprocess.run(_cli_distill(tiny_teacher, tiny_data, out, "--resume"), env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _record(tmp_path / "whole"), _record(out)
+    assert b["resumed_from"] and b["resumed_from"].startswith("checkpoint-")
+    assert abs(a["best_validation_accuracy"] - b["best_validation_accuracy"]) <= 1 / 12 + 1e-9
+
+
+def test_two_cpu_processes_reach_the_quality_of_one(tmp_path, tiny_teacher, tiny_data):
+    """DDP over gloo through torchrun: half the batch per process, the same effective batch."""
+    one = subprocess.run(_cli_distill(tiny_teacher, tiny_data, tmp_path / "one"), capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    cmd = _cli_distill(tiny_teacher, tiny_data, tmp_path / "two")
+    cmd[cmd.index("--batch-size") + 1] = "4"
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                          *cmd[2:]], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _record(tmp_path / "one"), _record(tmp_path / "two")
+    assert a["world_size"] == 1 and b["world_size"] == 2
+    assert b["best_validation_accuracy"] >= a["best_validation_accuracy"] - 1 / 12 - 1e-9
