@@ -258,6 +258,47 @@ def _gates(max_accuracy_drop, min_speedup, max_latency_ms):
         raise UserError(str(e)) from None
 
 
+@app.command("sweep")
+def sweep_cmd(
+    teacher: Annotated[Path, typer.Option("--teacher", help="A fine-tuned teacher folder (e.g. a run's teacher/).")],
+    data: OptData,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sweep's points and report.")],
+    students: Annotated[str, typer.Option("--students", help="';'-separated: teacher layer lists or shape:layers=2,hidden=128.")] = "0;0,5;0,2,5",
+    temperatures: Annotated[str, typer.Option("--temperatures")] = "1,2,4,8",
+    alphas: Annotated[str, typer.Option("--alphas", help="0 is the hard-label (no teacher) ablation.")] = "0,0.5,0.9",
+    epochs: Annotated[float, typer.Option("--epochs")] = 4.0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
+    max_length: OptMaxLen = 128,
+    device: OptDevice = "auto",
+    seed: OptSeed = 42,
+    unlabeled_data: OptUnlabeled = None,
+    keep_models: Annotated[bool, typer.Option("--keep-models")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads")] = None,
+) -> None:
+    """Distil a grid of students (architecture × T × α, with the α=0 ablation) and compare them."""
+    from compresskit.bench import BenchConfig
+    from compresskit.sweep import SweepConfig, sweep
+
+    def floats(flag: str, spec: str) -> tuple[float, ...]:
+        try:
+            return tuple(float(x) for x in spec.split(",") if x.strip())
+        except ValueError:
+            raise UserError(f"{flag} must be comma-separated numbers, got {spec!r}") from None
+
+    cfg = SweepConfig(tuple(s.strip() for s in students.split(";") if s.strip()), floats("--temperatures", temperatures),
+                      floats("--alphas", alphas), keep_models=keep_models)
+    base = _distill_cfg(2.0, 0.5, "0,5", None, None, 1.0, 0.0, 0.0, "mse", 0.0, 0.0, "auto", unlabeled_data,
+                        _train_cfg(epochs, batch_size, learning_rate, max_length, device, "auto", 1, seed),
+                        _load_opts(False, False))
+    bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=max_length, min_iterations=20, min_seconds=2.0,
+                            threads=threads, device=device)
+    result = sweep(cfg, base, teacher, data, out, bench_cfg, out / ".cache")
+    for c in result["comparisons"]:
+        console.print(f"{c['label']}: {c['diff'] * 100:+.2f} points, 95% CI [{c['low'] * 100:+.2f}, {c['high'] * 100:+.2f}]")
+    console.print(f"sweep report: {result['paths']['html']}")
+
+
 @app.command("distill-and-export")
 def distill_and_export_cmd(
     teacher: Annotated[str, typer.Option("--teacher", help="Local folder or hub id; default: the bundled all-MiniLM-L6-v2.")] = "all-MiniLM-L6-v2",
