@@ -40,6 +40,7 @@ OptWAttn = Annotated[float, typer.Option("--w-attention", help="Weight of attent
 OptWEmb = Annotated[float, typer.Option("--w-embedding", help="Weight of MSE between mean-pooled embeddings.")]
 OptLayerMap = Annotated[str, typer.Option("--layer-map", help="teacher:student layer pairs like 2:0,5:1, or auto.")]
 OptUnlabeled = Annotated[Optional[str], typer.Option("--unlabeled-data", help="Unlabelled texts (.txt lines or a data file with a text column).")]
+OptLabeledFraction = Annotated[float, typer.Option("--labeled-fraction", help="Keep labels for this share of the training split; the rest is unlabelled text.")]
 OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
 
 
@@ -59,7 +60,7 @@ def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, devic
 
 
 def _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
-                 hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data, train, load):
+                 hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data, train, load, labeled_fraction=1.0):
     from compresskit.distill import DistillConfig
     from compresskit.losses import LossWeights
 
@@ -70,7 +71,7 @@ def _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_s
         raise UserError(str(e)) from None
     return DistillConfig(temperature=temperature, alpha=alpha, student_layers=student_layers, student=student,
                          student_shape=student_shape, weights=weights, layer_map=layer_map,
-                         unlabeled_data=unlabeled_data, train=train, load=load)
+                         unlabeled_data=unlabeled_data, labeled_fraction=labeled_fraction, train=train, load=load)
 
 
 def _parse_batch_sizes(spec: str) -> tuple[int, ...]:
@@ -144,6 +145,7 @@ def distill_cmd(
     w_embedding: OptWEmb = 0.0,
     layer_map: OptLayerMap = "auto",
     unlabeled_data: OptUnlabeled = None,
+    labeled_fraction: OptLabeledFraction = 1.0,
     epochs: Annotated[float, typer.Option("--epochs")] = 4.0,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
@@ -167,7 +169,8 @@ def distill_cmd(
     cfg = _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
                        hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
                        _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                  gradient_accumulation, seed, save_steps, early_stopping_patience), load)
+                                  gradient_accumulation, seed, save_steps, early_stopping_patience), load,
+                       labeled_fraction)
     r = distill(cfg, teacher, data, out, cache_dir or out.parent / ".cache", load, resume=resume)
     if not is_main_process():
         return
@@ -273,6 +276,7 @@ def sweep_cmd(
     device: OptDevice = "auto",
     seed: OptSeed = 42,
     unlabeled_data: OptUnlabeled = None,
+    labeled_fraction: OptLabeledFraction = 1.0,
     keep_models: Annotated[bool, typer.Option("--keep-models")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads")] = None,
 ) -> None:
@@ -290,7 +294,7 @@ def sweep_cmd(
                       floats("--alphas", alphas), keep_models=keep_models)
     base = _distill_cfg(2.0, 0.5, "0,5", None, None, 1.0, 0.0, 0.0, "mse", 0.0, 0.0, "auto", unlabeled_data,
                         _train_cfg(epochs, batch_size, learning_rate, max_length, device, "auto", 1, seed),
-                        _load_opts(False, False))
+                        _load_opts(False, False), labeled_fraction)
     bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=max_length, min_iterations=20, min_seconds=2.0,
                             threads=threads, device=device)
     result = sweep(cfg, base, teacher, data, out, bench_cfg, out / ".cache")
@@ -322,6 +326,7 @@ def distill_and_export_cmd(
     w_embedding: OptWEmb = 0.0,
     layer_map: OptLayerMap = "auto",
     unlabeled_data: OptUnlabeled = None,
+    labeled_fraction: OptLabeledFraction = 1.0,
     temperature: Annotated[float, typer.Option("--temperature")] = 2.0,
     alpha: Annotated[float, typer.Option("--alpha")] = 0.5,
     epochs: Annotated[float, typer.Option("--epochs", help="Student epochs.")] = 4.0,
@@ -374,7 +379,8 @@ def distill_and_export_cmd(
         distill=_distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits,
                              w_hidden, hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
                              _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                        gradient_accumulation, seed, save_steps, early_stopping_patience), load),
+                                        gradient_accumulation, seed, save_steps, early_stopping_patience), load,
+                             labeled_fraction),
         export=ExportConfig(opset, exporter, optimize, max_length, parity_tolerance, parity_min_agreement),
         quantize=QuantizeConfig(quantize, per_channel, None, int8_min_agreement, max_length),
         bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,

@@ -71,6 +71,9 @@ class DistillConfig:
     unlabeled_data: str | None = None
     """Text without labels that the student learns from the teacher's soft labels alone (``--unlabeled-data``):
     a .txt file (one text per line) or a CSV/JSONL/Parquet file with a text column."""
+    labeled_fraction: float = 1.0
+    """Keep the labels of only this (stratified) share of the training split; with α > 0 the rest is used as
+    unlabelled text, learnt from the teacher's soft labels (``--labeled-fraction``). Simulates few labels."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4.0, learning_rate=1e-4))
     """Optimisation settings of the student."""
     load: LoadOptions = field(default_factory=LoadOptions)
@@ -80,6 +83,8 @@ class DistillConfig:
         problems = []
         if self.student is not None and self.student_shape is not None:
             problems.append("give either --student or --student-shape, not both")
+        if not 0 < self.labeled_fraction <= 1:
+            problems.append(f"--labeled-fraction must be in (0, 1], got {self.labeled_fraction}")
         if self.unlabeled_data is not None and self.alpha == 0:
             problems.append("--unlabeled-data teaches through soft labels, which --alpha 0 switches off")
         if self.unlabeled_data is not None and not Path(self.unlabeled_data).is_file():
@@ -169,6 +174,24 @@ def build_student(cfg: DistillConfig, teacher: Any, teacher_tokenizer: Any, labe
     return load_classifier(cfg.student, cfg.load, labels=labels), cfg.student
 
 
+def hide_labels(texts: list[str], ids: list[int], soft: np.ndarray, fraction: float, seed: int,
+                keep_unlabeled: bool) -> tuple[list[str], list[int], np.ndarray]:
+    """Keep the labels of a stratified ``fraction`` of the examples (at least one per class); the others become
+    unlabelled (``IGNORE_LABEL``) when ``keep_unlabeled``, else are dropped."""
+    import random
+
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(ids):
+        by_class.setdefault(y, []).append(i)
+    keep = set()
+    for idx in by_class.values():
+        rng.shuffle(idx)
+        keep.update(idx[: max(1, round(len(idx) * fraction))])
+    rows = [i for i in range(len(ids)) if i in keep or keep_unlabeled]
+    return ([texts[i] for i in rows], [ids[i] if i in keep else IGNORE_LABEL for i in rows], soft[rows])
+
+
 def read_unlabeled(path: str) -> list[str]:
     """Texts of ``--unlabeled-data``: one per line of a .txt file, or the text column of a data file."""
     p = Path(path)
@@ -238,6 +261,9 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
 
     set_seed(cfg.train.seed)  # a user-given student may get a fresh head: same seed, same start
     student, origin = build_student(cfg, teacher, tokenizer, labels)
+    if cfg.labeled_fraction < 1:
+        train_texts, train_ids, soft = hide_labels(train_texts, train_ids, soft, cfg.labeled_fraction,
+                                                   cfg.train.seed, keep_unlabeled=cfg.alpha > 0)
     if cfg.unlabeled_data:
         extra = read_unlabeled(cfg.unlabeled_data)
         extra_soft = predict_logits(teacher, tokenizer, extra, cfg.train.max_length, device=device,
@@ -259,6 +285,7 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
             "distill", dataclasses.asdict(cfg), {"teacher": str(teacher_dir), "data": str(data_dir),
                                                 "data_sha256": data_manifest(data_dir)["sha256"]},
             started, student_origin=origin, labels=labels, parameters=params, loss_terms=cfg.weights.active(),
-            unlabeled_examples=len(train_texts) - len(read_split(data_dir, "train")[0]),
+            labeled_examples=sum(i != IGNORE_LABEL for i in train_ids),
+            unlabeled_examples=sum(i == IGNORE_LABEL for i in train_ids),
             layers=layer_count(student.config), **history))
     return DistillResult(out, history["best_validation_accuracy"], params)

@@ -184,7 +184,7 @@ def _make_trainer_class():
 def _hard_label_objective(model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
     """Cross-entropy on the labels: teacher fine-tuning and the no-teacher ablation."""
     out = model(**{k: v for k, v in inputs.items() if k not in ("labels", "teacher_logits")})
-    return torch.nn.functional.cross_entropy(out.logits.float(), inputs["labels"]), out
+    return torch.nn.functional.cross_entropy(out.logits.float(), inputs["labels"], ignore_index=-100), out
 
 
 def _accuracy(eval_pred: Any) -> dict[str, float]:

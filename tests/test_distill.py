@@ -118,3 +118,14 @@ def test_two_cpu_processes_reach_the_quality_of_one(tmp_path, tiny_teacher, tiny
     a, b = _record(tmp_path / "one"), _record(tmp_path / "two")
     assert a["world_size"] == 1 and b["world_size"] == 2
     assert b["best_validation_accuracy"] >= a["best_validation_accuracy"] - 1 / 12 - 1e-9
+
+
+def test_few_labels_rest_as_unlabelled_text(tmp_path, tiny_teacher, tiny_data):
+    kd = distill(DistillConfig(student_layers="1", labeled_fraction=0.1, train=FAST), tiny_teacher, tiny_data,
+                 tmp_path / "kd", tmp_path / "c")
+    rec = _record(kd.model_dir)
+    assert rec["labeled_examples"] == 9 and rec["unlabeled_examples"] == 87  # 3 per class kept of 32/32/32
+    hard = distill(DistillConfig(student_layers="1", labeled_fraction=0.1, alpha=0.0, train=FAST), tiny_teacher,
+                   tiny_data, tmp_path / "hard", tmp_path / "c")
+    rec = _record(hard.model_dir)
+    assert rec["labeled_examples"] == 9 and rec["unlabeled_examples"] == 0  # no teacher: nothing to learn from
