@@ -174,8 +174,8 @@ def build_student(cfg: DistillConfig, teacher: Any, teacher_tokenizer: Any, labe
     return load_classifier(cfg.student, cfg.load, labels=labels), cfg.student
 
 
-def hide_labels(texts: list[str], ids: list[int], soft: np.ndarray, fraction: float, seed: int,
-                keep_unlabeled: bool) -> tuple[list[str], list[int], np.ndarray]:
+def hide_labels(texts: list[str], ids: list[int], soft: np.ndarray | None, fraction: float, seed: int,
+                keep_unlabeled: bool) -> tuple[list[str], list[int], np.ndarray | None]:
     """Keep the labels of a stratified ``fraction`` of the examples (at least one per class); the others become
     unlabelled (``IGNORE_LABEL``) when ``keep_unlabeled``, else are dropped."""
     import random
@@ -189,7 +189,8 @@ def hide_labels(texts: list[str], ids: list[int], soft: np.ndarray, fraction: fl
         rng.shuffle(idx)
         keep.update(idx[: max(1, round(len(idx) * fraction))])
     rows = [i for i in range(len(ids)) if i in keep or keep_unlabeled]
-    return ([texts[i] for i in rows], [ids[i] if i in keep else IGNORE_LABEL for i in rows], soft[rows])
+    return ([texts[i] for i in rows], [ids[i] if i in keep else IGNORE_LABEL for i in rows],
+            soft[rows] if soft is not None else None)
 
 
 def read_unlabeled(path: str) -> list[str]:
@@ -255,8 +256,10 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
     val_ids = teacher_label_ids(labels, data_labels, val_ids)
 
     device = resolve_device(cfg.train.device)
+    # α = 0 with no logit term is the no-teacher ablation: it must not pay for (or see) the teacher's outputs
+    needs_logits = cfg.alpha > 0 or cfg.weights.mse_logits > 0
     soft = teacher_logits_cached(teacher, tokenizer, teacher_dir, data_dir, train_texts, cfg.train.max_length,
-                                 cache_root, device)
+                                 cache_root, device) if needs_logits else None
     from transformers import set_seed
 
     set_seed(cfg.train.seed)  # a user-given student may get a fresh head: same seed, same start
