@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from compresskit.artifacts import UserError, atomic_dir, folder_size_mb, read_json, stage_record, write_json
-from compresskit.data import read_labels, read_split
+from compresskit.data import read_split_for_head
 from compresskit.machine import default_threads, machine_info
 
 
@@ -119,16 +119,10 @@ def write_inputs(cfg: BenchConfig, data_dir: Path, tokenizer_dir: Path, labels_o
 
     from compresskit.export import tokenize_numpy
 
-    texts, ids = read_split(data_dir, "test")
-    if cfg.max_samples:
-        texts, ids = texts[: cfg.max_samples], ids[: cfg.max_samples]
-    if not texts:
-        raise UserError(f"{data_dir} has an empty test split: nothing to benchmark on")
-    data_labels = read_labels(data_dir)
-    index = {n: i for i, n in enumerate(labels_order)}
+    texts, ids = read_split_for_head(data_dir, "test", labels_order, cfg.max_samples)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     arrays = tokenize_numpy(tokenizer, texts, cfg.sequence_length, pad_to_max=True)
-    labels = np.array([index[data_labels[i]] for i in ids], dtype=np.int64)
+    labels = np.array(ids, dtype=np.int64)
     np.savez(out, labels=labels, **arrays)
     return len(texts)
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from compresskit.artifacts import UserError, VerificationError, read_json
+from compresskit.artifacts import UserError, VerificationError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a student from a teacher, export it to ONNX, quantize it, and measure what it buys.")
@@ -259,6 +258,25 @@ def _gates(max_accuracy_drop, min_speedup, max_latency_ms):
         return GateConfig(max_accuracy_drop, min_speedup, max_latency_ms)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+@app.command("predict")
+def predict_cmd(
+    folder: Annotated[Path, typer.Argument(help="An exported (or quantized) ONNX folder.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
+) -> None:
+    """Classify texts with an exported folder, using ONNX Runtime alone (torch is not imported)."""
+    import json
+
+    from compresskit.runtime import OnnxClassifier
+
+    clf = OnnxClassifier(folder)
+    for text, p in zip(texts, clf.predict(texts)):
+        if as_json:
+            print(json.dumps({"text": text, **p}))
+        else:
+            print(f"{p['label']}\t{p['score']:.3f}\t{text[:80]}")
 
 
 @app.command("sweep")

@@ -268,6 +268,22 @@ def read_split(data_dir: Path, split: str) -> tuple[list[str], list[int]]:
     return texts, ids
 
 
+def read_split_for_head(data_dir: Path, split: str, head_order: list[str], limit: int | None = None
+                        ) -> tuple[list[str], list[int]]:
+    """``(texts, label_ids)`` of one split with ids in a model head's label order (-1 for a label it lacks).
+
+    A fine-tuned teacher brought by the user may order its labels differently from the data's sorted order.
+    """
+    texts, ids = read_split(data_dir, split)
+    if limit:
+        texts, ids = texts[:limit], ids[:limit]
+    if not texts:
+        raise UserError(f"{data_dir} has an empty {split} split")
+    names = read_labels(data_dir)
+    index = {n: i for i, n in enumerate(head_order)}
+    return texts, [index.get(names[i], -1) for i in ids]
+
+
 def data_manifest(data_dir: Path) -> dict:
     """The ``data.json`` record of a split folder (source, sizes, hash)."""
     return read_json(Path(data_dir) / "data.json")

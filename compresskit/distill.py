@@ -199,7 +199,7 @@ def read_unlabeled(path: str) -> list[str]:
     if p.suffix.lower() == ".txt":
         texts = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines()]
     else:
-        from compresskit.data import DataConfig, _rows_from_file
+        from compresskit.data import _rows_from_file
 
         rows = _rows_from_file(p)
         if rows and "text" not in rows[0]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from compresskit.artifacts import UserError, atomic_dir, sha256_file, stage_record, write_json
-from compresskit.data import read_labels, read_split
+from compresskit.data import read_split_for_head
 from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer
 from compresskit.onnx_runtime import batched_logits, make_session
 from compresskit.verify import Parity, compare, require
@@ -138,14 +138,8 @@ def _optimize(path: Path, config: Any) -> dict[str, int]:
 def _validation_inputs(cfg: ExportConfig, tokenizer: Any, labels_order: list[str], data_dir: Path
                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Tokenised validation texts and their label ids in the model head's order (-1 for unknown labels)."""
-    texts, ids = read_split(data_dir, "validation")
-    if cfg.parity_samples:
-        texts, ids = texts[: cfg.parity_samples], ids[: cfg.parity_samples]
-    if not texts:
-        raise UserError(f"{data_dir} has an empty validation split: nothing to verify the export on")
-    data_labels = read_labels(data_dir)
-    index = {n: i for i, n in enumerate(labels_order)}
-    return tokenize_numpy(tokenizer, texts, cfg.max_length), np.array([index.get(data_labels[i], -1) for i in ids])
+    texts, ids = read_split_for_head(data_dir, "validation", labels_order, cfg.parity_samples)
+    return tokenize_numpy(tokenizer, texts, cfg.max_length), np.array(ids)
 
 
 def _torch_logits(model: Any, arrays: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:

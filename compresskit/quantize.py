@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from compresskit.artifacts import UserError, atomic_dir, read_json, sha256_file, stage_record, write_json
-from compresskit.data import read_labels, read_split
+from compresskit.data import read_split_for_head
 from compresskit.export import tokenize_numpy
 from compresskit.machine import has_vnni
 from compresskit.onnx_runtime import batched_logits, make_session
@@ -78,11 +78,8 @@ def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, nam
         raise UserError(f"{onnx_dir} holds no model.onnx: export the model first")
     reduce_range = (not has_vnni()) if cfg.reduce_range is None else cfg.reduce_range
     tokenizer = AutoTokenizer.from_pretrained(str(onnx_dir))
-    texts, ids = read_split(data_dir, "validation")
-    data_labels = read_labels(data_dir)
-    order = read_json(Path(onnx_dir) / "labels.json")
-    index = {n: i for i, n in enumerate(order)}
-    label_ids = np.array([index.get(data_labels[i], -1) for i in ids])
+    texts, ids = read_split_for_head(data_dir, "validation", read_json(Path(onnx_dir) / "labels.json"))
+    label_ids = np.array(ids)
     arrays = tokenize_numpy(tokenizer, texts, cfg.max_length)
     reference = batched_logits(make_session(source), arrays)
     with atomic_dir(out) as tmp:
