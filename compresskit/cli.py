@@ -182,7 +182,8 @@ def export_cmd(
     data: OptData,
     out: Annotated[Path, typer.Option("--out", help="Folder for model.onnx and its files.")],
     name: Annotated[str, typer.Option("--name", help="Name used in parity messages.")] = "model",
-    exporter: Annotated[str, typer.Option("--exporter", help="torchscript | dynamo.")] = "torchscript",
+    exporter: Annotated[str, typer.Option("--exporter", help="auto (both, keep the faster verified) | torchscript | dynamo.")] = "auto",
+    attention: Annotated[str, typer.Option("--attention", help="auto | eager | sdpa: attention traced into the graph.")] = "auto",
     opset: Annotated[int, typer.Option("--opset")] = 17,
     optimize: Annotated[bool, typer.Option("--optimize/--no-optimize", help="ONNX Runtime transformer fusions.")] = True,
     tolerance: Annotated[float, typer.Option("--parity-tolerance", help="Max |ONNX-PyTorch| logit difference.")] = 1e-3,
@@ -193,7 +194,8 @@ def export_cmd(
     """Export a classifier to ONNX (dynamic batch and sequence) and verify it against PyTorch."""
     from compresskit.export import ExportConfig, export
 
-    cfg = ExportConfig(opset, exporter, optimize, max_length, tolerance, min_agreement)
+    cfg = ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize, max_length=max_length,
+                       tolerance=tolerance, min_agreement=min_agreement)
     r = export(cfg, model, data, out, name, _load_opts(False, allow_pickle))
     console.print(f"export: max |Δ| {r.parity.max_abs_diff:.2e}, agreement {r.parity.label_agreement:.2%} → {r.onnx_dir}")
 
@@ -358,7 +360,8 @@ def distill_and_export_cmd(
     seed: OptSeed = 42,
     save_steps: OptSaveSteps = None,
     early_stopping_patience: OptPatience = None,
-    exporter: Annotated[str, typer.Option("--exporter")] = "torchscript",
+    exporter: Annotated[str, typer.Option("--exporter", help="auto | torchscript | dynamo.")] = "auto",
+    attention: Annotated[str, typer.Option("--attention", help="auto | eager | sdpa.")] = "auto",
     opset: Annotated[int, typer.Option("--opset")] = 17,
     optimize: Annotated[bool, typer.Option("--optimize/--no-optimize")] = True,
     parity_tolerance: Annotated[float, typer.Option("--parity-tolerance")] = 1e-3,
@@ -399,7 +402,8 @@ def distill_and_export_cmd(
                              _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
                                         gradient_accumulation, seed, save_steps, early_stopping_patience), load,
                              labeled_fraction),
-        export=ExportConfig(opset, exporter, optimize, max_length, parity_tolerance, parity_min_agreement),
+        export=ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize,
+                            max_length=max_length, tolerance=parity_tolerance, min_agreement=parity_min_agreement),
         quantize=QuantizeConfig(quantize, per_channel, None, int8_min_agreement, max_length),
         bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
                           min_seconds=min_seconds, threads=threads, device=device),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from compresskit.artifacts import UserError, atomic_dir, sha256_file, stage_record, write_json
+from compresskit.artifacts import UserError, VerificationError, atomic_dir, sha256_file, stage_record, write_json
 from compresskit.data import read_split_for_head
 from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer
-from compresskit.onnx_runtime import batched_logits, make_session
+from compresskit.onnx_runtime import batched_logits, make_session, run_logits
 from compresskit.verify import Parity, compare, require
 
-EXPORTERS = ("torchscript", "dynamo")
+EXPORTERS = ("auto", "torchscript", "dynamo")
+ATTENTIONS = ("auto", "eager", "sdpa")
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,16 @@ class ExportConfig:
 
     opset: int = 17
     """ONNX opset (``--opset``)."""
-    exporter: str = "torchscript"
-    """``torchscript`` (``torch.onnx.export(dynamo=False)``) or ``dynamo`` (``--exporter``)."""
+    exporter: str = "auto"
+    """``torchscript`` (``torch.onnx.export(dynamo=False)``), ``dynamo``, or ``auto``: both, keep the faster
+    verified graph (``--exporter``)."""
     optimize: bool = True
     """Run ONNX Runtime's transformer optimizer (fused LayerNorm/GELU/attention where it can) (``--optimize``)."""
     max_length: int = 128
     """Tokens per validation input in the parity check (``--max-length``)."""
+    attention: str = "auto"
+    """Attention implementation traced into the graph: ``eager``, ``sdpa`` or ``auto`` (both, measured)
+    (``--attention``)."""
     tolerance: float = 1e-3
     """Largest allowed |ONNX − PyTorch| logit difference (``--parity-tolerance``)."""
     min_agreement: float = 0.995
@@ -48,6 +54,8 @@ class ExportConfig:
         problems = []
         if self.exporter not in EXPORTERS:
             problems.append(f"--exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
+        if self.attention not in ATTENTIONS:
+            problems.append(f"--attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
         if not 11 <= self.opset <= 23:
             problems.append(f"--opset must be between 11 and 23, got {self.opset}")
         if not self.tolerance > 0:
@@ -167,37 +175,116 @@ def verify_onnx(cfg: ExportConfig, onnx_path: Path, model: Any, tokenizer: Any, 
                            label_ids))
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One way to produce the graph: which exporter, and which attention implementation it traces."""
+
+    exporter: str
+    attention: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.exporter}+{self.attention}"
+
+
+def candidates(cfg: ExportConfig) -> list[Candidate]:
+    """The exporter × attention combinations to try. Eager attention traces to the MatMul/Softmax pattern that
+    ONNX Runtime's optimizer fuses into one Attention operator; SDPA traces to a form it does not recognise."""
+    exporters = ["torchscript", "dynamo"] if cfg.exporter == "auto" else [cfg.exporter]
+    attentions = ["eager", "sdpa"] if cfg.attention == "auto" else [cfg.attention]
+    return [Candidate(e, a) for e in exporters for a in attentions]
+
+
+def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads: int | None, rounds: int = 5,
+                  per_round: int = 10) -> dict[str, float]:
+    """Median batch-1 latency (ms) of each graph, measured in interleaved rounds so drift hits all alike."""
+    sessions = {k: make_session(p, threads=threads) for k, p in paths.items()}
+    feeds = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(min(8, len(arrays["input_ids"])))]
+    samples: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        for f in feeds[:3]:
+            run_logits(s, f)
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            for i in range(per_round):
+                t0 = time.perf_counter()
+                run_logits(s, feeds[i % len(feeds)])
+                samples[k].append((time.perf_counter() - t0) * 1000)
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
            load: LoadOptions = LoadOptions()) -> ExportResult:
-    """Export the classifier in ``model_dir`` to ``out/model.onnx`` and verify it on the validation split."""
+    """Export the classifier in ``model_dir`` to ``out/model.onnx`` and verify it on the validation split.
+
+    With ``--exporter auto`` / ``--attention auto`` every combination is exported, optimised and verified; the
+    fastest verified graph at batch 1 and ``max_length`` tokens is kept, and all candidates are recorded.
+    """
+    from compresskit.machine import default_threads
+
     started = time.time()
     model = load_classifier(str(model_dir), load)
     tokenizer = load_tokenizer(str(model_dir), load)
     sample, _ = _validation_inputs(dataclasses.replace(cfg, parity_samples=2), tokenizer, head_labels(model.config),
                                    data_dir)
     with atomic_dir(out) as tmp:
-        onnx_path = tmp / "model.onnx"
-        try:
-            _torch_export(model, sample, onnx_path, cfg)
-        except Exception as e:  # exporter failures come in many types; the user needs the first line
-            raise UserError(f"ONNX export of {model_dir} with --exporter {cfg.exporter} failed: "
-                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        fused: dict[str, int] = {}
-        optimizer_note = "off"
-        if cfg.optimize:
+        tried: list[dict[str, Any]] = []
+        made: dict[str, tuple[Path, dict[str, int], str, Parity]] = {}
+        for cand in candidates(cfg):
+            path = tmp / "candidates" / cand.name / "model.onnx"
+            path.parent.mkdir(parents=True)
+            entry: dict[str, Any] = {"candidate": cand.name, "exporter": cand.exporter, "attention": cand.attention}
+            tried.append(entry)
             try:
-                fused = _optimize(onnx_path, model.config)
-                optimizer_note = "onnxruntime.transformers (opt_level 0)"
-            except Exception as e:  # a speed feature: a failure is recorded, the plain graph is still valid
-                optimizer_note = f"failed, plain graph kept: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        parity = verify_onnx(cfg, onnx_path, model, tokenizer, data_dir, name)
+                model.set_attn_implementation(cand.attention)
+                _torch_export(model, sample, path, dataclasses.replace(cfg, exporter=cand.exporter))
+            except Exception as e:  # exporter failures come in many types; the user needs the first line
+                entry["error"] = f"export failed: {_first_line(e)}"
+                continue
+            fused, note = {}, "off"
+            if cfg.optimize:
+                try:
+                    fused, note = _optimize(path, model.config), "onnxruntime.transformers (opt_level 0)"
+                except Exception as e:  # a speed feature: a failure is recorded, the plain graph is still valid
+                    note = f"failed, plain graph kept: {_first_line(e)}"
+            entry |= {"optimizer": note, "fused_operators": fused}
+            try:
+                parity = verify_onnx(cfg, path, model, tokenizer, data_dir, name)
+            except VerificationError as e:
+                entry["error"] = str(e)
+                continue
+            entry["parity"] = parity.to_dict()
+            made[cand.name] = (path, fused, note, parity)
+        if not made:
+            reasons = "; ".join(f"{t['candidate']}: {t['error']}" for t in tried)
+            if all("export failed" in t["error"] for t in tried):
+                raise UserError(f"ONNX export of {model_dir} failed: {reasons}")
+            raise VerificationError(f"no ONNX export of {model_dir} matched PyTorch: {reasons}")
+        if len(made) > 1:
+            arrays = tokenize_numpy(tokenizer, read_split_for_head(data_dir, "validation", head_labels(model.config),
+                                                                   8)[0], cfg.max_length, pad_to_max=True)
+            latency = time_sessions({k: v[0] for k, v in made.items()}, arrays, default_threads())
+            for entry in tried:
+                entry["latency_ms_batch1"] = latency.get(entry["candidate"])
+            chosen = min(latency, key=latency.get)
+        else:
+            chosen = next(iter(made))
+        path, fused, note, parity = made[chosen]
+        onnx_path = tmp / "model.onnx"
+        path.replace(onnx_path)
+        shutil.rmtree(tmp / "candidates")
         session = make_session(onnx_path)
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "labels.json", head_labels(model.config))
         write_json(tmp / "export.json", stage_record(
             "export", dataclasses.asdict(cfg), {"model": str(model_dir), "data": str(data_dir)}, started,
-            exporter=cfg.exporter, opset=cfg.opset, optimizer=optimizer_note, fused_operators=fused,
+            exporter=chosen.split("+")[0], attention=chosen.split("+")[1], chosen=chosen, candidates=tried,
+            opset=cfg.opset, optimizer=note, fused_operators=fused,
             input_names=[i.name for i in session.get_inputs()], providers=session.get_providers(),
             parity=parity.to_dict(), sha256=sha256_file(onnx_path), size_bytes=onnx_path.stat().st_size))
     return ExportResult(out, parity, fused)

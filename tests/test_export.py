@@ -18,7 +18,9 @@ def test_export_is_self_contained_and_verified(tiny_onnx):
     record = json.loads((tiny_onnx / "export.json").read_text())
     assert record["parity"]["passed"] and record["parity"]["max_abs_diff"] <= 1e-3
     assert record["parity"]["label_agreement"] >= 0.995
-    assert record["exporter"] == "torchscript" and record["opset"] == 17
+    assert record["exporter"] == "torchscript" and record["attention"] == "eager" and record["opset"] == 17
+    # eager attention traces to the pattern ONNX Runtime fuses into one Attention operator per layer
+    assert record["fused_operators"].get("Attention") == 2
     assert record["versions"]["onnxruntime"]
 
 
@@ -60,9 +62,15 @@ def test_compare_reports_each_failure():
         compare("m", "r", want * np.nan, want, None, 0.9)
 
 
-def test_dynamo_exporter_also_passes_parity(tmp_path, tiny_classifier, tiny_data):
+def test_auto_tries_every_exporter_and_keeps_the_fastest_verified(tmp_path, tiny_classifier, tiny_data):
     from compresskit.export import export
 
-    r = export(ExportConfig(exporter="dynamo", max_length=32), tiny_classifier, tiny_data, tmp_path / "dyn")
-    assert r.parity.passed and r.parity.max_abs_diff <= 1e-3
-    assert json.loads((r.onnx_dir / "export.json").read_text())["exporter"] == "dynamo"
+    r = export(ExportConfig(max_length=32), tiny_classifier, tiny_data, tmp_path / "auto")
+    record = json.loads((r.onnx_dir / "export.json").read_text())
+    tried = {c["candidate"]: c for c in record["candidates"]}
+    assert set(tried) == {"torchscript+eager", "torchscript+sdpa", "dynamo+eager", "dynamo+sdpa"}
+    verified = {k: c for k, c in tried.items() if "parity" in c}
+    assert verified, record["candidates"]
+    assert record["chosen"] == min(verified, key=lambda k: verified[k]["latency_ms_batch1"])
+    assert record["exporter"] in ("torchscript", "dynamo") and r.parity.passed
+    assert not (r.onnx_dir / "candidates").exists()
