@@ -40,6 +40,10 @@ OptWEmb = Annotated[float, typer.Option("--w-embedding", help="Weight of MSE bet
 OptLayerMap = Annotated[str, typer.Option("--layer-map", help="teacher:student layer pairs like 2:0,5:1, or auto.")]
 OptUnlabeled = Annotated[Optional[str], typer.Option("--unlabeled-data", help="Unlabelled texts (.txt lines or a data file with a text column).")]
 OptLabeledFraction = Annotated[float, typer.Option("--labeled-fraction", help="Keep labels for this share of the training split; the rest is unlabelled text.")]
+OptCalSamples = Annotated[int, typer.Option("--calibration-samples", help="static-int8: training examples to calibrate on.")]
+OptCalMethod = Annotated[str, typer.Option("--calibration-method", help="static-int8: minmax | entropy | percentile.")]
+OptInt4Block = Annotated[int, typer.Option("--int4-block-size", help="int4: weights per quantization block.")]
+OptFallback = Annotated[bool, typer.Option("--fallback/--no-fallback", help="Keep the most sensitive layers in fp32 (measured) until the budget holds.")]
 OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
 
 
@@ -71,6 +75,13 @@ def _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_s
     return DistillConfig(temperature=temperature, alpha=alpha, student_layers=student_layers, student=student,
                          student_shape=student_shape, weights=weights, layer_map=layer_map,
                          unlabeled_data=unlabeled_data, labeled_fraction=labeled_fraction, train=train, load=load)
+
+
+def _onnx_device(device: str) -> str:
+    """Where ONNX models will run: CUDA only when asked for (or auto) and ONNX Runtime can use it."""
+    from compresskit.onnx_runtime import available_providers
+
+    return "cuda" if device != "cpu" and "CUDAExecutionProvider" in available_providers() else "cpu"
 
 
 def _parse_batch_sizes(spec: str) -> tuple[int, ...]:
@@ -205,17 +216,27 @@ def quantize_cmd(
     onnx: Annotated[Path, typer.Option("--onnx", help="An exported folder holding model.onnx.")],
     data: OptData,
     out: Annotated[Path, typer.Option("--out", help="Folder for the quantized model.")],
-    mode: Annotated[str, typer.Option("--quantize", help="dynamic-int8.")] = "dynamic-int8",
+    mode: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | static-int8 | fp16 | int4 | auto.")] = "dynamic-int8",
     per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
-    min_agreement: Annotated[float, typer.Option("--int8-min-agreement")] = 0.99,
+    min_agreement: Annotated[float, typer.Option("--int8-min-agreement", help="Smallest label agreement with fp32.")] = 0.99,
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Largest validation accuracy drop vs fp32.")] = 0.01,
+    calibration_samples: OptCalSamples = 64,
+    calibration_method: OptCalMethod = "minmax",
+    int4_block_size: OptInt4Block = 32,
+    fallback: OptFallback = True,
+    device: Annotated[str, typer.Option("--device", help="Target: cpu | cuda (decides what auto tries).")] = "cpu",
     name: Annotated[str, typer.Option("--name")] = "model",
     max_length: OptMaxLen = 128,
 ) -> None:
     """Quantize an ONNX model with ONNX Runtime and verify it against its fp32 self."""
     from compresskit.quantize import QuantizeConfig, quantize
 
-    r = quantize(QuantizeConfig(mode, per_channel, None, min_agreement, max_length), onnx, data, out, name)
-    console.print(f"quantize: agreement with fp32 {r.parity.label_agreement:.2%} → {r.onnx_dir}")
+    cfg = QuantizeConfig(mode=mode, per_channel=per_channel, min_agreement=min_agreement, max_length=max_length,
+                         calibration_samples=calibration_samples, calibration_method=calibration_method,
+                         int4_block_size=int4_block_size, device=device, max_accuracy_drop=max_accuracy_drop,
+                         fallback=fallback)
+    r = quantize(cfg, onnx, data, out, name)
+    console.print(f"quantize: {r.mode}, agreement with fp32 {r.parity.label_agreement:.2%} → {r.onnx_dir}")
 
 
 @app.command("bench")
@@ -366,9 +387,13 @@ def distill_and_export_cmd(
     optimize: Annotated[bool, typer.Option("--optimize/--no-optimize")] = True,
     parity_tolerance: Annotated[float, typer.Option("--parity-tolerance")] = 1e-3,
     parity_min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
-    quantize: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | none.")] = "dynamic-int8",
+    quantize: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | static-int8 | fp16 | int4 | auto | none.")] = "dynamic-int8",
     per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
     int8_min_agreement: Annotated[float, typer.Option("--int8-min-agreement")] = 0.99,
+    calibration_samples: OptCalSamples = 64,
+    calibration_method: OptCalMethod = "minmax",
+    int4_block_size: OptInt4Block = 32,
+    fallback: OptFallback = True,
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Latency batch sizes.")] = "1,32",
     sequence_length: Annotated[int, typer.Option("--sequence-length", help="Benchmark tokens per input.")] = 128,
     threads: Annotated[Optional[int], typer.Option("--threads")] = None,
@@ -404,7 +429,12 @@ def distill_and_export_cmd(
                              labeled_fraction),
         export=ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize,
                             max_length=max_length, tolerance=parity_tolerance, min_agreement=parity_min_agreement),
-        quantize=QuantizeConfig(quantize, per_channel, None, int8_min_agreement, max_length),
+        quantize=QuantizeConfig(mode=quantize, per_channel=per_channel, min_agreement=int8_min_agreement,
+                                max_length=max_length, calibration_samples=calibration_samples,
+                                calibration_method=calibration_method, int4_block_size=int4_block_size,
+                                device=_onnx_device(device), fallback=fallback,
+                                # the same budget the accuracy gate applies, when one is set
+                                max_accuracy_drop=0.01 if max_accuracy_drop is None else max_accuracy_drop),
         bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
                           min_seconds=min_seconds, threads=threads, device=device),
         load=load,

@@ -81,9 +81,9 @@ def _fastest_student(variants: list[dict]) -> dict | None:
 
 
 def _deployed_student(variants: list[dict]) -> dict | None:
-    """Return the student a user would ship: the int8 ONNX one if built, else the fastest one."""
+    """Return the student a user would ship: the quantized ONNX one if built, else the fastest one."""
     for v in variants:
-        if v.get("name") == "student-onnx-int8":
+        if v.get("model") == "student" and v.get("format") == "onnx" and v.get("precision") != "fp32":
             return v
     return _fastest_student(variants)
 
@@ -136,7 +136,7 @@ def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
 def evaluate_gates(cfg: GateConfig, variants: list[dict]) -> list[GateResult]:
     """Evaluate every gate set in ``cfg`` against the report's ``variants``, in a fixed order.
 
-    Speed and latency use the fastest student at batch 1; accuracy uses ``student-onnx-int8`` when present,
+    Speed and latency use the fastest student at batch 1; accuracy uses the quantized student when present,
     since that is what gets deployed. Missing data gives a failed result, never an exception.
     """
     results = []

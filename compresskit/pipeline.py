@@ -62,6 +62,11 @@ def identity_config(cfg: PipelineConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def precision_of(mode: str) -> str:
+    """The number format a quantization mode leaves the weights in: ``dynamic-int8`` → ``int8``."""
+    return {"fp16": "fp16", "int4": "int4"}.get(mode, "int8")
+
+
 def discover_variants(layout: RunLayout) -> list[Variant]:
     """The variants present in a run folder, teacher first."""
     run = read_json(layout.record) if layout.record.is_file() else {}
@@ -78,8 +83,12 @@ def discover_variants(layout: RunLayout) -> list[Variant]:
         Variant("teacher-onnx", "teacher", "onnx", "fp32", layout.onnx("teacher"), t_params),
         Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, s_params),
         Variant("student-onnx", "student", "onnx", "fp32", layout.onnx("student"), s_params),
-        Variant("student-onnx-int8", "student", "onnx", "int8", layout.onnx("student-int8"), s_params),
     ]
+    quantized = layout.onnx("student-quantized") / "quantize.json"
+    if quantized.is_file():
+        precision = precision_of(read_json(quantized).get("mode", "dynamic-int8"))
+        candidates.append(Variant(f"student-onnx-{precision}", "student", "onnx", precision,
+                                  layout.onnx("student-quantized"), s_params))
     found = [v for v in candidates
              if (v.path / ("model.onnx" if v.format == "onnx" else "config.json")).is_file()]
     if not found:
@@ -158,12 +167,14 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
 
     if cfg.quantize.mode != "none":
         step("quantize", cfg.quantize.mode)
-        if not (layout.onnx("student-int8") / "quantize.json").is_file():
-            quantize(cfg.quantize, layout.onnx("student"), layout.data, layout.onnx("student-int8"), "student")
-        p = read_json(layout.onnx("student-int8") / "quantize.json")["parity"]
+        if not (layout.onnx("student-quantized") / "quantize.json").is_file():
+            quantize(cfg.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student")
+        q = read_json(layout.onnx("student-quantized") / "quantize.json")
+        p = q["parity"]
+        console.print(f"    mode {q.get('mode', cfg.quantize.mode)}")
         console.print(f"    label agreement with fp32 {p['label_agreement']:.2%}, accuracy "
                       f"{p['accuracy_reference']:.4f} → {p['accuracy_model']:.4f}")
-        record_stage(layout, "quantize", {"path": str(layout.onnx("student-int8"))})
+        record_stage(layout, "quantize", {"path": str(layout.onnx("student-quantized"))})
 
     step("bench", f"batch sizes {cfg.bench.sizes}, sequence {cfg.bench.sequence_length}, each variant in its own process")
     bench(cfg.bench, discover_variants(layout), layout.data, layout.bench)

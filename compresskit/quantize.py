@@ -42,7 +42,7 @@ AUTO_MODES = {
     "cuda": ("fp16", "int4"),
 }
 INTEGER_MODES = ("dynamic-int8", "static-int8", "int4")
-"""Modes that quantize MatMul/Gemm weights node by node, so the fallback can keep chosen nodes in fp32."""
+"""Modes that quantize weights node by node, so the fallback can keep chosen nodes in fp32."""
 
 FP16_KEEP_FP32 = (
     # exp() overflows half precision above ~11, and a softmax row sum over long sequences loses digits.
@@ -58,7 +58,8 @@ FP16_KEEP_FP32 = (
 ENTROPY_BINS = 512
 """Histogram bins of the entropy (KL) calibration, whose thresholds are searched from 128 bins up: 512 lets it clip a
 range down to a quarter. TensorRT's 2048 allows a sixteenth but costs about six times as long in ONNX Runtime's
-per-threshold Python loop (seconds per tensor), to clip BERT's outlier dimensions, which matter, harder."""
+per-threshold Python loop (~0.3 s per tensor on a small CPU), only to clip BERT's outlier dimensions, which matter,
+harder."""
 MAX_FALLBACK_STEPS = 8
 """At most this many layer groups are put back to fp32 before the fallback gives up."""
 LATENCY_WARMUP, LATENCY_RUNS = 3, 20
@@ -222,7 +223,7 @@ def verify_quantized(model_path: Path, validation: ValidationSet, cfg: QuantizeC
     return p
 
 
-def batch1_latency_ms(model_path: Path, padded: dict[str, np.ndarray], device: str = "cpu") -> Latency:
+def batch1_latency(model_path: Path, padded: dict[str, np.ndarray], device: str = "cpu") -> Latency:
     """Batch-1 latency of ``model_path`` over rows of ``padded`` (each ``(n, max_length)``), taken in turn:
     LATENCY_WARMUP runs, then LATENCY_RUNS timed ones. Quick and in-process: enough to rank candidates, not a
     benchmark (``compresskit bench`` measures the chosen model properly, in its own process)."""
@@ -406,11 +407,21 @@ def _build(mode: str, prepared: Path, target: Path, inputs: _Inputs, exclude: li
 # Accuracy-aware fallback
 
 
-def quantizable_groups(model_path: Path, mode: str) -> list[list[str]]:
-    """The MatMul/Gemm nodes ``mode`` quantizes, grouped by transformer layer (``…/layer.3/…``), in graph order.
+_QUANTIZED_OPS = {
+    # quantize_dynamic's default operator set (its IntegerOpsRegistry, plus Gemm, which it turns into MatMulInteger):
+    # fused Attention and EmbedLayerNormalization become QAttention / QEmbedLayerNormalization.
+    "dynamic-int8": ("MatMul", "Gemm", "Attention", "EmbedLayerNormalization", "Gather", "Conv", "LSTM"),
+    "static-int8": ("MatMul", "Gemm"),  # what _build asks quantize_static for
+    "int4": ("MatMul",),  # MatMulNBitsQuantizer's default
+}
 
-    A node without a layer index (pooler, classifier, a hand-made graph) is a group of its own. Dynamic int8 and
-    int4 only quantize nodes with a constant weight; static int8 also quantizes activation × activation products.
+
+def quantizable_groups(model_path: Path, mode: str) -> list[list[str]]:
+    """The nodes ``mode`` quantizes, grouped by transformer layer (``…/layer.3/…``), in graph order.
+
+    A node whose name carries no layer index (pooler, classifier, fused ``Attention_0``, a hand-made graph) is a group
+    of its own. Dynamic int8 and int4 only quantize nodes with a constant weight; static int8 also quantizes
+    activation × activation products (attention scores).
     """
     import onnx
 
@@ -418,7 +429,7 @@ def quantizable_groups(model_path: Path, mode: str) -> list[list[str]]:
     initializers = {i.name for i in graph.initializer}
     groups: dict[str, list[str]] = {}
     for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm") or not node.name:
+        if node.op_type not in _QUANTIZED_OPS[mode] or not node.name:
             continue
         if mode != "static-int8" and not initializers.intersection(node.input):
             continue
@@ -515,6 +526,8 @@ def _quantize_one(mode: str, source: Path, workdir: Path, inputs: _Inputs, valid
     if not problems or not inputs.cfg.fallback or mode not in INTEGER_MODES:
         return _Outcome(mode, target, p, problems, [], None)
     fp, kept, record = _fallback(mode, prepared, target, inputs, validation, model, reference, problems)
+    if not record["steps"]:
+        return _Outcome(mode, target, p, [*problems, "and the fallback found no node to keep in fp32"], [], record)
     if fp is None:  # the last step's graph computed NaN/inf: no model to offer
         raise VerificationError(record["steps"][-1]["error"])
     left = budget_problems(fp, inputs.cfg)
@@ -529,7 +542,7 @@ def _failure(o: _Outcome) -> str:
 
 
 def _auto(source: Path, workdir: Path, inputs: _Inputs, validation: ValidationSet, name: str
-          ) -> tuple[_Outcome, list[dict[str, Any]], Any]:
+          ) -> tuple[_Outcome, list[dict[str, Any]], Latency]:
     """Try each mode that fits ``cfg.device``, measure the verified ones' batch-1 latency, keep the fastest that holds
     the budget. Returns it, every candidate's record, and the fp32 source's latency on the same footing."""
     cfg = inputs.cfg
@@ -543,7 +556,7 @@ def _auto(source: Path, workdir: Path, inputs: _Inputs, validation: ValidationSe
             first = (str(e).strip().splitlines() or [""])[0]
             candidates.append({**entry, "kept": False, "reason": f"{type(e).__name__}: {first}"[:300]})
             continue
-        latency = batch1_latency_ms(o.path, validation.padded, cfg.device)
+        latency = batch1_latency(o.path, validation.padded, cfg.device)
         entry.update(latency_ms=latency.p50, latency=latency, **_entry(o.parity, None), kept_fp32=o.kept_fp32,
                      fallback=o.fallback)
         if o.problems:
@@ -564,7 +577,7 @@ def _auto(source: Path, workdir: Path, inputs: _Inputs, validation: ValidationSe
             c["chosen"] = c["mode"] == best.mode
             if not c["chosen"]:
                 c["reason"] = f"slower than {best.mode}"
-    return best, candidates, batch1_latency_ms(source, validation.padded, cfg.device)
+    return best, candidates, batch1_latency(source, validation.padded, cfg.device)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

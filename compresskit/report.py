@@ -45,7 +45,7 @@ _VARIANT = {
         "name": {"type": "string", "minLength": 1},
         "model": {"enum": ["teacher", "student"]},
         "format": {"enum": ["pytorch", "onnx"]},
-        "precision": {"enum": ["fp32", "int8", "bf16", "fp16"]},
+        "precision": {"enum": ["fp32", "int8", "int4", "bf16", "fp16"]},
         "device": {"type": "string"},
         "providers": {"type": "array", "items": {"type": "string"}},
         "accuracy": _NUM_OR_NULL,
@@ -364,7 +364,7 @@ def build_report(run_dir: Path, gates: list[dict] | None = None) -> dict:
     config = run.get("config", {})
     data = json.loads((layout.data / "data.json").read_text(encoding="utf-8")) if (layout.data / "data.json").is_file() else {}
     verification = []
-    for name, record in (("teacher", "export.json"), ("student", "export.json"), ("student-int8", "quantize.json")):
+    for name, record in (("teacher", "export.json"), ("student", "export.json"), ("student-quantized", "quantize.json")):
         path = layout.onnx(name) / record
         if path.is_file():
             verification.append(json.loads(path.read_text(encoding="utf-8"))["parity"])

@@ -8,7 +8,7 @@ Layout::
     student/              the distilled student
     onnx/teacher/         ONNX exports, each self-contained
     onnx/student/
-    onnx/student-int8/
+    onnx/student-quantized/
     bench/                per-variant measurements (bench.json)
     report.json, report.md, report.html
 """
@@ -49,7 +49,7 @@ class RunLayout:
         return self.root / "student"
 
     def onnx(self, name: str) -> Path:
-        """Folder of an ONNX variant: ``teacher``, ``student`` or ``student-int8``."""
+        """Folder of an ONNX variant: ``teacher``, ``student`` or ``student-quantized``."""
         return self.root / "onnx" / name
 
     @property

@@ -1,7 +1,7 @@
 """Run an exported folder with ONNX Runtime alone: no torch, no transformers.
 
     from compresskit.runtime import OnnxClassifier
-    clf = OnnxClassifier("export/bbc-news-all-minilm-l6-v2/onnx/student-int8")
+    clf = OnnxClassifier("export/bbc-news-all-minilm-l6-v2/onnx/student-quantized")
     clf.predict(["Shares in the bank rose 5% after results."])  # [{"label": "business", "score": 0.98, ...}]
 
 The folder is what ``compresskit export`` or ``quantize`` wrote: ``model.onnx``, ``tokenizer.json``,

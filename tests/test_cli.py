@@ -71,7 +71,7 @@ def test_teacher_finetuning_is_cached_and_run_folder_is_complete(run):
     assert len(cached) == 1 and (cached[0] / "finetune.json").is_file()
     run_dir = root / "tiny"
     for p in ("run.json", "data/data.json", "teacher/finetune.json", "student/distill.json",
-              "onnx/teacher/model.onnx", "onnx/student/model.onnx", "onnx/student-int8/model.onnx",
+              "onnx/teacher/model.onnx", "onnx/student/model.onnx", "onnx/student-quantized/model.onnx",
               "bench/bench.json"):
         assert (run_dir / p).is_file(), p
     assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
@@ -145,5 +145,10 @@ def test_stage_subcommands_chain_through_folders(tmp_path, tiny_classifier, tiny
     p = cli("export", "--model", str(s), "--data", str(d), "--out", str(o), "--max-length", "32")
     assert p.returncode == 0, p.stderr[-2000:]
     assert (o / "model.onnx").is_file()
-    p = cli("quantize", "--onnx", str(o), "--data", str(d), "--out", str(tmp_path / "q"), "--max-length", "32")
+    p = cli("quantize", "--onnx", str(o), "--data", str(d), "--out", str(tmp_path / "q"), "--max-length", "32",
+            "--quantize", "auto")
     assert p.returncode == 0, p.stderr[-2000:]
+    record = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert {c["mode"] for c in record["candidates"]} == {"dynamic-int8", "static-int8", "int4"}
+    p = cli("predict", str(tmp_path / "q"), "goal team match")
+    assert p.returncode == 0 and p.stdout.split("\t")[0] in {"money", "sport", "tech"}, p.stderr[-2000:]
