@@ -42,6 +42,9 @@ class BenchConfig:
     """Intra-op threads for every variant; None uses the physical cores (``--threads``)."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda`` for the PyTorch variants (``--device``)."""
+    provider: str = "auto"
+    """ONNX Runtime execution provider for the ONNX variants: ``auto`` (best available), ``cpu``, ``cuda``,
+    ``tensorrt`` (``--provider``); the providers each session really used are recorded per variant."""
     max_samples: int | None = None
     """Test examples used for accuracy; None uses the whole test split (``--bench-samples``)."""
 
@@ -55,6 +58,8 @@ class BenchConfig:
             problems.append("--warmup must be >= 0, --iterations >= 1 and --min-seconds >= 0")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be >= 1, got {self.threads}")
+        if self.provider not in ("auto", "cpu", "cuda", "tensorrt"):
+            problems.append(f"--provider must be auto, cpu, cuda or tensorrt, got {self.provider!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if problems:

@@ -98,7 +98,7 @@ def main(spec_path: str, result_path: str) -> None:
         run, sync, info = _pytorch_runner(v["path"], device, threads)
     else:
         loaded = time.perf_counter()
-        run, sync, info = _onnx_runner(v["path"], "cuda" if device in ("auto", "cuda") else "cpu", threads)
+        run, sync, info = _onnx_runner(v["path"], cfg.get("provider", "auto"), threads)
     load_seconds = time.perf_counter() - loaded
 
     logits = np.concatenate([run({k: a[s:s + 32] for k, a in arrays.items()}) for s in range(0, len(labels), 32)])

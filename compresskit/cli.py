@@ -248,6 +248,7 @@ def bench_cmd(
     iterations: Annotated[int, typer.Option("--iterations", help="Minimum timed runs per batch size.")] = 30,
     min_seconds: Annotated[float, typer.Option("--min-seconds", help="Minimum timing per batch size.")] = 3.0,
     device: OptDevice = "auto",
+    provider: Annotated[str, typer.Option("--provider", help="ONNX Runtime provider: auto | cpu | cuda | tensorrt.")] = "auto",
 ) -> None:
     """Benchmark every variant found in a run folder, each in its own process."""
     from compresskit.bench import BenchConfig, bench
@@ -255,7 +256,7 @@ def bench_cmd(
     from compresskit.run import RunLayout
 
     cfg = BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
-                      min_seconds=min_seconds, threads=threads, device=device)
+                      min_seconds=min_seconds, threads=threads, device=device, provider=provider)
     layout = RunLayout(run_dir)
     bench(cfg, discover_variants(layout), layout.data, layout.bench)
     console.print(f"bench → {layout.bench / 'bench.json'}")
@@ -397,6 +398,7 @@ def distill_and_export_cmd(
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Latency batch sizes.")] = "1,32",
     sequence_length: Annotated[int, typer.Option("--sequence-length", help="Benchmark tokens per input.")] = 128,
     threads: Annotated[Optional[int], typer.Option("--threads")] = None,
+    provider: Annotated[str, typer.Option("--provider", help="ONNX Runtime provider: auto | cpu | cuda | tensorrt.")] = "auto",
     iterations: Annotated[int, typer.Option("--iterations")] = 30,
     min_seconds: Annotated[float, typer.Option("--min-seconds")] = 3.0,
     max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop")] = None,
@@ -436,7 +438,7 @@ def distill_and_export_cmd(
                                 # the same budget the accuracy gate applies, when one is set
                                 max_accuracy_drop=0.01 if max_accuracy_drop is None else max_accuracy_drop),
         bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
-                          min_seconds=min_seconds, threads=threads, device=device),
+                          min_seconds=min_seconds, threads=threads, device=device, provider=provider),
         load=load,
     )
     gates = _gates(max_accuracy_drop, min_speedup, max_latency_ms)

@@ -15,8 +15,39 @@ def available_providers() -> list[str]:
     return ort.get_available_providers()
 
 
+PROVIDER_CHOICES = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers to ask for, best first, among those this onnxruntime build has.
+
+    ``auto`` takes TensorRT, then CUDA, then CPU as available. Asking for a GPU provider that the installed
+    onnxruntime lacks (the CPU wheel) is a user error, not a silent fall-back to the CPU.
+    """
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if device == "auto":
+        return [p for p in PROVIDER_CHOICES["tensorrt"] if p in have]
+    if device not in PROVIDER_CHOICES:
+        from compresskit.artifacts import UserError
+
+        raise UserError(f"--provider must be cpu, cuda, tensorrt or auto, got {device!r}")
+    wanted = PROVIDER_CHOICES[device]
+    if wanted[0] not in have:
+        from compresskit.artifacts import UserError
+
+        raise UserError(f"--provider {device}: this onnxruntime has no {wanted[0]} (it has {', '.join(have)}); "
+                        "install onnxruntime-gpu (pip install 'compresskit[gpu]')")
+    return [p for p in wanted if p in have]
+
+
 def make_session(model_path: Path, threads: int | None = None, device: str = "cpu") -> Any:
-    """An inference session with all graph optimisations; CUDA first when asked for and available.
+    """An inference session with all graph optimisations on the providers ``device`` names (see providers_for).
 
     ``threads`` pins intra-op threads so latency figures are comparable with PyTorch at the same count.
     """
@@ -28,10 +59,7 @@ def make_session(model_path: Path, threads: int | None = None, device: str = "cp
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about unused initialisers and the like are noise for users
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+    return ort.InferenceSession(str(model_path), sess_options=opts, providers=providers_for(device))
 
 
 def session_inputs(session: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -67,3 +67,17 @@ def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["torch_imported"] is False
     assert len(result["predictions"]) == 12
+
+
+def test_gpu_provider_missing_is_a_clear_error():
+    import onnxruntime as ort
+
+    from compresskit.onnx_runtime import providers_for
+
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    assert providers_for("auto")[-1] == "CPUExecutionProvider"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(UserError, match="onnxruntime-gpu"):
+            providers_for("cuda")
+    with pytest.raises(UserError, match="--provider"):
+        providers_for("npu")
