@@ -229,8 +229,8 @@ def make_objective(cfg: DistillConfig, teacher: Any, student: Any) -> tuple[Any,
             m.set_attn_implementation("eager")
     projection = make_projection(w, student.config.hidden_size, teacher.config.hidden_size, len(pairs))
     model = StudentWithProjection(student, projection) if projection is not None else student
-    objective = Objective(w, cfg.temperature, cfg.alpha, teacher if (w.hidden or w.attention or w.embedding) else None,
-                          pairs)
+    needs_teacher = w.needs_hidden_states or w.needs_attentions
+    objective = Objective(w, cfg.temperature, cfg.alpha, teacher if needs_teacher else None, pairs)
     return model, objective
 
 

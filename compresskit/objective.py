@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from compresskit.losses import (
+    IGNORE_LABEL,
     HiddenProjection,
     LossWeights,
     attention_transfer_loss,
@@ -52,7 +53,6 @@ class Objective:
         self.alpha = alpha
         self.teacher = teacher.eval() if teacher is not None else None
         self.layer_pairs = layer_pairs or []
-        self.last_terms: dict[str, float] = {}
 
     @property
     def needs_teacher(self) -> bool:
@@ -63,12 +63,13 @@ class Objective:
         labels, teacher_logits = inputs.get("labels"), inputs.get("teacher_logits")
         want_hidden, want_attn = self.weights.needs_hidden_states, self.weights.needs_attentions
         out = model(**model_inputs, output_hidden_states=want_hidden or None, output_attentions=want_attn or None)
-        if teacher_logits is None:  # no teacher at all: plain hard-label training (teacher fine-tuning, α=0 runs)
-            mask = labels != -100
-            return torch.nn.functional.cross_entropy(out.logits.float()[mask], labels[mask]), out
-        terms = {"soft": kd_loss(out.logits, teacher_logits, labels, self.temperature, self.alpha)}
-        if self.weights.mse_logits:
-            terms["mse_logits"] = mse_logits_loss(out.logits, teacher_logits)
+        if teacher_logits is None:  # no soft targets (teacher fine-tuning, α = 0, evaluation): hard-label CE
+            terms = {"soft": torch.nn.functional.cross_entropy(out.logits.float(), labels, ignore_index=IGNORE_LABEL)}
+        else:
+            terms = {"soft": kd_loss(out.logits, teacher_logits, labels, self.temperature, self.alpha)}
+        if self.weights.mse_logits:  # without teacher logits there is nothing to match: the term is zero
+            terms["mse_logits"] = (mse_logits_loss(out.logits, teacher_logits) if teacher_logits is not None
+                                   else out.logits.new_zeros(()))
         if self.needs_teacher:
             t_out = self._teacher_outputs(model_inputs, want_hidden, want_attn)
             mask = model_inputs["attention_mask"]
@@ -88,7 +89,7 @@ class Objective:
                 if projection is not None:
                     s_emb = projection.layers[-1](s_emb)
                 terms["embedding"] = embedding_loss(s_emb, mean_pool(t_out.hidden_states[-1], mask))
-        total, self.last_terms = combine(terms, self.weights)
+        total, _ = combine(terms, self.weights)
         return total, out
 
     @torch.no_grad()

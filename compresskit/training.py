@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from compresskit.artifacts import UserError
+from compresskit.losses import LossWeights
+from compresskit.objective import Objective
 
 
 @dataclass(frozen=True)
@@ -181,12 +183,6 @@ def _make_trainer_class():
     return DistillationTrainer
 
 
-def _hard_label_objective(model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
-    """Cross-entropy on the labels: teacher fine-tuning and the no-teacher ablation."""
-    out = model(**{k: v for k, v in inputs.items() if k not in ("labels", "teacher_logits")})
-    return torch.nn.functional.cross_entropy(out.logits.float(), inputs["labels"], ignore_index=-100), out
-
-
 def _accuracy(eval_pred: Any) -> dict[str, float]:
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
@@ -261,7 +257,8 @@ def train(
             eval_dataset=eval_set,
             data_collator=Collator(tokenizer),
             compute_metrics=_accuracy,
-            objective=objective or _hard_label_objective,
+            # no objective: hard-label cross-entropy (teacher fine-tuning)
+            objective=objective or Objective(LossWeights(), temperature=1.0, alpha=0.0),
             callbacks=callbacks,
         )
         result = trainer.train(resume_from_checkpoint=last)

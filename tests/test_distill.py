@@ -129,3 +129,21 @@ def test_few_labels_rest_as_unlabelled_text(tmp_path, tiny_teacher, tiny_data):
                    tiny_data, tmp_path / "hard", tmp_path / "c")
     rec = _record(hard.model_dir)
     assert rec["labeled_examples"] == 9 and rec["unlabeled_examples"] == 0  # no teacher: nothing to learn from
+
+
+def test_alpha_zero_keeps_the_inner_terms(tiny_teacher):
+    """α = 0 switches off the soft targets only: hidden-state terms still pull the student to the teacher."""
+    import torch
+
+    from compresskit.objective import Objective
+
+    teacher = load_classifier(str(tiny_teacher), LoadOptions())
+    student = load_classifier(str(tiny_teacher), LoadOptions())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    inputs = {"input_ids": torch.tensor([[2, 7, 9, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+              "labels": torch.tensor([1])}
+    plain, _ = Objective(LossWeights(), 1.0, 0.0)(student, inputs)
+    with_hidden, _ = Objective(LossWeights(hidden=1.0), 1.0, 0.0, teacher, [(1, 1)])(student, inputs)
+    assert with_hidden.item() > plain.item() + 1e-6
