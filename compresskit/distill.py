@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from compresskit.artifacts import UserError, atomic_dir, sha256_json, stage_record, write_json
-from compresskit.data import data_manifest, read_labels, read_split
+from compresskit.data import data_manifest, read_labels, read_split_for_head
 from compresskit.finetune import source_fingerprint
 from compresskit.losses import IGNORE_LABEL, LossWeights, heads_compatible, parse_layer_map
 from compresskit.objective import Objective, StudentWithProjection, make_projection
@@ -104,12 +104,6 @@ class DistillResult:
     model_dir: Path
     validation_accuracy: float | None
     parameters: int
-
-
-def teacher_label_ids(teacher_labels: list[str], data_labels: list[str], ids: list[int]) -> list[int]:
-    """Re-index data label ids (into the data's sorted labels) to the teacher head's label order."""
-    index = {n: i for i, n in enumerate(teacher_labels)}
-    return [index[data_labels[i]] for i in ids]
 
 
 def teacher_logits_cached(teacher: Any, tokenizer: Any, teacher_dir: Path, data_dir: Path, texts: list[str],
@@ -250,10 +244,9 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
         teacher.config.id2label = dict(enumerate(labels))
         teacher.config.label2id = {n: i for i, n in enumerate(labels)}
     tokenizer = load_tokenizer(str(teacher_dir), teacher_load)
-    train_texts, train_ids = read_split(data_dir, "train")
-    val_texts, val_ids = read_split(data_dir, "validation")
-    train_ids = teacher_label_ids(labels, data_labels, train_ids)
-    val_ids = teacher_label_ids(labels, data_labels, val_ids)
+    # match_labels guaranteed every data label has a place in the head, so no id is -1 here
+    train_texts, train_ids = read_split_for_head(data_dir, "train", labels)
+    val_texts, val_ids = read_split_for_head(data_dir, "validation", labels)
 
     device = resolve_device(cfg.train.device)
     # α = 0 with no logit term is the no-teacher ablation: it must not pay for (or see) the teacher's outputs
