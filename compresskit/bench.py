@@ -44,7 +44,8 @@ class BenchConfig:
     """``auto``, ``cpu`` or ``cuda`` for the PyTorch variants (``--device``)."""
     provider: str = "auto"
     """ONNX Runtime execution provider for the ONNX variants: ``auto`` (best available), ``cpu``, ``cuda``,
-    ``tensorrt`` (``--provider``); the providers each session really used are recorded per variant."""
+    ``tensorrt`` (``--provider``); the providers each session really used, and the nodes that ran on the CPU
+    under a GPU provider, are recorded per variant."""
     max_samples: int | None = None
     """Test examples used for accuracy; None uses the whole test split (``--bench-samples``)."""
 
@@ -191,6 +192,7 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path) 
                 "size_mb": model_size_mb(v), "parameters": v.parameters,
                 "peak_rss_mb": r["peak_rss_mb"], "peak_gpu_mb": r.get("peak_gpu_mb"),
                 "load_seconds": r["load_seconds"],
+                "placement": r.get("placement"),
                 "latency_ms": r["latency_ms"],
                 "throughput_per_s": {k: round(int(k.split("_")[1]) * 1000.0 / lat["mean"], 2)
                                      for k, lat in r["latency_ms"].items()},

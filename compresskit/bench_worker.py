@@ -82,7 +82,8 @@ def peak_rss_mb() -> float:
 
 
 def main(spec_path: str, result_path: str) -> None:
-    """Load one variant, predict the test inputs, time each batch size, record peak memory."""
+    """Load one variant, predict the test inputs, time each batch size, record peak memory and, for ONNX, which
+    execution provider ran each node."""
     spec = json.loads(Path(spec_path).read_text())
     v, cfg, threads = spec["variant"], spec["config"], spec["threads"]
     data = np.load(spec["inputs"])
@@ -111,13 +112,23 @@ def main(spec_path: str, result_path: str) -> None:
         import torch
 
         peak_gpu = torch.cuda.max_memory_allocated() / 2**20
+    peak_rss = peak_rss_mb()  # read before the profiled session below, whose memory is not the variant's
+    placement = None
+    if v["format"] == "onnx":
+        from compresskit.onnx_runtime import node_placement
+
+        # A separate session after timing: the profiler slows every node it records, and the timed session's
+        # placement is the same because both are built with the same options and providers.
+        placement = node_placement(Path(v["path"]) / "model.onnx", {k: a[:1] for k, a in arrays.items()},
+                                   cfg.get("provider", "auto"), threads).to_json()
     result: dict[str, Any] = {
         **info,
         "predictions": logits.argmax(-1).tolist(),
         "latency_ms": latency,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
         "peak_gpu_mb": peak_gpu,
         "load_seconds": round(load_seconds, 3),
+        "placement": placement,
         "torch_imported": "torch" in sys.modules,
     }
     Path(result_path).write_text(json.dumps(result))

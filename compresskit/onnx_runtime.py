@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,13 +57,20 @@ def make_session(model_path: Path, threads: int | None = None, device: str = "cp
     """
     import onnxruntime as ort
 
+    return ort.InferenceSession(str(model_path), sess_options=_session_options(threads),
+                                providers=providers_for(device))
+
+
+def _session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about unused initialisers and the like are noise for users
-    return ort.InferenceSession(str(model_path), sess_options=opts, providers=providers_for(device))
+    return opts
 
 
 def session_inputs(session: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,3 +92,102 @@ def batched_logits(session: Any, arrays: dict[str, np.ndarray], batch_size: int 
     n = len(next(iter(arrays.values())))
     out = [run_logits(session, {k: v[s:s + batch_size] for k, v in arrays.items()}) for s in range(0, n, batch_size)]
     return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- which provider ran each node
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class NodeOnCpu:
+    """One graph node that ONNX Runtime ran on the CPU although the session asked for a GPU first."""
+
+    name: str
+    """Node name in the optimised graph (ONNX Runtime names unnamed nodes ``<op>_<index>``)."""
+    op_type: str
+    """Operator, e.g. ``Shape`` or ``Gather``."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the nodes of one inference ran, as ONNX Runtime's profiler saw them."""
+
+    nodes_per_provider: dict[str, int]
+    """Distinct nodes that ran, per execution provider, most first; TensorRT counts each fused engine as one node."""
+    cpu_fallback: tuple[NodeOnCpu, ...]
+    """Nodes that ran on ``CPUExecutionProvider`` while the session's first provider was a GPU one; empty for a
+    CPU session, where the CPU is what was asked for."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``placement`` object of a benchmark record (see ``report.REPORT_SCHEMA``)."""
+        return {"nodes_per_provider": dict(self.nodes_per_provider),
+                "cpu_fallback_nodes": [{"name": n.name, "op_type": n.op_type} for n in self.cpu_fallback]}
+
+
+_KERNEL_SUFFIX = "_kernel_time"
+
+
+def _node_runs(events: Sequence[dict]) -> list[tuple[str, str, str]]:
+    """(node name, op type, provider) of each distinct node in profiler ``events``, in the order they first ran.
+
+    Node events (cat ``Node``) carry ``op_name`` and ``provider``; older runtimes also emit per-node
+    ``fence_before``/``fence_after`` events without a provider, which are skipped. A node is keyed by its index
+    when the trace gives one, so a node that ran twice counts once and unnamed nodes stay apart.
+    """
+    seen: dict[str, tuple[str, str, str]] = {}
+    for e in events:
+        args = e.get("args") or {}
+        if e.get("cat") != "Node" or "provider" not in args:
+            continue
+        name = str(e.get("name", ""))
+        name = name[:-len(_KERNEL_SUFFIX)] if name.endswith(_KERNEL_SUFFIX) else name
+        seen.setdefault(str(args.get("node_index", name)), (name, str(args.get("op_name", "")), str(args["provider"])))
+    return list(seen.values())
+
+
+def nodes_per_provider(events: Sequence[dict]) -> dict[str, int]:
+    """Count of distinct nodes per execution provider in profiler ``events``, most first."""
+    return dict(Counter(provider for _, _, provider in _node_runs(events)).most_common())
+
+
+def cpu_fallback(events: Sequence[dict], providers: Sequence[str]) -> tuple[NodeOnCpu, ...]:
+    """Nodes of profiler ``events`` that ran on the CPU although ``providers`` (the session's, best first) put a
+    GPU provider first; empty when the CPU itself was first, since then nothing fell back."""
+    if not providers or providers[0] not in GPU_PROVIDERS:
+        return ()
+    return tuple(NodeOnCpu(name, op) for name, op, provider in _node_runs(events) if provider == CPU_PROVIDER)
+
+
+def profile_node_events(model_path: Path, feed: dict[str, np.ndarray], device: str = "cpu",
+                        threads: int | None = None) -> tuple[list[dict], list[str]]:
+    """Run ``feed`` once under ONNX Runtime's profiler; return the trace's node events and the session providers.
+
+    The session is built like ``make_session`` (same optimisation level and threads), so its nodes and their
+    placement are those of the session that is timed. Why the profiler: it is the only public API that says
+    which provider ran each node after partitioning. The trace file is written to a temporary folder and removed.
+    """
+    import onnxruntime as ort
+
+    opts = _session_options(threads)
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="compresskit-profile-") as tmp:
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers_for(device))
+        session.run(None, session_inputs(session, feed))
+        trace = Path(session.end_profiling())
+        events = json.loads(trace.read_text(encoding="utf-8"))
+        providers = session.get_providers()
+    return [e for e in events if e.get("cat") == "Node"], providers
+
+
+def node_placement(model_path: Path, feed: dict[str, np.ndarray], device: str = "cpu",
+                   threads: int | None = None) -> Placement:
+    """Which execution provider ran each node of ``model_path`` on one real ``feed`` (a tokenised batch).
+
+    Costs one extra session and one profiled run; call it apart from any timed session, since profiling slows
+    every node it records.
+    """
+    events, providers = profile_node_events(model_path, feed, device, threads)
+    return Placement(nodes_per_provider(events), cpu_fallback(events, providers))

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import jsonschema
@@ -21,6 +22,7 @@ from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from compresskit.artifacts import UserError
+from compresskit.onnx_runtime import GPU_PROVIDERS
 
 MISSING = "—"
 
@@ -37,6 +39,18 @@ _LATENCY = {
         "iterations": {"type": "integer"},
     },
 }
+_PLACEMENT = {
+    "type": ["object", "null"],  # null for PyTorch variants, which have no execution providers
+    "required": ["nodes_per_provider", "cpu_fallback_nodes"],
+    "properties": {
+        "nodes_per_provider": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+        "cpu_fallback_nodes": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name", "op_type"],
+                      "properties": {"name": {"type": "string"}, "op_type": {"type": "string"}}},
+        },
+    },
+}
 _VARIANT = {
     "type": "object",
     "required": ["name", "format", "precision", "accuracy", "macro_f1", "agreement_with_teacher", "size_mb",
@@ -48,6 +62,7 @@ _VARIANT = {
         "precision": {"enum": ["fp32", "int8", "int4", "bf16", "fp16"]},
         "device": {"type": "string"},
         "providers": {"type": "array", "items": {"type": "string"}},
+        "placement": _PLACEMENT,
         "accuracy": _NUM_OR_NULL,
         "macro_f1": _NUM_OR_NULL,
         "agreement_with_teacher": _NUM_OR_NULL,
@@ -213,6 +228,29 @@ def _gate_lines(report: dict) -> list[tuple[str, str]]:
             for g in report.get("gates") or []]
 
 
+def _placement_lines(report: dict) -> list[tuple[str, str]]:
+    """Return (variant, text) per variant whose benchmark recorded node placement, e.g.
+    ("student-onnx", "CUDAExecutionProvider, CPUExecutionProvider: 180 nodes on CUDAExecutionProvider, 6 on
+    CPUExecutionProvider; nodes on CPU under GPU provider: 6 (Shape ×4, Gather ×2)")."""
+    lines = []
+    for v in report.get("variants") or []:
+        placement = v.get("placement")
+        if not isinstance(placement, dict):
+            continue
+        providers = v.get("providers") or []
+        counts = placement.get("nodes_per_provider") or {}
+        text = f"{', '.join(providers) or MISSING}: " + (", ".join(
+            f"{n} nodes on {p}" if i == 0 else f"{n} on {p}" for i, (p, n) in enumerate(counts.items())) or MISSING)
+        if providers and providers[0] in GPU_PROVIDERS:
+            ops = Counter(str(n.get("op_type", MISSING)) for n in placement.get("cpu_fallback_nodes") or [])
+            detail = ", ".join(f"{op} ×{n}" for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+            text += f"; nodes on CPU under GPU provider: {ops.total()}" + (f" ({detail})" if detail else "")
+        else:
+            text += "; nodes on CPU under GPU provider: n/a (no GPU provider asked for)"
+        lines.append((str(v.get("name", MISSING)), text))
+    return lines
+
+
 # ---------------------------------------------------------------- renderers
 
 
@@ -224,13 +262,15 @@ def _md_table(headers: list[str], rows: list[list[str]], text_columns: int) -> l
 
 
 def render_markdown(report: dict) -> str:
-    """Render the report as GitHub-flavoured Markdown (header, variant table, verification, gates)."""
+    """Render the report as GitHub-flavoured Markdown (header, variant table, verification, providers, gates)."""
     out = [f"# compresskit report: {report.get('run_name') or MISSING}", ""]
     out += [f"- **{label}:** {text}" for label, text in _header(report)]
     out += ["", "## Variants", "", *_md_table(*_variant_table(report), _TEXT_COLUMNS)]
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         out += ["", "## Export verification", "", *_md_table(v_headers, v_rows, 2)]
+    if placement := _placement_lines(report):
+        out += ["", "## Execution providers", "", *(f"- **{name}:** {text}" for name, text in placement)]
     if gates := _gate_lines(report):
         out += ["", "## Gates", "", *(f"- {mark} {text}" for mark, text in gates)]
     return "\n".join(out) + "\n"
@@ -266,6 +306,9 @@ def render_html(report: dict) -> str:
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         parts += ["<h2>Export verification</h2>", _html_table(v_headers, v_rows, 2)]
+    if placement := _placement_lines(report):
+        parts += ["<h2>Execution providers</h2>\n<ul>",
+                  *(f"<li><strong>{esc(name)}:</strong> {esc(text)}</li>" for name, text in placement), "</ul>"]
     if gates := _gate_lines(report):
         parts += ["<h2>Gates</h2>\n<ul>", *(f"<li>{mark} {esc(text)}</li>" for mark, text in gates), "</ul>"]
     parts.append("</body>\n</html>\n")
@@ -273,9 +316,12 @@ def render_html(report: dict) -> str:
 
 
 def render_console_table(report: dict) -> Table:
-    """Return the variant table as a ``rich`` Table for printing to the terminal."""
+    """Return the variant table as a ``rich`` Table for printing to the terminal; its caption says where each
+    ONNX variant's nodes ran."""
     headers, rows = _variant_table(report)
-    table = Table(title=f"compresskit: {report.get('run_name') or MISSING}")
+    caption = "\n".join(f"{name}: {text}" for name, text in _placement_lines(report)) or None
+    table = Table(title=f"compresskit: {report.get('run_name') or MISSING}",
+                  caption=rich_escape(caption) if caption else None, caption_justify="left")
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i < _TEXT_COLUMNS else "right")
     for row in rows:
