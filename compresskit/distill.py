@@ -1,26 +1,27 @@
 """Stage 2: distil a student from a fine-tuned teacher.
 
 The student learns from the teacher's temperature-softened output distribution mixed with the hard labels
-(``kd_loss``). The teacher's logits on the training split are computed once and cached on disk, keyed by the
-teacher, the data and the sequence length, so epochs, reruns and sweeps do not pay for the teacher again.
+(``kd_loss``), plus any inner-activation terms. The teacher's outputs on the training texts (logits; hidden
+states and attentions only when a term needs them) are computed once and cached on disk, keyed by the teacher,
+the texts and the sequence length (``teacher_cache``), so epochs, reruns and sweeps do not pay for the teacher
+again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from compresskit.artifacts import UserError, atomic_dir, sha256_json, stage_record, write_json
+from compresskit.artifacts import UserError, atomic_dir, stage_record, write_json
 from compresskit.data import data_manifest, read_labels, read_split_for_head
 from compresskit.finetune import source_fingerprint
 from compresskit.losses import IGNORE_LABEL, LossWeights, heads_compatible, parse_layer_map
 from compresskit.objective import Objective, StudentWithProjection, make_projection
+from compresskit.teacher_cache import TeacherNeeds, activation_bytes, free_bytes, teacher_outputs
 from compresskit.models import (
     LoadOptions,
     check_model_dir,
@@ -41,7 +42,6 @@ from compresskit.training import (
     checkpoint_dir,
     encode,
     is_main_process,
-    predict_logits,
     resolve_device,
     train,
 )
@@ -74,6 +74,10 @@ class DistillConfig:
     labeled_fraction: float = 1.0
     """Keep the labels of only this (stratified) share of the training split; with α > 0 the rest is used as
     unlabelled text, learnt from the teacher's soft labels (``--labeled-fraction``). Simulates few labels."""
+    cache_teacher_activations: bool = True
+    """Cache the teacher's hidden states / attentions that the loss terms read on disk (float16, memory-mapped)
+    instead of running the teacher beside the student at every step (``--cache-teacher-activations``). Falls
+    back to running it online when the cache would not fit in half the free disk space."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4.0, learning_rate=1e-4))
     """Optimisation settings of the student."""
     load: LoadOptions = field(default_factory=LoadOptions)
@@ -104,22 +108,6 @@ class DistillResult:
     model_dir: Path
     validation_accuracy: float | None
     parameters: int
-
-
-def teacher_logits_cached(teacher: Any, tokenizer: Any, teacher_dir: Path, data_dir: Path, texts: list[str],
-                          max_length: int, cache_root: Path, device: str) -> np.ndarray:
-    """The teacher's logits on ``texts``, from the disk cache when the same teacher, data and length made them."""
-    key = sha256_json({"teacher": source_fingerprint(str(teacher_dir)), "data": data_manifest(data_dir)["sha256"],
-                       "max_length": max_length, "n": len(texts)})[:16]
-    path = cache_root / f"teacher-logits-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    logits = predict_logits(teacher, tokenizer, texts, max_length, device=device, desc="teacher logits")
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # unique per process: torchrun ranks race here
-    np.save(tmp, logits)
-    tmp.replace(path)
-    return logits
 
 
 _SHAPE_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
@@ -168,8 +156,8 @@ def build_student(cfg: DistillConfig, teacher: Any, teacher_tokenizer: Any, labe
     return load_classifier(cfg.student, cfg.load, labels=labels), cfg.student
 
 
-def hide_labels(texts: list[str], ids: list[int], soft: np.ndarray | None, fraction: float, seed: int,
-                keep_unlabeled: bool) -> tuple[list[str], list[int], np.ndarray | None]:
+def hide_labels(texts: list[str], ids: list[int], fraction: float, seed: int, keep_unlabeled: bool
+                ) -> tuple[list[str], list[int]]:
     """Keep the labels of a stratified ``fraction`` of the examples (at least one per class); the others become
     unlabelled (``IGNORE_LABEL``) when ``keep_unlabeled``, else are dropped."""
     import random
@@ -183,8 +171,7 @@ def hide_labels(texts: list[str], ids: list[int], soft: np.ndarray | None, fract
         rng.shuffle(idx)
         keep.update(idx[: max(1, round(len(idx) * fraction))])
     rows = [i for i in range(len(ids)) if i in keep or keep_unlabeled]
-    return ([texts[i] for i in rows], [ids[i] if i in keep else IGNORE_LABEL for i in rows],
-            soft[rows] if soft is not None else None)
+    return [texts[i] for i in rows], [ids[i] if i in keep else IGNORE_LABEL for i in rows]
 
 
 def read_unlabeled(path: str) -> list[str]:
@@ -223,9 +210,28 @@ def make_objective(cfg: DistillConfig, teacher: Any, student: Any) -> tuple[Any,
             m.set_attn_implementation("eager")
     projection = make_projection(w, student.config.hidden_size, teacher.config.hidden_size, len(pairs))
     model = StudentWithProjection(student, projection) if projection is not None else student
-    needs_teacher = w.needs_hidden_states or w.needs_attentions
-    objective = Objective(w, cfg.temperature, cfg.alpha, teacher if needs_teacher else None, pairs)
+    objective = Objective(w, cfg.temperature, cfg.alpha, None, pairs, teacher_layers=layer_count(teacher.config))
     return model, objective
+
+
+def plan_teacher_outputs(cfg: DistillConfig, objective: Objective, teacher_config: Any, n: int, cache_root: Path
+                         ) -> tuple[TeacherNeeds, str]:
+    """Which teacher outputs to cache, and how the inner activations are served (for the record).
+
+    α = 0 with no logit term is the no-teacher ablation: it must not pay for (or see) the teacher's logits.
+    """
+    hidden, attentions = objective.activation_needs()
+    needs = TeacherNeeds(logits=cfg.alpha > 0 or cfg.weights.mse_logits > 0, hidden=hidden, attentions=attentions)
+    if not needs.activations:
+        return needs, "none needed"
+    size = activation_bytes(needs, n, cfg.train.max_length, teacher_config)
+    if not cfg.cache_teacher_activations:
+        return TeacherNeeds(logits=needs.logits), "online (--no-cache-teacher-activations)"
+    free = free_bytes(cache_root)
+    if size > free / 2:
+        return TeacherNeeds(logits=needs.logits), (f"online: the cache would take {size / 1e9:.1f} GB, "
+                                                   f"{free / 1e9:.1f} GB free")
+    return needs, f"cached ({size / 1e6:.0f} MB, float16)"
 
 
 def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, cache_root: Path,
@@ -249,25 +255,23 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
     val_texts, val_ids = read_split_for_head(data_dir, "validation", labels)
 
     device = resolve_device(cfg.train.device)
-    # α = 0 with no logit term is the no-teacher ablation: it must not pay for (or see) the teacher's outputs
-    needs_logits = cfg.alpha > 0 or cfg.weights.mse_logits > 0
-    soft = teacher_logits_cached(teacher, tokenizer, teacher_dir, data_dir, train_texts, cfg.train.max_length,
-                                 cache_root, device) if needs_logits else None
+    if cfg.labeled_fraction < 1:
+        train_texts, train_ids = hide_labels(train_texts, train_ids, cfg.labeled_fraction, cfg.train.seed,
+                                             keep_unlabeled=cfg.alpha > 0)
+    if cfg.unlabeled_data:
+        extra = read_unlabeled(cfg.unlabeled_data)
+        train_texts, train_ids = train_texts + extra, train_ids + [IGNORE_LABEL] * len(extra)
     from transformers import set_seed
 
     set_seed(cfg.train.seed)  # a user-given student may get a fresh head: same seed, same start
     student, origin = build_student(cfg, teacher, tokenizer, labels)
-    if cfg.labeled_fraction < 1:
-        train_texts, train_ids, soft = hide_labels(train_texts, train_ids, soft, cfg.labeled_fraction,
-                                                   cfg.train.seed, keep_unlabeled=cfg.alpha > 0)
-    if cfg.unlabeled_data:
-        extra = read_unlabeled(cfg.unlabeled_data)
-        extra_soft = predict_logits(teacher, tokenizer, extra, cfg.train.max_length, device=device,
-                                    desc="teacher logits (unlabelled)")
-        train_texts, train_ids = train_texts + extra, train_ids + [IGNORE_LABEL] * len(extra)
-        soft = np.concatenate([soft, extra_soft])
     model, objective = make_objective(cfg, teacher, student)
-    train_set = TextDataset(encode(tokenizer, train_texts, cfg.train.max_length), train_ids, soft)
+    needs, activations = plan_teacher_outputs(cfg, objective, teacher.config, len(train_texts), cache_root)
+    cached = (teacher_outputs(teacher, tokenizer, source_fingerprint(str(teacher_dir)), train_texts,
+                              cfg.train.max_length, needs, cache_root, device) if needs.files() else None)
+    if objective.needs_teacher and not needs.activations:
+        objective.teacher = teacher.eval()  # not cached: the teacher runs beside the student
+    train_set = TextDataset(encode(tokenizer, train_texts, cfg.train.max_length), train_ids, cached)
     val_set = TextDataset(encode(tokenizer, val_texts, cfg.train.max_length), val_ids)
     history = train(model, tokenizer, train_set, val_set, cfg.train, checkpoint_dir(out), objective, resume=resume)
     del teacher, objective
@@ -281,6 +285,8 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
             "distill", dataclasses.asdict(cfg), {"teacher": str(teacher_dir), "data": str(data_dir),
                                                 "data_sha256": data_manifest(data_dir)["sha256"]},
             started, student_origin=origin, labels=labels, parameters=params, loss_terms=cfg.weights.active(),
+            teacher_outputs={"cache": str(cached.folder) if cached else None, "files": needs.files(),
+                             "activations": activations},
             labeled_examples=sum(i != IGNORE_LABEL for i in train_ids),
             unlabeled_examples=sum(i == IGNORE_LABEL for i in train_ids),
             layers=layer_count(student.config), **history))

@@ -6,6 +6,7 @@ evaluation with the best checkpoint kept, and runs unchanged under ``accelerate 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -47,6 +48,9 @@ class TrainConfig:
     """Checkpoint (and evaluate) every N optimiser steps instead of every epoch (``--save-steps``)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without a better validation accuracy (``--early-stopping-patience``)."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimiser state across the GPUs of a ``torchrun`` / ``accelerate launch``
+    job (FSDP2, one unit per transformer layer) instead of replicating them (DDP) (``--fsdp``). CUDA only."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -66,6 +70,9 @@ class TrainConfig:
             problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.fsdp and self.device == "cpu":
+            problems.append("--fsdp needs CUDA GPUs (accelerate runs CPU processes as DDP); drop --fsdp or use "
+                            "--device cuda")
         if self.gradient_accumulation < 1:
             problems.append(f"--gradient-accumulation must be >= 1, got {self.gradient_accumulation}")
         if problems:
@@ -125,12 +132,12 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 class TextDataset(torch.utils.data.Dataset):
-    """Tokenised examples, optionally with the teacher's logits for each (distillation targets)."""
+    """Tokenised examples, optionally with the teacher's cached outputs for each (distillation targets)."""
 
-    def __init__(self, encodings: dict[str, list], labels: list[int] | None, teacher_logits: np.ndarray | None = None):
+    def __init__(self, encodings: dict[str, list], labels: list[int] | None, teacher: Any | None = None):
         self.encodings = encodings
         self.labels = labels
-        self.teacher_logits = teacher_logits
+        self.teacher = teacher  # a teacher_cache.TeacherOutputs, row i for example i
 
     def __len__(self) -> int:
         return len(self.encodings["input_ids"])
@@ -139,8 +146,8 @@ class TextDataset(torch.utils.data.Dataset):
         item = {k: v[i] for k, v in self.encodings.items()}
         if self.labels is not None:
             item["labels"] = self.labels[i]
-        if self.teacher_logits is not None:
-            item["teacher_logits"] = self.teacher_logits[i]
+        if self.teacher is not None:
+            item.update(self.teacher.row(i))
         return item
 
 
@@ -149,21 +156,74 @@ def encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, list]
     return dict(tokenizer(texts, truncation=True, max_length=max_length))
 
 
+_TEACHER_KEYS = ("labels", "teacher_logits", "teacher_hidden", "teacher_attentions")
+
+
 class Collator:
-    """Pads token fields per batch and stacks labels and teacher logits."""
+    """Pads token fields per batch and stacks labels and the teacher's outputs.
+
+    Cached teacher activations come unpadded (``(tokens, width)`` / ``(heads, tokens, tokens)``); they are
+    placed where the tokenizer put each example's real tokens, so they line up with the padded batch.
+    """
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        tok_keys = [k for k in items[0] if k not in ("labels", "teacher_logits")]
-        batch = self.tokenizer.pad([{k: it[k] for k in tok_keys} for it in items], return_tensors="pt")
-        batch = dict(batch)
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        tok_keys = [k for k in items[0] if k not in _TEACHER_KEYS]
+        batch = dict(self.tokenizer.pad([{k: it[k] for k in tok_keys} for it in items], return_tensors="pt"))
         if "labels" in items[0]:
             batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
         if "teacher_logits" in items[0]:
             batch["teacher_logits"] = torch.tensor(np.stack([it["teacher_logits"] for it in items]), dtype=torch.float32)
+        width = batch["input_ids"].shape[1]
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        if "teacher_hidden" in items[0]:
+            batch["teacher_hidden"] = {i: self._place([it["teacher_hidden"][i] for it in items], width, left, 1)
+                                       for i in items[0]["teacher_hidden"]}
+        if "teacher_attentions" in items[0]:
+            batch["teacher_attentions"] = {
+                i: self._place([it["teacher_attentions"][i] for it in items], width, left, 2)
+                for i in items[0]["teacher_attentions"]}
         return batch
+
+    @staticmethod
+    def _place(rows: list[np.ndarray], width: int, left: bool, token_dims: int) -> torch.Tensor:
+        """Stack unpadded rows into a zero tensor padded to ``width`` along their ``token_dims`` last-but axes."""
+        first = rows[0]
+        if token_dims == 1:  # (tokens, hidden)
+            out = torch.zeros((len(rows), width, first.shape[-1]), dtype=torch.float32)
+            for j, r in enumerate(rows):
+                k = r.shape[0]
+                lo = width - k if left else 0
+                out[j, lo:lo + k] = torch.from_numpy(np.asarray(r, dtype=np.float32))
+        else:  # (heads, tokens, tokens)
+            out = torch.zeros((len(rows), first.shape[0], width, width), dtype=torch.float32)
+            for j, r in enumerate(rows):
+                k = r.shape[-1]
+                lo = width - k if left else 0
+                out[j, :, lo:lo + k, lo:lo + k] = torch.from_numpy(np.asarray(r, dtype=np.float32))
+        return out
+
+
+def fsdp_settings(model: Any) -> dict[str, Any]:
+    """``TrainingArguments.fsdp_config`` for FSDP2 with one shard unit per transformer layer.
+
+    The layer classes come from the model's ``_no_split_modules`` (e.g. ``BertLayer``), the blocks transformers
+    itself never splits across devices. A full (unsharded) state dict is what the stage publishes at the end.
+    """
+    layers = sorted(getattr(model, "_no_split_modules", None) or [])
+    inner = getattr(model, "student", None)  # StudentWithProjection wraps the model that knows its layers
+    if not layers and inner is not None:
+        layers = sorted(getattr(inner, "_no_split_modules", None) or [])
+    config: dict[str, Any] = {"version": 2, "state_dict_type": "FULL_STATE_DICT", "reshard_after_forward": True}
+    if layers:
+        config["auto_wrap_policy"] = "TRANSFORMER_BASED_WRAP"
+        config["transformer_layer_cls_to_wrap"] = layers
+    else:  # a user model that names no layer class: wrap by parameter count instead
+        config["auto_wrap_policy"] = "SIZE_BASED_WRAP"
+        config["min_num_params"] = 1_000_000
+    return config
 
 
 def _make_trainer_class():
@@ -210,6 +270,8 @@ def train(
     from transformers.utils import logging as hf_logging
 
     device = resolve_device(cfg.device)
+    if cfg.fsdp and device != "cuda":
+        raise UserError("--fsdp needs CUDA GPUs (accelerate runs CPU processes as DDP); drop --fsdp")
     precision = resolve_precision(cfg.precision, device)
     steps_per_epoch = math.ceil(len(train_set) / (cfg.batch_size * cfg.gradient_accumulation))
     args = TrainingArguments(
@@ -243,6 +305,8 @@ def train(
         label_names=["labels"],  # not inferable from a wrapped student's forward(**kwargs)
         # several CPU processes (torchrun) talk over gloo; a single process must not ask for a process group
         ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        fsdp=True if cfg.fsdp else None,
+        fsdp_config=fsdp_settings(model) if cfg.fsdp else None,
     )
     last = last_complete_checkpoint(Path(checkpoints)) if resume else None
     callbacks = [EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
@@ -250,8 +314,11 @@ def train(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # keep the console to progress bars and our own lines
     try:
+        # FSDP turns the trained module's parameters into shards; training a copy leaves the caller's model a
+        # plain module that receives the gathered full weights at the end
+        trained = copy.deepcopy(model) if cfg.fsdp else model
         trainer = trainer_cls(
-            model=model,
+            model=trained,
             args=args,
             train_dataset=train_set,
             eval_dataset=eval_set,
@@ -262,6 +329,10 @@ def train(
             callbacks=callbacks,
         )
         result = trainer.train(resume_from_checkpoint=last)
+        if cfg.fsdp:
+            state = trainer.accelerator.get_state_dict(trainer.model)  # a collective: every rank takes part
+            if is_main_process():
+                model.load_state_dict(state)
     finally:
         hf_logging.set_verbosity(verbosity)
     history = [

@@ -66,8 +66,9 @@ def test_pipeline_writes_a_valid_report_and_fails_the_gate(run):
 
 def test_teacher_finetuning_is_cached_and_run_folder_is_complete(run):
     root, _, _ = run
-    cached = [p for p in (root / ".cache").glob("teacher-*") if p.is_dir()]
-    assert len(list((root / ".cache").glob("teacher-logits-*.npy"))) == 1
+    cached = [p for p in (root / ".cache").glob("teacher-*") if (p / "finetune.json").is_file()]
+    outputs = list((root / ".cache").glob("teacher-outputs-*"))
+    assert len(outputs) == 1 and sorted(p.name for p in outputs[0].glob("*.npy")) == ["logits.npy"]
     assert len(cached) == 1 and (cached[0] / "finetune.json").is_file()
     run_dir = root / "tiny"
     for p in ("run.json", "data/data.json", "teacher/finetune.json", "student/distill.json",

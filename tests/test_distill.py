@@ -27,7 +27,8 @@ def test_kd_student_from_teacher_layers_learns_the_task(tmp_path, tiny_teacher, 
     assert r.validation_accuracy >= 0.9
     rec = _record(r.model_dir)
     assert rec["layers"] == 1 and rec["loss_terms"] == {"soft": 1.0}
-    assert list((tmp_path / "c").glob("teacher-logits-*.npy")), "teacher logits are cached for reuse"
+    assert list((tmp_path / "c").glob("teacher-outputs-*/logits.npy")), "teacher logits are cached for reuse"
+    assert rec["teacher_outputs"]["activations"] == "none needed"
     assert not (tmp_path / ".s.checkpoints").exists(), "checkpoints are removed after success"
 
 

@@ -1,0 +1,215 @@
+"""The teacher-output cache: the teacher runs once over a text set, and epochs, reruns and sweeps read its outputs
+from disk.
+
+One folder per (teacher, texts, sequence length), under ``<cache root>/teacher-outputs-<key>/``, one ``.npy`` file
+per output, so a run that needs a layer an earlier run did not store computes only what is missing:
+
+- ``logits.npy`` ``(n, classes)`` float32: the soft targets;
+- ``hidden-<i>.npy`` ``(n, max_length, width)`` float16: ``hidden_states[i]`` of the teacher (0 = embeddings,
+  i = output of layer i − 1), only when a hidden-state or embedding term needs it;
+- ``attention-<l>.npy`` ``(n, heads, max_length, max_length)`` float16: layer l's attention probabilities, only
+  when the attention-transfer term needs them;
+- ``lengths.npy`` ``(n,)``: real tokens per text. Row r of a token-level file holds text r's tokens at
+  positions ``0..length-1`` whatever the tokenizer's padding side; the rest is zero.
+
+Why float16 for the inner activations: they are large (BBC News at 128 tokens: 175 MB per hidden layer, 700 MB
+per attention layer in float16) and feed MSE-type losses whose targets do not need more than float16's 3
+significant digits. The files are memory-mapped, so a batch reads only its own rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compresskit.artifacts import sha256_json
+
+
+@dataclass(frozen=True)
+class TeacherNeeds:
+    """Which teacher outputs the losses of a run read."""
+
+    logits: bool = False
+    """The logits (soft targets, logit MSE)."""
+    hidden: tuple[int, ...] = ()
+    """Indices into the teacher's ``hidden_states`` (0 = embeddings)."""
+    attentions: tuple[int, ...] = ()
+    """Teacher layers whose attention probabilities are needed."""
+
+    @property
+    def activations(self) -> bool:
+        """Whether any token-level output (hidden states, attentions) is needed."""
+        return bool(self.hidden or self.attentions)
+
+    def files(self) -> list[str]:
+        """The cache files these needs read (``lengths.npy`` goes with any token-level file)."""
+        names = (["logits.npy"] if self.logits else []) + [f"hidden-{i}.npy" for i in self.hidden]
+        names += [f"attention-{i}.npy" for i in self.attentions]
+        return names + (["lengths.npy"] if self.activations else [])
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's outputs on one text set, row r for text r (arrays are memory-mapped where large)."""
+
+    logits: np.ndarray | None = None
+    hidden: dict[int, np.ndarray] = field(default_factory=dict)
+    attentions: dict[int, np.ndarray] = field(default_factory=dict)
+    lengths: np.ndarray | None = None
+    folder: Path | None = None
+
+    def row(self, r: int) -> dict[str, Any]:
+        """What one training example carries to the collator: its logits and its (unpadded) activations."""
+        item: dict[str, Any] = {}
+        if self.logits is not None:
+            item["teacher_logits"] = self.logits[r]
+        if self.hidden or self.attentions:
+            n = int(self.lengths[r])
+            if self.hidden:
+                item["teacher_hidden"] = {i: a[r, :n] for i, a in self.hidden.items()}
+            if self.attentions:
+                item["teacher_attentions"] = {i: a[r, :, :n, :n] for i, a in self.attentions.items()}
+        return item
+
+
+def texts_key(teacher_fingerprint: str, texts: list[str], max_length: int) -> str:
+    """Cache key: the teacher's weights and settings, the exact texts in order, and the sequence length."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return sha256_json({"teacher": teacher_fingerprint, "texts": h.hexdigest(), "max_length": max_length,
+                        "n": len(texts)})[:16]
+
+
+def activation_bytes(needs: TeacherNeeds, n: int, max_length: int, config: Any) -> int:
+    """Disk bytes the token-level files of ``needs`` take for ``n`` texts (float16)."""
+    per_hidden = n * max_length * config.hidden_size * 2
+    per_attention = n * config.num_attention_heads * max_length * max_length * 2
+    return len(needs.hidden) * per_hidden + len(needs.attentions) * per_attention
+
+
+def _open(path: Path) -> np.ndarray:
+    # memory-mapped: a training batch pages in only its own rows of a multi-GB file
+    return np.load(path, mmap_mode="r")
+
+
+def load(folder: Path, needs: TeacherNeeds) -> TeacherOutputs:
+    """The cached outputs in ``folder`` that ``needs`` names (all files must exist)."""
+    out = TeacherOutputs(folder=folder)
+    if needs.logits:
+        out.logits = np.load(folder / "logits.npy")
+    out.hidden = {i: _open(folder / f"hidden-{i}.npy") for i in needs.hidden}
+    out.attentions = {i: _open(folder / f"attention-{i}.npy") for i in needs.attentions}
+    if needs.activations:
+        out.lengths = np.load(folder / "lengths.npy")
+    return out
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename a finished file into place; a concurrent rank that got there first wins (same content)."""
+    if final.exists():
+        tmp.unlink(missing_ok=True)
+    else:
+        tmp.replace(final)
+
+
+@torch.inference_mode()
+def compute(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, needs: TeacherNeeds, folder: Path,
+            device: str, batch_size: int = 64, desc: str | None = "teacher outputs") -> None:
+    """Run the teacher once over ``texts`` and write the files of ``needs`` that ``folder`` lacks.
+
+    Files are filled under a process-unique temporary name and renamed when complete, so a killed run leaves no
+    file that a later run could mistake for a finished one.
+    """
+    from rich.progress import track
+
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in needs.files() if not (folder / name).is_file()]
+    if not missing:
+        return
+    n, tag = len(texts), f".{os.getpid()}.tmp"
+    config = teacher.config
+    tmp = {name: folder / (name + tag) for name in missing}
+    arrays: dict[str, np.ndarray] = {}
+    for name, path in tmp.items():
+        if name == "logits.npy":
+            arrays[name] = np.zeros((n, config.num_labels), dtype=np.float32)
+        elif name == "lengths.npy":
+            arrays[name] = np.zeros(n, dtype=np.int32)
+        elif name.startswith("hidden-"):
+            arrays[name] = np.lib.format.open_memmap(path, "w+", np.float16, (n, max_length, config.hidden_size))
+        else:
+            arrays[name] = np.lib.format.open_memmap(
+                path, "w+", np.float16, (n, config.num_attention_heads, max_length, max_length))
+    want_hidden = any(m.startswith("hidden-") for m in missing)
+    want_attn = any(m.startswith("attention-") for m in missing)
+    teacher = teacher.to(device).eval()
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    try:
+        starts = range(0, n, batch_size)
+        for s in track(starts, description=desc, transient=True) if desc else starts:
+            enc = tokenizer(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt").to(device)
+            out = teacher(**enc, output_hidden_states=want_hidden or None, output_attentions=want_attn or None)
+            lengths = enc["attention_mask"].sum(-1).cpu().numpy()
+            width = enc["attention_mask"].shape[1]
+            for name, arr in arrays.items():
+                if name == "logits.npy":
+                    arr[s:s + len(lengths)] = out.logits.float().cpu().numpy()
+                elif name == "lengths.npy":
+                    arr[s:s + len(lengths)] = lengths
+                else:
+                    index = int(name.split("-")[1].split(".")[0])
+                    src = (out.hidden_states if name.startswith("hidden-") else out.attentions)[index]
+                    src = src.to(torch.float16).cpu().numpy()
+                    for j, k in enumerate(lengths):
+                        k = int(k)
+                        lo = width - k if left else 0  # real tokens sit at the end under left padding
+                        if name.startswith("hidden-"):
+                            arr[s + j, :k] = src[j, lo:lo + k]
+                        else:
+                            arr[s + j, :, :k, :k] = src[j, :, lo:lo + k, lo:lo + k]
+        for name, arr in arrays.items():
+            if isinstance(arr, np.memmap):
+                arr.flush()
+            else:
+                with open(tmp[name], "wb") as f:  # a file object: np.save would append .npy to a bare name
+                    np.save(f, arr)
+        arrays.clear()
+        for name in missing:
+            _publish(tmp[name], folder / name)
+    finally:
+        arrays.clear()
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        teacher.to("cpu")
+
+
+def teacher_outputs(teacher: Any, tokenizer: Any, fingerprint: str, texts: list[str], max_length: int,
+                    needs: TeacherNeeds, cache_root: Path, device: str) -> TeacherOutputs:
+    """The teacher's outputs on ``texts``, computed only where the cache lacks them."""
+    folder = Path(cache_root) / f"teacher-outputs-{texts_key(fingerprint, texts, max_length)}"
+    compute(teacher, tokenizer, texts, max_length, needs, folder, device)
+    info = folder / "cache.json"
+    if not info.is_file():
+        tmp = info.with_name(f".cache.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"teacher": fingerprint, "texts": len(texts), "max_length": max_length}))
+        _publish(tmp, info)
+    return load(folder, needs)
+
+
+def free_bytes(path: Path) -> int:
+    """Free disk space where ``path`` (or its nearest existing parent) lives."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
