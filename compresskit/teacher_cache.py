@@ -194,15 +194,87 @@ def compute(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, nee
         teacher.to("cpu")
 
 
+ORT_PARITY = 1e-4
+"""Largest |ONNX Runtime − PyTorch| teacher logit accepted before the ONNX Runtime pass is used (measured on
+the first batch; MiniLM-L6 on BBC News differs by 5e-6)."""
+
+
+def logits_with_onnx_runtime(teacher: Any, tokenizer: Any, texts: list[str], max_length: int,
+                             batch_size: int = 32, desc: str | None = "teacher logits (ONNX Runtime)"
+                             ) -> np.ndarray | None:
+    """The teacher's logits computed by ONNX Runtime on its exported, fused graph; None when that is not possible.
+
+    Why: on a CPU the fused graph runs about 2.2× faster than PyTorch eager (BBC News teacher, 2 cores), and the
+    export takes about 2 s, so a cold cache costs half as much. The graph is checked against PyTorch on the first
+    batch and dropped (PyTorch computes everything) if it differs by more than ``ORT_PARITY`` or fails to export.
+    """
+    import tempfile
+    import warnings
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    from rich.progress import track
+
+    from compresskit.export import ExportConfig, _optimize, _torch_export, tokenize_numpy
+    from compresskit.onnx_runtime import make_session, run_logits
+
+    previous = teacher.config._attn_implementation
+    batches = [texts[s:s + batch_size] for s in range(0, len(texts), batch_size)]
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = Path(tmp) / "teacher.onnx"
+            teacher.set_attn_implementation("eager")  # the pattern ONNX Runtime fuses into Attention
+            first = tokenize_numpy(tokenizer, batches[0], max_length)
+            _torch_export(teacher.cpu().eval(), {k: v[:2] for k, v in first.items()}, path,
+                          ExportConfig(exporter="torchscript"))
+            _optimize(path, teacher.config)
+            session = make_session(path)
+            with torch.inference_mode():
+                reference = teacher(**{k: torch.from_numpy(v) for k, v in first.items()}).logits.float().numpy()
+            out = [run_logits(session, first)]
+            if not np.abs(out[0] - reference).max() <= ORT_PARITY:
+                return None
+            rest = range(1, len(batches))
+            for i in track(rest, description=desc, transient=True) if desc else rest:
+                out.append(run_logits(session, tokenize_numpy(tokenizer, batches[i], max_length)))
+            return np.concatenate(out)
+    except Exception:  # a speed path: any export or runtime failure leaves the job to PyTorch
+        return None
+    finally:
+        teacher.set_attn_implementation(previous)
+
+
 def teacher_outputs(teacher: Any, tokenizer: Any, fingerprint: str, texts: list[str], max_length: int,
                     needs: TeacherNeeds, cache_root: Path, device: str) -> TeacherOutputs:
-    """The teacher's outputs on ``texts``, computed only where the cache lacks them."""
+    """The teacher's outputs on ``texts``, computed only where the cache lacks them.
+
+    When only the logits are missing and the teacher runs on the CPU, ONNX Runtime computes them
+    (``logits_with_onnx_runtime``); ``cache.json`` records which runtime made them.
+    """
     folder = Path(cache_root) / f"teacher-outputs-{texts_key(fingerprint, texts, max_length)}"
+    runtime = None
+    only_logits_missing = all((folder / f).is_file() for f in needs.files() if f != "logits.npy")
+    # with activations to compute, PyTorch's pass yields the logits too, so ONNX Runtime would only add work
+    if needs.logits and not (folder / "logits.npy").is_file() and only_logits_missing and device == "cpu" and texts:
+        logits = logits_with_onnx_runtime(teacher, tokenizer, texts, max_length)
+        if logits is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"logits.npy.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, logits)
+            _publish(tmp, folder / "logits.npy")
+            runtime = "onnxruntime"
+    if runtime is None and needs.logits and not (folder / "logits.npy").is_file():
+        runtime = "pytorch"
     compute(teacher, tokenizer, texts, max_length, needs, folder, device)
     info = folder / "cache.json"
     if not info.is_file():
         tmp = info.with_name(f".cache.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"teacher": fingerprint, "texts": len(texts), "max_length": max_length}))
+        tmp.write_text(json.dumps({"teacher": fingerprint, "texts": len(texts), "max_length": max_length,
+                                   "logits_runtime": runtime}))
         _publish(tmp, info)
     return load(folder, needs)
 

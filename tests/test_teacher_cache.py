@@ -94,3 +94,23 @@ def test_distillation_reads_activations_from_the_cache(tmp_path, tiny_teacher, t
     assert rec2["activations"].startswith("online") and rec2["files"] == ["logits.npy"]
     # the same training from cached or live targets ends at (nearly) the same place
     assert abs(r.validation_accuracy - online.validation_accuracy) <= 1 / 12 + 1e-9
+
+
+def test_cold_logits_come_from_onnx_runtime_and_match_pytorch(tmp_path, tiny_teacher, monkeypatch):
+    from compresskit import teacher_cache
+    from compresskit.training import predict_logits
+
+    teacher = load_classifier(str(tiny_teacher), LoadOptions())
+    tokenizer = load_tokenizer(str(tiny_teacher), LoadOptions())
+    texts = TEXTS * 20  # several batches of different padded lengths
+    attention = teacher.config._attn_implementation
+    fast = teacher_outputs(teacher, tokenizer, "t", texts, 32, TeacherNeeds(logits=True), tmp_path / "a", "cpu")
+    assert json.loads((fast.folder / "cache.json").read_text())["logits_runtime"] == "onnxruntime"
+    want = predict_logits(teacher, tokenizer, texts, 32)
+    assert np.abs(fast.logits - want).max() <= teacher_cache.ORT_PARITY
+    assert teacher.config._attn_implementation == attention  # the export's eager switch is undone
+    # a graph that misses the parity bound is dropped and PyTorch computes the logits
+    monkeypatch.setattr(teacher_cache, "ORT_PARITY", -1.0)
+    slow = teacher_outputs(teacher, tokenizer, "t", texts, 32, TeacherNeeds(logits=True), tmp_path / "b", "cpu")
+    assert json.loads((slow.folder / "cache.json").read_text())["logits_runtime"] == "pytorch"
+    assert np.abs(slow.logits - want).max() < 1e-6
