@@ -45,6 +45,7 @@ OptCalMethod = Annotated[str, typer.Option("--calibration-method", help="static-
 OptInt4Block = Annotated[int, typer.Option("--int4-block-size", help="int4: weights per quantization block.")]
 OptFallback = Annotated[bool, typer.Option("--fallback/--no-fallback", help="Keep the most sensitive layers in fp32 (measured) until the budget holds.")]
 OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
+OptExternalData = Annotated[str, typer.Option("--external-data", help="Weights in model.onnx.data beside model.onnx: auto (when they pass 1.8 GB; one ONNX file holds at most 2) | always | never.")]
 
 
 def _load_opts(trust_remote_code: bool, allow_pickle: bool):
@@ -200,13 +201,14 @@ def export_cmd(
     tolerance: Annotated[float, typer.Option("--parity-tolerance", help="Max |ONNX-PyTorch| logit difference.")] = 1e-3,
     min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
     max_length: OptMaxLen = 128,
+    external_data: OptExternalData = "auto",
     allow_pickle: OptPickle = False,
 ) -> None:
     """Export a classifier to ONNX (dynamic batch and sequence) and verify it against PyTorch."""
     from compresskit.export import ExportConfig, export
 
     cfg = ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize, max_length=max_length,
-                       tolerance=tolerance, min_agreement=min_agreement)
+                       tolerance=tolerance, min_agreement=min_agreement, external_data=external_data)
     r = export(cfg, model, data, out, name, _load_opts(False, allow_pickle))
     console.print(f"export: max |Δ| {r.parity.max_abs_diff:.2e}, agreement {r.parity.label_agreement:.2%} → {r.onnx_dir}")
 
@@ -388,6 +390,7 @@ def distill_and_export_cmd(
     optimize: Annotated[bool, typer.Option("--optimize/--no-optimize")] = True,
     parity_tolerance: Annotated[float, typer.Option("--parity-tolerance")] = 1e-3,
     parity_min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
+    external_data: OptExternalData = "auto",
     quantize: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | static-int8 | fp16 | int4 | auto | none.")] = "dynamic-int8",
     per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
     int8_min_agreement: Annotated[float, typer.Option("--int8-min-agreement")] = 0.99,
@@ -430,7 +433,8 @@ def distill_and_export_cmd(
                                         gradient_accumulation, seed, save_steps, early_stopping_patience), load,
                              labeled_fraction),
         export=ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize,
-                            max_length=max_length, tolerance=parity_tolerance, min_agreement=parity_min_agreement),
+                            max_length=max_length, tolerance=parity_tolerance, min_agreement=parity_min_agreement,
+                            external_data=external_data),
         quantize=QuantizeConfig(mode=quantize, per_channel=per_channel, min_agreement=int8_min_agreement,
                                 max_length=max_length, calibration_samples=calibration_samples,
                                 calibration_method=calibration_method, int4_block_size=int4_block_size,

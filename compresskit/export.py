@@ -1,7 +1,9 @@
 """Stage 3: export a classifier to ONNX and prove, on real validation inputs, that it computes the same thing.
 
 The output folder is self-contained: ``model.onnx``, ``config.json``, the tokenizer files and ``export.json``
-(exporter, opset, graph optimisation, parity figures, versions, hashes).
+(exporter, opset, graph optimisation, parity figures, versions, hashes). A model whose weights pass what one protobuf
+file can hold (2 GB) keeps them in ``model.onnx.data`` beside ``model.onnx`` (ONNX's external-data format), which
+ONNX Runtime finds on its own when it loads ``model.onnx``.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,10 @@ from compresskit.verify import Parity, compare, require
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 ATTENTIONS = ("auto", "eager", "sdpa")
+EXTERNAL_DATA = ("auto", "always", "never")
+EXTERNAL_DATA_ABOVE = 1_800_000_000
+"""Weight bytes above which ``--external-data auto`` moves the weights out of ``model.onnx``. Protobuf refuses files
+over 2 GiB (2 147 483 647 bytes); the margin leaves room for the graph and for constants the exporters fold in."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,14 @@ class ExportConfig:
     """Smallest allowed share of equal predicted labels (``--parity-min-agreement``)."""
     parity_samples: int | None = None
     """Validation examples to check; None checks them all (``--parity-samples``)."""
+    external_data: str = "auto"
+    """Weights in ``model.onnx.data`` beside ``model.onnx``: ``auto`` when they pass EXTERNAL_DATA_ABOVE bytes,
+    ``always``, or ``never`` (a model that needs it is refused) (``--external-data``)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.external_data not in EXTERNAL_DATA:
+            problems.append(f"--external-data must be one of {', '.join(EXTERNAL_DATA)}, got {self.external_data!r}")
         if self.exporter not in EXPORTERS:
             problems.append(f"--exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
         if self.attention not in ATTENTIONS:
@@ -102,7 +115,109 @@ class _LogitsOnly:
         return Wrapped().eval()
 
 
-def _torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, cfg: ExportConfig) -> None:
+def weight_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers (shared tensors once): what the exported graph stores."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def use_external_data(weights: int, mode: str) -> bool:
+    """Whether a graph whose weights take ``weights`` bytes is written with external data under ``--external-data
+    mode``. Raises UserError when ``mode`` is ``never`` and the weights do not fit one protobuf file."""
+    large = weights > EXTERNAL_DATA_ABOVE
+    if mode == "never" and large:
+        raise UserError(f"the model's weights take {weights / 1e9:.2f} GB, more than one ONNX file can hold (2 GB): "
+                        "use --external-data auto or always")
+    return mode == "always" or (mode == "auto" and large)
+
+
+def _all_tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of ``graph``: initializers, and tensors in node attributes and subgraphs (ONNX Runtime's
+    quantizers move large Constant attributes to external data too)."""
+    yield from graph.initializer
+    yield from (s.values for s in graph.sparse_initializer)
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _all_tensors(a.g)
+            for g in a.graphs:
+                yield from _all_tensors(g)
+
+
+def external_data_files(onnx_path: Path) -> list[str]:
+    """Files holding ``onnx_path``'s external tensors, relative to its folder, in first-use order; empty for a graph
+    that is one file. Reads the graph only, not the weights."""
+    import onnx
+
+    names: dict[str, None] = {}
+    for t in _all_tensors(onnx.load(str(onnx_path), load_external_data=False).graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            names[next(e.value for e in t.external_data if e.key == "location")] = None
+    return list(names)
+
+
+def save_graph(model: Any, path: Path, external: bool) -> None:
+    """Write the ModelProto ``model`` to ``path``: one file, or (``external``) its tensors over 1 KiB in
+    ``<path name>.data`` beside it."""
+    import onnx
+    from google.protobuf.message import EncodeError
+
+    data = path.with_name(path.name + ".data")
+    # onnx appends to an existing data file, so a stale one would stay inside the new one as dead bytes
+    data.unlink(missing_ok=True)
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+        return
+    try:
+        onnx.save_model(model, str(path))
+    except (ValueError, EncodeError) as e:  # upb raises EncodeError, the pure-Python protobuf ValueError
+        raise UserError(f"the ONNX graph does not fit one protobuf file (2 GB limit): use --external-data always "
+                        f"({_first_line(e)})") from e
+
+
+def move_graph(src: Path, dst: Path) -> None:
+    """Move the graph ``src`` and its external-data files to ``dst``, replacing ``dst`` and its data files. The graph
+    names its data files relative to itself, so they keep their names beside the moved graph."""
+    if dst.is_file():
+        for name in external_data_files(dst):
+            (dst.parent / name).unlink(missing_ok=True)
+    for name in external_data_files(src):
+        (dst.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src.parent / name, dst.parent / name)
+    os.replace(src, dst)
+
+
+def graph_record(onnx_path: Path) -> dict[str, Any]:
+    """Manifest fields of a graph: its hash and size, whether it has external data, and each data file's name,
+    hash and size (a graph's weights are part of what a hash must pin down)."""
+    files = external_data_files(onnx_path)
+    return {
+        "sha256": sha256_file(onnx_path), "size_bytes": onnx_path.stat().st_size, "external_data": bool(files),
+        "data_files": [{"name": n, "sha256": sha256_file(onnx_path.parent / n),
+                        "size_bytes": (onnx_path.parent / n).stat().st_size} for n in files],
+    }
+
+
+def _store(path: Path, external: bool) -> None:
+    """Leave the exporter's graph at ``path`` in the layout the run chose: one file, or ``model.onnx`` plus
+    ``model.onnx.data``. Why: the TorchScript exporter takes no such option and spills a graph over 2 GB into one file
+    per tensor, named after the tensor; the dynamo exporter spills from its own threshold (1.5 GiB)."""
+    import onnx
+
+    files = external_data_files(path)
+    if files == ([path.name + ".data"] if external else []):
+        return
+    model = onnx.load(str(path))  # brings every external tensor into memory, so their files can go
+    for name in files:
+        (path.parent / name).unlink()
+    save_graph(model, path, external)
+
+
+def _torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, cfg: ExportConfig,
+                  external: bool = False) -> None:
     import warnings
 
     import torch
@@ -127,10 +242,11 @@ def _torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, cfg: Ex
                     wrapped, args, input_names=names, output_names=["logits"], opset_version=cfg.opset,
                     dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),), dynamo=True, optimize=True,
                 )
-            program.save(str(path), external_data=False)
+            program.save(str(path), external_data=external)
+    _store(path, external)
 
 
-def _optimize(path: Path, config: Any) -> dict[str, int]:
+def _optimize(path: Path, config: Any, external: bool = False) -> dict[str, int]:
     """Fuse transformer subgraphs in place with ONNX Runtime's optimizer; returns fused-operator counts."""
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -139,7 +255,14 @@ def _optimize(path: Path, config: Any) -> dict[str, int]:
     # session applies ORT's own provider-specific optimisations when it loads the model.
     opt = optimize_model(str(path), model_type=model_type, num_heads=config.num_attention_heads,
                          hidden_size=config.hidden_size, opt_level=0)
-    opt.save_model_to_file(str(path))
+    # Saved beside, then moved over the plain graph: a save that fails half-way must leave the plain graph whole,
+    # since the caller keeps it when optimisation fails.
+    staged = path.parent / "optimized" / path.name
+    try:
+        opt.save_model_to_file(str(staged), use_external_data_format=external, all_tensors_to_one_file=True)
+        move_graph(staged, path)
+    finally:
+        shutil.rmtree(staged.parent, ignore_errors=True)
     return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
 
 
@@ -222,7 +345,8 @@ def _first_line(e: Exception) -> str:
 
 def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
            load: LoadOptions = LoadOptions()) -> ExportResult:
-    """Export the classifier in ``model_dir`` to ``out/model.onnx`` and verify it on the validation split.
+    """Export the classifier in ``model_dir`` to ``out/model.onnx`` (weights in ``out/model.onnx.data`` when
+    ``cfg.external_data`` says so) and verify it on the validation split.
 
     With ``--exporter auto`` / ``--attention auto`` every combination is exported, optimised and verified; the
     fastest verified graph at batch 1 and ``max_length`` tokens is kept, and all candidates are recorded.
@@ -235,6 +359,8 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
     sample, _ = _validation_inputs(dataclasses.replace(cfg, parity_samples=2), tokenizer, head_labels(model.config),
                                    data_dir)
     arrays, label_ids = _validation_inputs(cfg, tokenizer, head_labels(model.config), data_dir)
+    weights = weight_bytes(model)
+    external = use_external_data(weights, cfg.external_data)  # before any folder is made: `never` may refuse
     references: dict[str, np.ndarray] = {}  # PyTorch logits per attention implementation, shared by exporters
     with atomic_dir(out) as tmp:
         tried: list[dict[str, Any]] = []
@@ -246,14 +372,14 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             tried.append(entry)
             try:
                 model.set_attn_implementation(cand.attention)
-                _torch_export(model, sample, path, dataclasses.replace(cfg, exporter=cand.exporter))
+                _torch_export(model, sample, path, dataclasses.replace(cfg, exporter=cand.exporter), external)
             except Exception as e:  # exporter failures come in many types; the user needs the first line
                 entry["error"] = f"export failed: {_first_line(e)}"
                 continue
             fused, note = {}, "off"
             if cfg.optimize:
                 try:
-                    fused, note = _optimize(path, model.config), "onnxruntime.transformers (opt_level 0)"
+                    fused, note = _optimize(path, model.config, external), "onnxruntime.transformers (opt_level 0)"
                 except Exception as e:  # a speed feature: a failure is recorded, the plain graph is still valid
                     note = f"failed, plain graph kept: {_first_line(e)}"
             entry |= {"optimizer": note, "fused_operators": fused}
@@ -282,7 +408,7 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             chosen = next(iter(made))
         path, fused, note, parity = made[chosen]
         onnx_path = tmp / "model.onnx"
-        path.replace(onnx_path)
+        move_graph(path, onnx_path)
         shutil.rmtree(tmp / "candidates")
         session = make_session(onnx_path)
         model.config.save_pretrained(tmp)
@@ -293,5 +419,5 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             exporter=chosen.split("+")[0], attention=chosen.split("+")[1], chosen=chosen, candidates=tried,
             opset=cfg.opset, optimizer=note, fused_operators=fused,
             input_names=[i.name for i in session.get_inputs()], providers=session.get_providers(),
-            parity=parity.to_dict(), sha256=sha256_file(onnx_path), size_bytes=onnx_path.stat().st_size))
+            parity=parity.to_dict(), weight_bytes=weights, **graph_record(onnx_path)))
     return ExportResult(out, parity, fused)

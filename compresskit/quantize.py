@@ -4,6 +4,10 @@ Every mode ends the same way: the quantized graph runs on the validation split n
 run fails (VerificationError) unless its labels agree with fp32's on at least ``min_agreement`` of the inputs and
 its accuracy drops by at most ``max_accuracy_drop``. When an integer mode breaks that budget, the accuracy-aware
 fallback measures which layers suffer most from quantization and keeps them in fp32 until the budget holds.
+
+A source whose weights are in external data (``model.onnx`` + ``model.onnx.data``, see ``compresskit.export``) gives
+quantized graphs in the same layout, at every step that writes one: whatever the mode shrinks the weights to, the
+layout stays one a reader of the source folder already handles.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from compresskit.artifacts import (UserError, VerificationError, atomic_dir, rea
                                    write_json)
 from compresskit.bench import Latency
 from compresskit.data import read_split_for_head
-from compresskit.export import tokenize_numpy
+from compresskit.export import external_data_files, graph_record, move_graph, save_graph, tokenize_numpy
 from compresskit.machine import default_threads, has_vnni
 from compresskit.onnx_runtime import available_providers, batched_logits, make_session, session_inputs
 from compresskit.verify import Parity, compare
@@ -251,6 +255,8 @@ class _Inputs:
     reduce_range: bool
     calibration: list[dict[str, np.ndarray]]
     """Tokenised train examples, one ``(1, seq)`` batch each (static-int8 only; empty otherwise)."""
+    external: bool = False
+    """Write every graph with its tensors in ``<graph>.data`` beside it, as the source was written."""
 
 
 def _calibration_batches(onnx_dir: Path, data_dir: Path, cfg: QuantizeConfig) -> list[dict[str, np.ndarray]]:
@@ -289,7 +295,7 @@ class _Reader:
         self._i = 0
 
 
-def _prepare(mode: str, source: Path, workdir: Path) -> Path:
+def _prepare(mode: str, source: Path, workdir: Path, external: bool = False) -> Path:
     """The graph a mode quantizes: the source itself, or for static-int8 its pre-processed copy.
 
     Why pre-process for static-int8: the QDQ quantizer only quantizes tensors whose type it knows, and ONNX shape
@@ -306,7 +312,8 @@ def _prepare(mode: str, source: Path, workdir: Path) -> Path:
     prepared = workdir / "preprocessed.onnx"
     if not prepared.is_file():
         with _quiet():
-            quant_pre_process(str(source), str(prepared), auto_merge=True)
+            quant_pre_process(str(source), str(prepared), auto_merge=True, save_as_external_data=external,
+                              all_tensors_to_one_file=True, external_data_location=f"{prepared.name}.data")
     return prepared
 
 
@@ -341,10 +348,17 @@ def _calibrate(prepared: Path, inputs: _Inputs) -> Path | None:
                        "percentile": (CalibrationMethod.Percentile, {})}[inputs.cfg.calibration_method]
     with tempfile.TemporaryDirectory(dir=prepared.parent) as tmp, _quiet():
         calibrator = create_calibrator(prepared, ["MatMul", "Gemm"], augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=method, extra_options=options)
+                                       calibrate_method=method, use_external_data_format=inputs.external,
+                                       extra_options=options)
         calibrator.collect_data(_Reader(inputs.calibration))
         save_tensors_data(calibrator.compute_data(), cache)
     return cache
+
+
+def _remove_graph(path: Path) -> None:
+    """Delete a graph written by ``_build`` and its data file, if there."""
+    path.unlink(missing_ok=True)
+    path.with_name(f"{path.name}.data").unlink(missing_ok=True)
 
 
 def _build(mode: str, prepared: Path, target: Path, inputs: _Inputs, exclude: list[str]) -> None:
@@ -352,6 +366,9 @@ def _build(mode: str, prepared: Path, target: Path, inputs: _Inputs, exclude: li
     import onnx
 
     cfg = inputs.cfg
+    # The fallback rewrites the same target again and again, and ONNX Runtime's quantizers append to an existing
+    # data file rather than replace it: each build starts from nothing.
+    _remove_graph(target)
     # Fused contrib operators (BiasGelu, SkipLayerNormalization) defeat ONNX shape inference, and without a
     # default type the quantizer aborts on their outputs ("Unable to find data type"); they are all fp32.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
@@ -360,7 +377,8 @@ def _build(mode: str, prepared: Path, target: Path, inputs: _Inputs, exclude: li
 
         with _quiet():
             quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
-                             reduce_range=inputs.reduce_range, nodes_to_exclude=exclude, extra_options=extra)
+                             reduce_range=inputs.reduce_range, nodes_to_exclude=exclude, extra_options=extra,
+                             use_external_data_format=inputs.external)
     elif mode == "static-int8":
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -377,7 +395,7 @@ def _build(mode: str, prepared: Path, target: Path, inputs: _Inputs, exclude: li
                             op_types_to_quantize=["MatMul", "Gemm"], per_channel=cfg.per_channel,
                             reduce_range=inputs.reduce_range, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
-                            extra_options=extra, **calibration)
+                            use_external_data_format=inputs.external, extra_options=extra, **calibration)
     elif mode == "fp16":
         # ONNX Runtime's converter (not onnxconverter-common's): through OnnxModel it runs symbolic shape inference
         # first, which knows the fused com.microsoft operators; plain ONNX inference does not, and the converter
@@ -389,7 +407,7 @@ def _build(mode: str, prepared: Path, target: Path, inputs: _Inputs, exclude: li
         with _quiet():
             model.convert_float_to_float16(keep_io_types=True, node_block_list=exclude,
                                            op_block_list=sorted({*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32}))
-        onnx.save(model.model, str(target))
+        save_graph(model.model, target, inputs.external)
     elif mode == "int4":
         quantizer_cls = _matmul_nbits_quantizer()
         # Symmetric blocks along K; a K smaller than the block is padded by the quantizer, and MatMuls without a
@@ -398,7 +416,7 @@ def _build(mode: str, prepared: Path, target: Path, inputs: _Inputs, exclude: li
                                   is_symmetric=True, nodes_to_exclude=exclude)
         with _quiet():
             quantizer.process()
-        onnx.save(quantizer.model.model, str(target))
+        save_graph(quantizer.model.model, target, inputs.external)
     else:
         raise AssertionError(f"no builder for mode {mode!r}")
 
@@ -478,7 +496,7 @@ def _fallback(mode: str, prepared: Path, target: Path, inputs: _Inputs, validati
     for group in groups:
         p, why = _try(mode, prepared, trial, inputs, group, validation, model, reference)
         sensitivity.append((group, p, why))
-    trial.unlink(missing_ok=True)
+    _remove_graph(trial)
     sensitivity.sort(key=lambda s: _score(s[1]), reverse=True)
     excluded: list[str] = []
     steps = []
@@ -517,7 +535,7 @@ def _quantize_one(mode: str, source: Path, workdir: Path, inputs: _Inputs, valid
     the budget goes through the fallback when the config allows. Outputs that are NaN/inf raise VerificationError."""
     folder = workdir / mode
     folder.mkdir(parents=True, exist_ok=True)
-    prepared = _prepare(mode, source, folder)
+    prepared = _prepare(mode, source, folder, inputs.external)
     target = folder / "model.onnx"
     model, reference = f"{name}-onnx-{_SUFFIX[mode]}", f"{name}-onnx"
     _build(mode, prepared, target, inputs, [])
@@ -598,8 +616,10 @@ def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, nam
     reduce_range = (not has_vnni()) if cfg.reduce_range is None else cfg.reduce_range
     validation = load_validation(Path(onnx_dir), data_dir, cfg.max_length)
     needs_calibration = cfg.mode == "static-int8" or (cfg.mode == "auto" and "static-int8" in AUTO_MODES[cfg.device])
+    source_data = external_data_files(source)
     inputs = _Inputs(cfg, reduce_range,
-                     _calibration_batches(Path(onnx_dir), data_dir, cfg) if needs_calibration else [])
+                     _calibration_batches(Path(onnx_dir), data_dir, cfg) if needs_calibration else [],
+                     external=bool(source_data))
     extra: dict[str, Any] = {}
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix=".quantize-", dir=tmp.parent) as work:
         if cfg.mode == "auto":
@@ -610,10 +630,11 @@ def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, nam
             if outcome.problems:
                 raise VerificationError(_failure(outcome))
         target = tmp / "model.onnx"
-        shutil.copy2(outcome.path, target)
+        move_graph(outcome.path, target)  # the work folder goes afterwards: no need to copy gigabytes of weights
         parity = outcome.parity
         for f in Path(onnx_dir).iterdir():  # config, tokenizer, labels: the folder must stand alone
-            if f.is_file() and f.suffix != ".onnx" and f.name != "export.json":
+            # the source's own weights (model.onnx.data) would overwrite the quantized ones
+            if f.is_file() and f.suffix != ".onnx" and f.name != "export.json" and f.name not in source_data:
                 shutil.copy2(f, tmp / f.name)
         if outcome.mode == "static-int8":
             extra["calibration"] = {"split": "train", "samples": len(inputs.calibration),
@@ -622,9 +643,11 @@ def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, nam
             extra["int4_block_size"] = cfg.int4_block_size
         write_json(tmp / "quantize.json", stage_record(
             "quantize", dataclasses.asdict(cfg), {"onnx": str(source), "onnx_sha256": sha256_file(source),
+                                                 "onnx_data_sha256": {n: sha256_file(source.parent / n)
+                                                                      for n in source_data},
                                                  "data": str(data_dir)}, started,
             mode=outcome.mode, intended_device="cuda" if outcome.mode == "fp16" else cfg.device,
             reduce_range=reduce_range, vnni=has_vnni(), parity=parity.to_dict(), outputs_finite=True,
             accuracy_drop=_accuracy_drop(parity), kept_fp32=outcome.kept_fp32, fallback=outcome.fallback,
-            sha256=sha256_file(target), size_bytes=target.stat().st_size, **extra))
+            **graph_record(target), **extra))
     return QuantizeResult(out, parity, outcome.mode)

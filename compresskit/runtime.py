@@ -5,7 +5,8 @@
     clf.predict(["Shares in the bank rose 5% after results."])  # [{"label": "business", "score": 0.98, ...}]
 
 The folder is what ``compresskit export`` or ``quantize`` wrote: ``model.onnx``, ``tokenizer.json``,
-``labels.json`` and the stage record holding the sequence length the model was verified at.
+``labels.json`` and the stage record holding the sequence length the model was verified at. A large model keeps its
+weights in ``model.onnx.data`` beside ``model.onnx``; ONNX Runtime reads it from there.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def _max_length(folder: Path) -> int:
     return 128
 
 
+def _missing_data_files(folder: Path) -> list[str]:
+    """External-data files that the folder's stage record lists for ``model.onnx`` but the folder lacks."""
+    for record in ("export.json", "quantize.json"):
+        path = folder / record
+        if path.is_file():
+            files = json.loads(path.read_text(encoding="utf-8")).get("data_files") or []
+            return [f["name"] for f in files if not (folder / f["name"]).is_file()]
+    return []
+
+
 class OnnxClassifier:
     """A text classifier from an exported folder, tokenising with the ``tokenizers`` library."""
 
@@ -43,6 +54,10 @@ class OnnxClassifier:
             if not (self.folder / name).is_file():
                 raise UserError(f"{self.folder} holds no {name}: give a folder written by `compresskit export` "
                                 "or `compresskit quantize`")
+        missing = _missing_data_files(self.folder)
+        if missing:  # a copy of the folder that left the weights behind; ONNX Runtime's own error reads as a crash
+            raise UserError(f"{self.folder} lacks {', '.join(missing)}, which holds the weights of its model.onnx: "
+                            "copy it along with model.onnx")
         self.labels: list[str] = json.loads((self.folder / "labels.json").read_text(encoding="utf-8"))
         self.max_length = max_length or _max_length(self.folder)
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
