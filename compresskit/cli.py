@@ -45,6 +45,9 @@ OptCalMethod = Annotated[str, typer.Option("--calibration-method", help="static-
 OptInt4Block = Annotated[int, typer.Option("--int4-block-size", help="int4: weights per quantization block.")]
 OptFallback = Annotated[bool, typer.Option("--fallback/--no-fallback", help="Keep the most sensitive layers in fp32 (measured) until the budget holds.")]
 OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
+OptClsOnly = Annotated[str, typer.Option("--cls-only", help="Compute the last layer at [CLS] only (exact, BERT classifiers): auto (try both, keep the faster) | on | off.")]
+OptCacheActs = Annotated[bool, typer.Option("--cache-teacher-activations/--no-cache-teacher-activations", help="Cache the teacher's hidden states/attentions that loss terms read (float16, on disk) instead of running the teacher at every step.")]
+OptFsdp = Annotated[bool, typer.Option("--fsdp", help="Shard the model across the GPUs of a torchrun / accelerate launch job (FSDP2) instead of DDP.")]
 OptExternalData = Annotated[str, typer.Option("--external-data", help="Weights in model.onnx.data beside model.onnx: auto (when they pass 1.8 GB; one ONNX file holds at most 2) | always | never.")]
 
 
@@ -55,16 +58,18 @@ def _load_opts(trust_remote_code: bool, allow_pickle: bool):
 
 
 def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, device: str, precision: str,
-               grad_accum: int, seed: int, save_steps: int | None = None, patience: int | None = None):
+               grad_accum: int, seed: int, save_steps: int | None = None, patience: int | None = None,
+               fsdp: bool = False):
     from compresskit.training import TrainConfig
 
     return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, device=device,
                        precision=precision, gradient_accumulation=grad_accum, seed=seed, save_steps=save_steps,
-                       early_stopping_patience=patience)
+                       early_stopping_patience=patience, fsdp=fsdp)
 
 
 def _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
-                 hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data, train, load, labeled_fraction=1.0):
+                 hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data, train, load, labeled_fraction=1.0,
+                 cache_teacher_activations=True):
     from compresskit.distill import DistillConfig
     from compresskit.losses import LossWeights
 
@@ -75,7 +80,8 @@ def _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_s
         raise UserError(str(e)) from None
     return DistillConfig(temperature=temperature, alpha=alpha, student_layers=student_layers, student=student,
                          student_shape=student_shape, weights=weights, layer_map=layer_map,
-                         unlabeled_data=unlabeled_data, labeled_fraction=labeled_fraction, train=train, load=load)
+                         unlabeled_data=unlabeled_data, labeled_fraction=labeled_fraction, train=train, load=load,
+                         cache_teacher_activations=cache_teacher_activations)
 
 
 def _onnx_device(device: str) -> str:
@@ -123,6 +129,7 @@ def finetune_cmd(
     seed: OptSeed = 42,
     save_steps: OptSaveSteps = None,
     early_stopping_patience: OptPatience = None,
+    fsdp: OptFsdp = False,
     resume: OptResume = False,
     trust_remote_code: OptTrust = False,
     allow_pickle: OptPickle = False,
@@ -132,7 +139,7 @@ def finetune_cmd(
     from compresskit.models import resolve_model_source
 
     cfg = FinetuneConfig(_train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                    gradient_accumulation, seed, save_steps, early_stopping_patience),
+                                    gradient_accumulation, seed, save_steps, early_stopping_patience, fsdp),
                          _load_opts(trust_remote_code, allow_pickle))
     r = finetune_teacher(cfg, resolve_model_source(teacher), data, out, resume=resume)
     console.print(f"teacher: validation accuracy {r.validation_accuracy:.4f} → {r.model_dir}")
@@ -165,9 +172,11 @@ def distill_cmd(
     precision: Annotated[str, typer.Option("--precision")] = "auto",
     gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
     seed: OptSeed = 42,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where teacher logits are cached.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the teacher's outputs are cached.")] = None,
+    cache_teacher_activations: OptCacheActs = True,
     save_steps: OptSaveSteps = None,
     early_stopping_patience: OptPatience = None,
+    fsdp: OptFsdp = False,
     resume: OptResume = False,
     trust_remote_code: OptTrust = False,
     allow_pickle: OptPickle = False,
@@ -180,8 +189,8 @@ def distill_cmd(
     cfg = _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
                        hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
                        _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                  gradient_accumulation, seed, save_steps, early_stopping_patience), load,
-                       labeled_fraction)
+                                  gradient_accumulation, seed, save_steps, early_stopping_patience, fsdp), load,
+                       labeled_fraction, cache_teacher_activations)
     r = distill(cfg, teacher, data, out, cache_dir or out.parent / ".cache", load, resume=resume)
     if not is_main_process():
         return
@@ -202,13 +211,15 @@ def export_cmd(
     min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
     max_length: OptMaxLen = 128,
     external_data: OptExternalData = "auto",
+    cls_only: OptClsOnly = "auto",
     allow_pickle: OptPickle = False,
 ) -> None:
     """Export a classifier to ONNX (dynamic batch and sequence) and verify it against PyTorch."""
     from compresskit.export import ExportConfig, export
 
     cfg = ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize, max_length=max_length,
-                       tolerance=tolerance, min_agreement=min_agreement, external_data=external_data)
+                       tolerance=tolerance, min_agreement=min_agreement, external_data=external_data,
+                       cls_only=cls_only)
     r = export(cfg, model, data, out, name, _load_opts(False, allow_pickle))
     console.print(f"export: max |Δ| {r.parity.max_abs_diff:.2e}, agreement {r.parity.label_agreement:.2%} → {r.onnx_dir}")
 
@@ -391,6 +402,9 @@ def distill_and_export_cmd(
     parity_tolerance: Annotated[float, typer.Option("--parity-tolerance")] = 1e-3,
     parity_min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
     external_data: OptExternalData = "auto",
+    cls_only: OptClsOnly = "auto",
+    cache_teacher_activations: OptCacheActs = True,
+    fsdp: OptFsdp = False,
     quantize: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | static-int8 | fp16 | int4 | auto | none.")] = "dynamic-int8",
     per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
     int8_min_agreement: Annotated[float, typer.Option("--int8-min-agreement")] = 0.99,
@@ -426,15 +440,15 @@ def distill_and_export_cmd(
         finetune_mode=finetune,
         data=DataConfig(dataset, text_column, label_column, seed=seed, max_samples=max_samples),
         finetune=FinetuneConfig(_train_cfg(teacher_epochs, batch_size, teacher_learning_rate, max_length, device,
-                                           precision, gradient_accumulation, seed), load),
+                                           precision, gradient_accumulation, seed, fsdp=fsdp), load),
         distill=_distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits,
                              w_hidden, hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
                              _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                        gradient_accumulation, seed, save_steps, early_stopping_patience), load,
-                             labeled_fraction),
+                                        gradient_accumulation, seed, save_steps, early_stopping_patience, fsdp), load,
+                             labeled_fraction, cache_teacher_activations),
         export=ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize,
                             max_length=max_length, tolerance=parity_tolerance, min_agreement=parity_min_agreement,
-                            external_data=external_data),
+                            external_data=external_data, cls_only=cls_only),
         quantize=QuantizeConfig(mode=quantize, per_channel=per_channel, min_agreement=int8_min_agreement,
                                 max_length=max_length, calibration_samples=calibration_samples,
                                 calibration_method=calibration_method, int4_block_size=int4_block_size,

@@ -30,6 +30,7 @@ from compresskit.verify import Parity, compare, require
 EXPORTERS = ("auto", "torchscript", "dynamo")
 ATTENTIONS = ("auto", "eager", "sdpa")
 EXTERNAL_DATA = ("auto", "always", "never")
+CLS_ONLY = ("auto", "on", "off")
 EXTERNAL_DATA_ABOVE = 1_800_000_000
 """Weight bytes above which ``--external-data auto`` moves the weights out of ``model.onnx``. Protobuf refuses files
 over 2 GiB (2 147 483 647 bytes); the margin leaves room for the graph and for constants the exporters fold in."""
@@ -60,9 +61,14 @@ class ExportConfig:
     external_data: str = "auto"
     """Weights in ``model.onnx.data`` beside ``model.onnx``: ``auto`` when they pass EXTERNAL_DATA_ABOVE bytes,
     ``always``, or ``never`` (a model that needs it is refused) (``--external-data``)."""
+    cls_only: str = "auto"
+    """Compute the last layer at the [CLS] position only, the one the classification head reads (exact; BERT-family
+    classifiers, see ``cls_pruning``): ``on``, ``off``, or ``auto``: try both graphs, keep the faster (``--cls-only``)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.cls_only not in CLS_ONLY:
+            problems.append(f"--cls-only must be one of {', '.join(CLS_ONLY)}, got {self.cls_only!r}")
         if self.external_data not in EXTERNAL_DATA:
             problems.append(f"--external-data must be one of {', '.join(EXTERNAL_DATA)}, got {self.external_data!r}")
         if self.exporter not in EXPORTERS:
@@ -110,7 +116,8 @@ class _LogitsOnly:
                 self.model = model
 
             def forward(self, *tensors):
-                return self.model(**dict(zip(input_names, tensors))).logits
+                out = self.model(**dict(zip(input_names, tensors)))
+                return out.logits if hasattr(out, "logits") else out  # a ClsOnlyClassifier returns the logits
 
         return Wrapped().eval()
 
@@ -303,22 +310,28 @@ def _parity(cfg: ExportConfig, onnx_path: Path, arrays: dict[str, np.ndarray], r
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to produce the graph: which exporter, and which attention implementation it traces."""
+    """One way to produce the graph: which exporter, which attention implementation it traces, and whether the
+    last layer is computed at the [CLS] position only."""
 
     exporter: str
     attention: str
+    cls_only: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.exporter}+{self.attention}"
+        return f"{self.exporter}+{self.attention}" + ("+cls-only" if self.cls_only else "")
 
 
-def candidates(cfg: ExportConfig) -> list[Candidate]:
-    """The exporter × attention combinations to try. Eager attention traces to the MatMul/Softmax pattern that
-    ONNX Runtime's optimizer fuses into one Attention operator; SDPA traces to a form it does not recognise."""
+def candidates(cfg: ExportConfig, cls_only_possible: bool = False) -> list[Candidate]:
+    """The exporter × attention (× [CLS]-only last layer) combinations to try. Eager attention traces to the
+    MatMul/Softmax pattern that ONNX Runtime's optimizer fuses into one Attention operator; SDPA traces to a form
+    it does not recognise."""
     exporters = ["torchscript", "dynamo"] if cfg.exporter == "auto" else [cfg.exporter]
     attentions = ["eager", "sdpa"] if cfg.attention == "auto" else [cfg.attention]
-    return [Candidate(e, a) for e in exporters for a in attentions]
+    last = {"on": [True], "off": [False], "auto": [False, True]}[cfg.cls_only]
+    if not cls_only_possible:
+        last = [False]
+    return [Candidate(e, a, c) for c in last for e in exporters for a in attentions]
 
 
 def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads: int | None, rounds: int = 5,
@@ -354,7 +367,12 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
     from compresskit.machine import default_threads
 
     started = time.time()
+    from compresskit.cls_pruning import ClsOnlyClassifier, supports
+
     model = load_classifier(str(model_dir), load)
+    cls_only_unsupported = supports(model)
+    if cfg.cls_only == "on" and cls_only_unsupported:
+        raise UserError(f"--cls-only on: {cls_only_unsupported} (use --cls-only auto or off)")
     tokenizer = load_tokenizer(str(model_dir), load)
     sample, _ = _validation_inputs(dataclasses.replace(cfg, parity_samples=2), tokenizer, head_labels(model.config),
                                    data_dir)
@@ -365,14 +383,17 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
     with atomic_dir(out) as tmp:
         tried: list[dict[str, Any]] = []
         made: dict[str, tuple[Path, dict[str, int], str, Parity]] = {}
-        for cand in candidates(cfg):
+        for cand in candidates(cfg, cls_only_possible=cls_only_unsupported is None):
             path = tmp / "candidates" / cand.name / "model.onnx"
             path.parent.mkdir(parents=True)
-            entry: dict[str, Any] = {"candidate": cand.name, "exporter": cand.exporter, "attention": cand.attention}
+            entry: dict[str, Any] = {"candidate": cand.name, "exporter": cand.exporter, "attention": cand.attention,
+                                     "cls_only": cand.cls_only}
             tried.append(entry)
             try:
                 model.set_attn_implementation(cand.attention)
-                _torch_export(model, sample, path, dataclasses.replace(cfg, exporter=cand.exporter), external)
+                # the [CLS]-only graph is checked below against the full PyTorch model, not against itself
+                traced = ClsOnlyClassifier(model) if cand.cls_only else model
+                _torch_export(traced, sample, path, dataclasses.replace(cfg, exporter=cand.exporter), external)
             except Exception as e:  # exporter failures come in many types; the user needs the first line
                 entry["error"] = f"export failed: {_first_line(e)}"
                 continue
@@ -417,6 +438,8 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
         write_json(tmp / "export.json", stage_record(
             "export", dataclasses.asdict(cfg), {"model": str(model_dir), "data": str(data_dir)}, started,
             exporter=chosen.split("+")[0], attention=chosen.split("+")[1], chosen=chosen, candidates=tried,
+            last_layer="cls-only" if chosen.endswith("+cls-only") else "full",
+            cls_only_unsupported=cls_only_unsupported,
             opset=cfg.opset, optimizer=note, fused_operators=fused,
             input_names=[i.name for i in session.get_inputs()], providers=session.get_providers(),
             parity=parity.to_dict(), weight_bytes=weights, **graph_record(onnx_path)))

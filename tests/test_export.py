@@ -68,9 +68,40 @@ def test_auto_tries_every_exporter_and_keeps_the_fastest_verified(tmp_path, tiny
     r = export(ExportConfig(max_length=32), tiny_classifier, tiny_data, tmp_path / "auto")
     record = json.loads((r.onnx_dir / "export.json").read_text())
     tried = {c["candidate"]: c for c in record["candidates"]}
-    assert set(tried) == {"torchscript+eager", "torchscript+sdpa", "dynamo+eager", "dynamo+sdpa"}
+    full = {"torchscript+eager", "torchscript+sdpa", "dynamo+eager", "dynamo+sdpa"}
+    assert set(tried) == full | {f"{k}+cls-only" for k in full}
     verified = {k: c for k, c in tried.items() if "parity" in c}
     assert verified, record["candidates"]
     assert record["chosen"] == min(verified, key=lambda k: verified[k]["latency_ms_batch1"])
     assert record["exporter"] in ("torchscript", "dynamo") and r.parity.passed
     assert not (r.onnx_dir / "candidates").exists()
+
+
+def test_cls_only_last_layer_is_verified_against_the_full_model(tmp_path, tiny_classifier, tiny_data):
+    from compresskit.export import export
+
+    r = export(ExportConfig(max_length=32, exporter="torchscript", attention="eager", cls_only="on"), tiny_classifier,
+               tiny_data, tmp_path / "cls")
+    record = json.loads((r.onnx_dir / "export.json").read_text())
+    assert record["chosen"] == "torchscript+eager+cls-only" and record["last_layer"] == "cls-only"
+    assert record["parity"]["passed"] and record["parity"]["max_abs_diff"] <= 1e-4
+    # the first layer still gets ONNX Runtime's fused Attention; the pruned last layer is computed by hand
+    assert record["fused_operators"].get("Attention") == 1
+    session = make_session(r.onnx_dir / "model.onnx")
+    for b, s in ((1, 5), (3, 17)):
+        feed = {i.name: np.ones((b, s), dtype=np.int64) for i in session.get_inputs()}
+        assert session.run(None, feed)[0].shape == (b, 3)
+
+
+def test_cls_only_on_is_refused_for_a_model_it_cannot_prune(tmp_path, tiny_data):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from compresskit.artifacts import UserError
+    from compresskit.export import export
+
+    folder = tmp_path / "distil"
+    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=60, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                                                         num_labels=3)).save_pretrained(folder)
+    with pytest.raises(UserError, match="--cls-only on: DistilBertForSequenceClassification is not a Bert"):
+        export(ExportConfig(max_length=32, cls_only="on"), folder, tiny_data, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
