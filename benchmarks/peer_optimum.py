@@ -99,8 +99,9 @@ def main() -> None:
     threads = default_threads()
     torch.set_num_threads(threads)
     ours = {"compresskit fp32": args.run_dir / "onnx" / args.model / "model.onnx"}
-    if args.model == "student" and (args.run_dir / "onnx" / "student-quantized" / "model.onnx").is_file():
-        ours["compresskit int8"] = args.run_dir / "onnx" / "student-quantized" / "model.onnx"
+    # the default run quantizes the student; for the teacher, make onnx/teacher-quantized with `compresskit quantize`
+    if (args.run_dir / "onnx" / f"{args.model}-quantized" / "model.onnx").is_file():
+        ours["compresskit int8"] = args.run_dir / "onnx" / f"{args.model}-quantized" / "model.onnx"
     peers = {"optimum fp32 O2": first_onnx(peer_out / "o2"), "optimum int8": first_onnx(peer_out / "int8")}
     sessions = {k: make_session(p, threads=threads) for k, p in {**ours, **peers}.items()}
 
