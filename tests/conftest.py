@@ -108,3 +108,52 @@ def tiny_teacher(tmp_path_factory, tiny_encoder, tiny_data) -> Path:
 
     cfg = FinetuneConfig(TrainConfig(epochs=8, learning_rate=2e-3, max_length=32, device="cpu"))
     return finetune_teacher(cfg, str(tiny_encoder), tiny_data, tmp_path_factory.mktemp("teacher") / "t").model_dir
+
+
+def outlier_model(src: Path, folder: Path, every_column: bool = False, width: int = 8, external: bool = False) -> Path:
+    """A hand-made classifier over ``src``'s tokenizer that per-tensor int8 cannot quantize, and where the culprit is
+    one node: embed → mean over tokens → MatMul ``mix`` → Relu → MatMul ``head`` → logits.
+
+    ``mix`` holds weights of 1e4 on a feature that every embedding sets to 0: fp32 never feels them, but they set the
+    int8 (and, per column, int4) scale, so every other weight of ``mix`` rounds to 0. Keeping ``mix`` in fp32 fixes it.
+    With ``external`` the weights are saved in ``model.onnx.data`` (give a ``width`` whose int8 weights still pass
+    1 KiB, e.g. 64, to keep them there after quantization).
+    """
+    import json
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix not in (".onnx", ".data") and f.name != "export.json":
+            shutil.copy2(f, folder / f.name)
+    vocab = len(json.loads((src / "tokenizer.json").read_text())["model"]["vocab"])
+    rng = np.random.default_rng(0)
+    emb = rng.normal(0, 1, (vocab, width)).astype(np.float32)
+    emb[:, 0] = 0
+    mix = rng.normal(0, 0.3, (width, width)).astype(np.float32)
+    if every_column:
+        mix[0, :] = 1e4
+    else:
+        mix[0, 0] = 1e4
+    head = rng.normal(0, 1, (width, 3)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["tok"], name="embed"),
+             helper.make_node("ReduceMean", ["tok"], ["pooled"], axes=[1], keepdims=0, name="pool"),
+             helper.make_node("MatMul", ["pooled", "mix"], ["h"], name="mix/MatMul"),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("MatMul", ["r", "head"], ["logits"], name="head/MatMul")]
+    graph = helper.make_graph(
+        nodes, "outlier", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(a, n) for a, n in ((emb, "emb"), (mix, "mix"), (head, "head"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    if external:
+        onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data",
+                        size_threshold=1024)
+    else:
+        onnx.save(model, str(folder / "model.onnx"))
+    return folder

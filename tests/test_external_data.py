@@ -12,6 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import outlier_model
+
 import compresskit.export as export_module
 from compresskit.artifacts import UserError, sha256_file
 from compresskit.data import read_split
@@ -161,38 +163,10 @@ def test_dynamic_int8_computes_the_same_from_either_layout(exported, tiny_onnx, 
     np.testing.assert_allclose(OnnxClassifier(split).logits(texts), OnnxClassifier(single).logits(texts), atol=1e-5)
 
 
-def wide_outlier_model(src: Path, folder: Path) -> Path:
-    """Like test_quantize_modes.outlier_model (one weight of 1e4 that only per-tensor int8 feels), 64 features wide
-    so that its weights are over 1 KiB even in int8 and land in the data file; saved with external data."""
-    folder.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.suffix not in (".onnx", ".data") and f.name != "export.json":
-            shutil.copy2(f, folder / f.name)
-    vocab = len(json.loads((src / "tokenizer.json").read_text())["model"]["vocab"])
-    rng = np.random.default_rng(0)
-    emb = rng.normal(0, 1, (vocab, 64)).astype(np.float32)
-    emb[:, 0] = 0
-    mix = rng.normal(0, 0.3, (64, 64)).astype(np.float32)
-    mix[0, 0] = 1e4
-    head = rng.normal(0, 1, (64, 3)).astype(np.float32)
-    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["tok"], name="embed"),
-             helper.make_node("ReduceMean", ["tok"], ["pooled"], axes=[1], keepdims=0, name="pool"),
-             helper.make_node("MatMul", ["pooled", "mix"], ["h"], name="mix/MatMul"),
-             helper.make_node("Relu", ["h"], ["r"], name="act"),
-             helper.make_node("MatMul", ["r", "head"], ["logits"], name="head/MatMul")]
-    graph = helper.make_graph(
-        nodes, "outlier", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(a, n) for a, n in ((emb, "emb"), (mix, "mix"), (head, "head"))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data",
-                    size_threshold=1024)
-    return folder
-
-
 def test_fallback_rewrites_leave_no_stale_bytes_in_the_data_file(tmp_path, tiny_onnx, tiny_data):
     """The fallback writes the same graph many times over; each write must replace the data file, not append."""
-    src = wide_outlier_model(tiny_onnx, tmp_path / "outlier")
+    # 64 features wide, so that the weights pass 1 KiB even in int8 and land in the data file
+    src = outlier_model(tiny_onnx, tmp_path / "outlier", width=64, external=True)
     assert external_tensors(src / "model.onnx")
     r = quantize(QuantizeConfig(max_length=32), src, tiny_data, tmp_path / "q", "x")
     record = json.loads((r.onnx_dir / "quantize.json").read_text())

@@ -1,13 +1,14 @@
 """Every quantization mode on tiny graphs: the operators it produces, its verification, and what it records."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
+
+from conftest import outlier_model
 
 from compresskit.artifacts import UserError, VerificationError
 from compresskit.quantize import (QuantizeConfig, load_validation, quantizable_groups, quantize,
@@ -20,42 +21,6 @@ def _ops(folder: Path) -> set[str]:
 
 def _record(folder: Path) -> dict:
     return json.loads((folder / "quantize.json").read_text())
-
-
-def outlier_model(src: Path, folder: Path, every_column: bool = False) -> Path:
-    """A hand-made classifier over ``src``'s tokenizer that per-tensor int8 cannot quantize, and where the culprit is
-    one node: embed → mean over tokens → MatMul ``mix`` → Relu → MatMul ``head`` → logits.
-
-    ``mix`` holds weights of 1e4 on a feature that every embedding sets to 0: fp32 never feels them, but they set the
-    int8 (and, per column, int4) scale, so every other weight of ``mix`` rounds to 0. Keeping ``mix`` in fp32 fixes it.
-    """
-    folder.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.suffix != ".onnx" and f.name != "export.json":
-            shutil.copy2(f, folder / f.name)
-    vocab = len(json.loads((src / "tokenizer.json").read_text())["model"]["vocab"])
-    rng = np.random.default_rng(0)
-    emb = rng.normal(0, 1, (vocab, 8)).astype(np.float32)
-    emb[:, 0] = 0
-    mix = rng.normal(0, 0.3, (8, 8)).astype(np.float32)
-    if every_column:
-        mix[0, :] = 1e4
-    else:
-        mix[0, 0] = 1e4
-    head = rng.normal(0, 1, (8, 3)).astype(np.float32)
-    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["tok"], name="embed"),
-             helper.make_node("ReduceMean", ["tok"], ["pooled"], axes=[1], keepdims=0, name="pool"),
-             helper.make_node("MatMul", ["pooled", "mix"], ["h"], name="mix/MatMul"),
-             helper.make_node("Relu", ["h"], ["r"], name="act"),
-             helper.make_node("MatMul", ["r", "head"], ["logits"], name="head/MatMul")]
-    graph = helper.make_graph(
-        nodes, "outlier", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(a, n) for a, n in ((emb, "emb"), (mix, "mix"), (head, "head"))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(folder / "model.onnx"))
-    return folder
 
 
 def test_new_fields_are_validated_together_and_name_their_flags():
