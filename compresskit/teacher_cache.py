@@ -122,6 +122,12 @@ def _publish(tmp: Path, final: Path) -> None:
         tmp.replace(final)
 
 
+def _save(array: np.ndarray, tmp: Path) -> None:
+    """Write ``array`` as .npy to exactly ``tmp`` (through a file object: np.save appends .npy to a bare name)."""
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+
+
 @torch.inference_mode()
 def compute(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, needs: TeacherNeeds, folder: Path,
             device: str, batch_size: int = 64, desc: str | None = "teacher outputs") -> None:
@@ -182,8 +188,7 @@ def compute(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, nee
             if isinstance(arr, np.memmap):
                 arr.flush()
             else:
-                with open(tmp[name], "wb") as f:  # a file object: np.save would append .npy to a bare name
-                    np.save(f, arr)
+                _save(arr, tmp[name])
         arrays.clear()
         for name in missing:
             _publish(tmp[name], folder / name)
@@ -263,8 +268,7 @@ def teacher_outputs(teacher: Any, tokenizer: Any, fingerprint: str, texts: list[
         if logits is not None:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f"logits.npy.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, logits)
+            _save(logits, tmp)
             _publish(tmp, folder / "logits.npy")
             runtime = "onnxruntime"
     if runtime is None and needs.logits and not (folder / "logits.npy").is_file():
