@@ -102,6 +102,8 @@ def test_cls_only_on_is_refused_for_a_model_it_cannot_prune(tmp_path, tiny_data)
     folder = tmp_path / "distil"
     DistilBertForSequenceClassification(DistilBertConfig(vocab_size=60, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
                                                          num_labels=3)).save_pretrained(folder)
+    with pytest.raises(UserError, match="--cls-only must be one of auto, on, off, got 'maybe'"):
+        ExportConfig(cls_only="maybe")
     with pytest.raises(UserError, match="--cls-only on: DistilBertForSequenceClassification is not a Bert"):
         export(ExportConfig(max_length=32, cls_only="on"), folder, tiny_data, tmp_path / "out")
     assert not (tmp_path / "out").exists()
