@@ -479,12 +479,14 @@ def main() -> None:
         console.print("interrupted", style="red")
         sys.exit(130)
     except Exception as e:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        # Usage errors (unknown option, bad value) are click exceptions: from click itself in older typer releases,
+        # from the copy typer vendors (typer._click) in newer ones, which no longer depend on click. Both carry
+        # show() and exit_code (2 for usage), so they are told apart by that rather than by class.
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
+        if type(e).__name__ == "Abort":  # click's Ctrl-C at a prompt
             sys.exit(130)
         if debug:
             raise

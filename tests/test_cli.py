@@ -32,6 +32,15 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles
         assert n in error, error
 
 
+def test_an_unknown_option_is_a_usage_error_not_an_internal_one(tmp_path):
+    """Usage errors come from typer's click (vendored in new typer releases): exit 2 with click's message."""
+    proc = cli("quantize", "--onnx", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "q"), "--bogus")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: No such option: --bogus")
+    assert not (tmp_path / "q").exists()
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_encoder, tiny_csv):
     """One full distill-and-export run with a gate that must fail (speed-up of a million)."""
