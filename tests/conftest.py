@@ -110,14 +110,16 @@ def tiny_teacher(tmp_path_factory, tiny_encoder, tiny_data) -> Path:
     return finetune_teacher(cfg, str(tiny_encoder), tiny_data, tmp_path_factory.mktemp("teacher") / "t").model_dir
 
 
-def outlier_model(src: Path, folder: Path, every_column: bool = False, width: int = 8, external: bool = False) -> Path:
+def outlier_model(src: Path, folder: Path, every_column: bool = False, width: int = 8, external: bool = False,
+                  prefix: str = "") -> Path:
     """A hand-made classifier over ``src``'s tokenizer that per-tensor int8 cannot quantize, and where the culprit is
     one node: embed → mean over tokens → MatMul ``mix`` → Relu → MatMul ``head`` → logits.
 
     ``mix`` holds weights of 1e4 on a feature that every embedding sets to 0: fp32 never feels them, but they set the
     int8 (and, per column, int4) scale, so every other weight of ``mix`` rounds to 0. Keeping ``mix`` in fp32 fixes it.
     With ``external`` the weights are saved in ``model.onnx.data`` (give a ``width`` whose int8 weights still pass
-    1 KiB, e.g. 64, to keep them there after quantization).
+    1 KiB, e.g. 64, to keep them there after quantization). ``prefix`` goes before both MatMuls' names: with
+    ``"/layer.0/"`` they are one layer group, as a transformer layer's MatMuls are.
     """
     import json
     import shutil
@@ -142,9 +144,9 @@ def outlier_model(src: Path, folder: Path, every_column: bool = False, width: in
     head = rng.normal(0, 1, (width, 3)).astype(np.float32)
     nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["tok"], name="embed"),
              helper.make_node("ReduceMean", ["tok"], ["pooled"], axes=[1], keepdims=0, name="pool"),
-             helper.make_node("MatMul", ["pooled", "mix"], ["h"], name="mix/MatMul"),
+             helper.make_node("MatMul", ["pooled", "mix"], ["h"], name=f"{prefix}mix/MatMul"),
              helper.make_node("Relu", ["h"], ["r"], name="act"),
-             helper.make_node("MatMul", ["r", "head"], ["logits"], name="head/MatMul")]
+             helper.make_node("MatMul", ["r", "head"], ["logits"], name=f"{prefix}head/MatMul")]
     graph = helper.make_graph(
         nodes, "outlier", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],

@@ -194,6 +194,27 @@ def test_fallback_keeps_the_measured_culprit_in_fp32(tmp_path, tiny_onnx, tiny_d
     assert "mix/MatMul" in fp32 and "head/MatMul" not in fp32
 
 
+@pytest.mark.parametrize("mode", ["dynamic-int8", "static-int8"])
+def test_fallback_narrows_a_kept_layer_down_to_its_culprit(tmp_path, tiny_onnx, tiny_data, mode):
+    """Both MatMuls sit in one layer group, so the group fallback keeps both; the refinement must measure its way
+    back to quantizing ``head`` (the innocent one) and ship exactly that graph."""
+    src = outlier_model(tiny_onnx, tmp_path / "outlier", prefix="/layer.0/")
+    r = quantize(QuantizeConfig(mode=mode, max_length=32), src, tiny_data, tmp_path / "q", "x")
+    record = _record(r.onnx_dir)
+    fallback = record["fallback"]
+    assert fallback["steps"][-1]["kept_fp32"] == ["/layer.0/mix/MatMul", "/layer.0/head/MatMul"]
+    refined = fallback["refined"]
+    # largest weight first: mix (8×8) is tried before head (8×3), fails the budget, and stays fp32
+    assert [s["quantized"] for s in refined] == ["/layer.0/mix/MatMul", "/layer.0/head/MatMul"]
+    assert [s["holds"] for s in refined] == [False, True]
+    assert refined[0]["label_agreement"] < 0.99 and refined[1]["label_agreement"] >= 0.99
+    assert record["kept_fp32"] == ["/layer.0/mix/MatMul"] and r.parity.label_agreement >= 0.99
+    nodes = onnx.load(r.onnx_dir / "model.onnx").graph.node
+    float_matmuls = {n.name for n in nodes if n.op_type == "MatMul"
+                     and not {o for m in nodes if m.op_type == "DequantizeLinear" for o in m.output}.intersection(n.input)}
+    assert "/layer.0/mix/MatMul" in float_matmuls and "/layer.0/head/MatMul" not in float_matmuls
+
+
 def test_layer_groups_follow_layer_indices(tiny_onnx):
     groups = quantizable_groups(tiny_onnx / "model.onnx", "dynamic-int8")
     layered = [g for g in groups if "/layer." in g[0]]
