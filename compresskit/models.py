@@ -76,6 +76,21 @@ def read_config(source: str, opts: LoadOptions) -> Any:
         raise UserError(f"could not load {source}: {str(e).splitlines()[0]}") from None
 
 
+def estimated_weight_bytes(config: Any) -> int | None:
+    """Bytes of the parameters and buffers a sequence classifier built from ``config`` holds, in the config's dtype,
+    counted on the meta device (nothing is allocated or read). None when transformers cannot build it from the
+    config alone (custom code): callers then rely on the later check on the loaded model."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(config)
+    except Exception:  # noqa: BLE001 - an estimate only; the export stage measures the real model
+        return None
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
 def is_classifier(config: Any) -> bool:
     """Whether a config describes a sequence-classification model with a trained head."""
     archs = getattr(config, "architectures", None) or []

@@ -18,11 +18,12 @@ from compresskit.artifacts import UserError, read_json
 from compresskit.bench import BenchConfig, Variant, bench
 from compresskit.data import BBC_NEWS, DataConfig, load_examples, prepare_data
 from compresskit.distill import DistillConfig, distill
-from compresskit.export import ExportConfig, export
+from compresskit.export import ExportConfig, export, use_external_data
 from compresskit.finetune import FinetuneConfig, cached_or_finetune
 from compresskit.gates import GateConfig, evaluate_gates, failed_gates
 from compresskit.models import (
     LoadOptions,
+    estimated_weight_bytes,
     is_classifier,
     layer_count,
     match_labels,
@@ -106,6 +107,11 @@ def _preflight(cfg: PipelineConfig) -> tuple[str, bool, tuple[list[str], list[st
         raise UserError(f"{examples[2]} has {len(labels)} distinct label(s); classification needs at least 2")
     if cfg.distill.student is None and cfg.distill.student_shape is None:
         parse_layers(cfg.distill.student_layers, layer_count(config))
+    if cfg.export.external_data == "never":
+        # export refuses a model over one protobuf file's limit; find out now, not after hours of distillation
+        weights = estimated_weight_bytes(config)
+        if weights is not None:
+            use_external_data(weights, "never")
     has_head = is_classifier(config)
     needs_finetune = cfg.finetune_mode == "always" or (cfg.finetune_mode == "auto" and not has_head)
     if not needs_finetune:

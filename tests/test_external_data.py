@@ -17,7 +17,7 @@ from conftest import outlier_model
 import compresskit.export as export_module
 from compresskit.artifacts import UserError, sha256_file
 from compresskit.data import read_split
-from compresskit.export import ExportConfig, export, use_external_data
+from compresskit.export import ExportConfig, export, use_external_data, weight_bytes
 from compresskit.quantize import QuantizeConfig, quantize
 from compresskit.runtime import OnnxClassifier
 
@@ -241,3 +241,20 @@ def test_spilled_tensor_files_are_gathered_into_one_data_file(tmp_path):
     _store(path, external=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     np.testing.assert_allclose(make_session(path).run(None, x)[0], want, rtol=1e-5)
+
+
+def test_distill_and_export_refuses_never_before_any_stage(monkeypatch, tmp_path, tiny_encoder, tiny_csv):
+    """The pipeline sizes the teacher from its config (meta device) and refuses ``never`` before fine-tuning or
+    distilling anything: the export stage would refuse it only after all that work."""
+    from transformers import AutoModelForSequenceClassification
+
+    from compresskit.cli import app
+    from compresskit.models import LoadOptions, estimated_weight_bytes, read_config
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tiny_encoder), num_labels=2)
+    assert estimated_weight_bytes(read_config(str(tiny_encoder), LoadOptions())) == weight_bytes(loaded)
+    monkeypatch.setattr(export_module, "EXTERNAL_DATA_ABOVE", 1000)
+    with pytest.raises(UserError, match="use --external-data auto or always"):
+        app(["distill-and-export", "--teacher", str(tiny_encoder), "--dataset", str(tiny_csv), "--student-layers", "0",
+             "--output-root", str(tmp_path), "--external-data", "never"], standalone_mode=False)
+    assert list(tmp_path.iterdir()) == []  # no run folder, no teacher cache
