@@ -46,6 +46,7 @@ OptInt4Block = Annotated[int, typer.Option("--int4-block-size", help="int4: weig
 OptFallback = Annotated[bool, typer.Option("--fallback/--no-fallback", help="Keep the most sensitive layers in fp32 (measured) until the budget holds.")]
 OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
 OptClsOnly = Annotated[str, typer.Option("--cls-only", help="Compute the last layer at [CLS] only (exact, BERT classifiers): auto (try both, keep the faster) | on | off.")]
+OptSkipLayerNorm = Annotated[str, typer.Option("--skip-layer-norm", help="Residual Add + LayerNorm as ONNX Runtime's fused SkipLayerNormalization or unfused: auto (time both, keep the faster) | fused | unfused.")]
 OptCacheActs = Annotated[bool, typer.Option("--cache-teacher-activations/--no-cache-teacher-activations", help="Cache the teacher's hidden states/attentions that loss terms read (float16, on disk) instead of running the teacher at every step.")]
 OptFsdp = Annotated[bool, typer.Option("--fsdp", help="Shard the model across the GPUs of a torchrun / accelerate launch job (FSDP2) instead of DDP.")]
 OptExternalData = Annotated[str, typer.Option("--external-data", help="Weights in model.onnx.data beside model.onnx: auto (when they pass 1.8 GB; one ONNX file holds at most 2) | always | never.")]
@@ -212,6 +213,7 @@ def export_cmd(
     max_length: OptMaxLen = 128,
     external_data: OptExternalData = "auto",
     cls_only: OptClsOnly = "auto",
+    skip_layer_norm: OptSkipLayerNorm = "auto",
     allow_pickle: OptPickle = False,
 ) -> None:
     """Export a classifier to ONNX (dynamic batch and sequence) and verify it against PyTorch."""
@@ -219,7 +221,7 @@ def export_cmd(
 
     cfg = ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize, max_length=max_length,
                        tolerance=tolerance, min_agreement=min_agreement, external_data=external_data,
-                       cls_only=cls_only)
+                       cls_only=cls_only, skip_layer_norm=skip_layer_norm)
     r = export(cfg, model, data, out, name, _load_opts(False, allow_pickle))
     console.print(f"export: max |Δ| {r.parity.max_abs_diff:.2e}, agreement {r.parity.label_agreement:.2%} → {r.onnx_dir}")
 
@@ -403,6 +405,7 @@ def distill_and_export_cmd(
     parity_min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
     external_data: OptExternalData = "auto",
     cls_only: OptClsOnly = "auto",
+    skip_layer_norm: OptSkipLayerNorm = "auto",
     cache_teacher_activations: OptCacheActs = True,
     fsdp: OptFsdp = False,
     quantize: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | static-int8 | fp16 | int4 | auto | none.")] = "dynamic-int8",
@@ -448,7 +451,7 @@ def distill_and_export_cmd(
                              labeled_fraction, cache_teacher_activations),
         export=ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize,
                             max_length=max_length, tolerance=parity_tolerance, min_agreement=parity_min_agreement,
-                            external_data=external_data, cls_only=cls_only),
+                            external_data=external_data, cls_only=cls_only, skip_layer_norm=skip_layer_norm),
         quantize=QuantizeConfig(mode=quantize, per_channel=per_channel, min_agreement=int8_min_agreement,
                                 max_length=max_length, calibration_samples=calibration_samples,
                                 calibration_method=calibration_method, int4_block_size=int4_block_size,

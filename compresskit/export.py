@@ -3,7 +3,9 @@
 The output folder is self-contained: ``model.onnx``, ``config.json``, the tokenizer files and ``export.json``
 (exporter, opset, graph optimisation, parity figures, versions, hashes). A model whose weights pass what one protobuf
 file can hold (2 GB) keeps them in ``model.onnx.data`` beside ``model.onnx`` (ONNX's external-data format), which
-ONNX Runtime finds on its own when it loads ``model.onnx``.
+ONNX Runtime finds on its own when it loads ``model.onnx``. A graph whose SkipLayerNormalization nodes were un-fused
+(faster on ONNX Runtime's CPU provider, see ``compresskit.layer_norm``) comes with ``session.json``, the session
+settings that keep ONNX Runtime from fusing them back; ``compresskit.runtime`` applies it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import numpy as np
 from compresskit.artifacts import UserError, VerificationError, atomic_dir, sha256_file, stage_record, write_json
 from compresskit.data import read_split_for_head
 from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer
-from compresskit.onnx_runtime import batched_logits, make_session, run_logits
+from compresskit.onnx_runtime import SESSION_FILE, batched_logits, make_session, run_logits
 from compresskit.verify import Parity, compare, require
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 ATTENTIONS = ("auto", "eager", "sdpa")
 EXTERNAL_DATA = ("auto", "always", "never")
 CLS_ONLY = ("auto", "on", "off")
+SKIP_LAYER_NORM = ("auto", "fused", "unfused")
 EXTERNAL_DATA_ABOVE = 1_800_000_000
 """Weight bytes above which ``--external-data auto`` moves the weights out of ``model.onnx``. Protobuf refuses files
 over 2 GiB (2 147 483 647 bytes); the margin leaves room for the graph and for constants the exporters fold in."""
@@ -64,9 +67,18 @@ class ExportConfig:
     cls_only: str = "auto"
     """Compute the last layer at the [CLS] position only, the one the classification head reads (exact; BERT-family
     classifiers, see ``cls_pruning``): ``on``, ``off``, or ``auto``: try both graphs, keep the faster (``--cls-only``)."""
+    skip_layer_norm: str = "auto"
+    """Residual Add + LayerNormalization as ONNX Runtime's fused SkipLayerNormalization, or ``unfused`` (see
+    ``layer_norm``), or ``auto``: time both forms of the chosen graph, keep the faster (``--skip-layer-norm``)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.skip_layer_norm not in SKIP_LAYER_NORM:
+            problems.append(f"--skip-layer-norm must be one of {', '.join(SKIP_LAYER_NORM)}, "
+                            f"got {self.skip_layer_norm!r}")
+        elif self.skip_layer_norm == "unfused" and self.opset < 17:
+            problems.append(f"--skip-layer-norm unfused needs --opset 17 or later (LayerNormalization), "
+                            f"got {self.opset}")
         if self.cls_only not in CLS_ONLY:
             problems.append(f"--cls-only must be one of {', '.join(CLS_ONLY)}, got {self.cls_only!r}")
         if self.external_data not in EXTERNAL_DATA:
@@ -356,6 +368,40 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def _skip_layer_norm(cfg: ExportConfig, path: Path, parity: Parity, arrays: dict[str, np.ndarray],
+                     reference: np.ndarray, label_ids: np.ndarray, timing: dict[str, np.ndarray], name: str,
+                     external: bool) -> tuple[Path, Parity, dict[str, Any]]:
+    """Keep ``path`` (the chosen graph) or its copy with SkipLayerNormalization un-fused, as ``cfg.skip_layer_norm``
+    says (``auto``: the faster, timed side by side). The copy is verified against PyTorch like every candidate.
+    Returns the graph to ship, its parity, and the record for export.json."""
+    from compresskit.layer_norm import SESSION_SETTINGS, write_unfused
+    from compresskit.machine import default_threads
+
+    record: dict[str, Any] = {"setting": cfg.skip_layer_norm, "form": "fused"}
+    if cfg.skip_layer_norm == "fused":
+        return path, parity, record
+    unfused = path.parent.parent / f"{path.parent.name}+unfused-sln" / path.name
+    try:
+        count = write_unfused(path, unfused, external)
+    except ValueError as e:  # an opset before 17 (auto only: `unfused` refuses it up front), training outputs
+        return path, parity, {**record, "error": str(e)}
+    record["nodes"] = count
+    if not count:
+        return path, parity, record
+    try:
+        unfused_parity = _parity(cfg, unfused, arrays, reference, label_ids, name)
+    except VerificationError as e:
+        if cfg.skip_layer_norm == "unfused":
+            raise
+        return path, parity, {**record, "error": str(e)}
+    if cfg.skip_layer_norm == "auto":
+        latency = time_sessions({"fused": path, "unfused": unfused}, timing, default_threads())
+        record["latency_ms_batch1"] = latency
+        if latency["fused"] <= latency["unfused"]:
+            return path, parity, record
+    return unfused, unfused_parity, {**record, "form": "unfused", "session": SESSION_SETTINGS}
+
+
 def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
            load: LoadOptions = LoadOptions()) -> ExportResult:
     """Export the classifier in ``model_dir`` to ``out/model.onnx`` (weights in ``out/model.onnx.data`` when
@@ -418,16 +464,22 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             if all("export failed" in t["error"] for t in tried):
                 raise UserError(f"ONNX export of {model_dir} failed: {reasons}")
             raise VerificationError(f"no ONNX export of {model_dir} matched PyTorch: {reasons}")
+        timing = tokenize_numpy(tokenizer, read_split_for_head(data_dir, "validation", head_labels(model.config),
+                                                               8)[0], cfg.max_length, pad_to_max=True)
         if len(made) > 1:
-            arrays = tokenize_numpy(tokenizer, read_split_for_head(data_dir, "validation", head_labels(model.config),
-                                                                   8)[0], cfg.max_length, pad_to_max=True)
-            latency = time_sessions({k: v[0] for k, v in made.items()}, arrays, default_threads())
+            latency = time_sessions({k: v[0] for k, v in made.items()}, timing, default_threads())
             for entry in tried:
                 entry["latency_ms_batch1"] = latency.get(entry["candidate"])
             chosen = min(latency, key=latency.get)
         else:
             chosen = next(iter(made))
         path, fused, note, parity = made[chosen]
+        reference = references[chosen.split("+")[1]]
+        path, parity, skip_record = _skip_layer_norm(cfg, path, parity, arrays, reference, label_ids, timing, name,
+                                                     external)
+        if skip_record["form"] == "unfused":
+            fused = {k: v for k, v in fused.items() if k != "SkipLayerNormalization"}
+            shutil.copy2(path.parent / SESSION_FILE, tmp / SESSION_FILE)
         onnx_path = tmp / "model.onnx"
         move_graph(path, onnx_path)
         shutil.rmtree(tmp / "candidates")
@@ -439,7 +491,7 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             "export", dataclasses.asdict(cfg), {"model": str(model_dir), "data": str(data_dir)}, started,
             exporter=chosen.split("+")[0], attention=chosen.split("+")[1], chosen=chosen, candidates=tried,
             last_layer="cls-only" if chosen.endswith("+cls-only") else "full",
-            cls_only_unsupported=cls_only_unsupported,
+            cls_only_unsupported=cls_only_unsupported, skip_layer_norm=skip_record,
             opset=cfg.opset, optimizer=note, fused_operators=fused,
             input_names=[i.name for i in session.get_inputs()], providers=session.get_providers(),
             parity=parity.to_dict(), weight_bytes=weights, **graph_record(onnx_path)))

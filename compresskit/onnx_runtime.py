@@ -50,15 +50,31 @@ def providers_for(device: str) -> list[str]:
     return [p for p in wanted if p in have]
 
 
+SESSION_FILE = "session.json"
+"""Settings a graph needs from the session that loads it, kept beside ``model.onnx`` (see compresskit.layer_norm)."""
+
+
+def session_settings(model_path: Path) -> dict[str, Any]:
+    """The settings in ``session.json`` beside ``model_path`` (empty when there is none)."""
+    path = Path(model_path).parent / SESSION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def make_session(model_path: Path, threads: int | None = None, device: str = "cpu") -> Any:
-    """An inference session with all graph optimisations on the providers ``device`` names (see providers_for).
+    """An inference session with all graph optimisations on the providers ``device`` names (see providers_for),
+    less the optimizers that the folder's ``session.json`` disables.
 
     ``threads`` pins intra-op threads so latency figures are comparable with PyTorch at the same count.
     """
+    return _create(model_path, _session_options(threads), device)
+
+
+def _create(model_path: Path, opts: Any, device: str) -> Any:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(model_path), sess_options=_session_options(threads),
-                                providers=providers_for(device))
+    disabled = session_settings(model_path).get("disabled_optimizers") or []
+    return ort.InferenceSession(str(model_path), sess_options=opts, providers=providers_for(device),
+                                **({"disabled_optimizers": list(disabled)} if disabled else {}))
 
 
 def _session_options(threads: int | None) -> Any:
@@ -168,13 +184,11 @@ def profile_node_events(model_path: Path, feed: dict[str, np.ndarray], device: s
     placement are those of the session that is timed. Why the profiler: it is the only public API that says
     which provider ran each node after partitioning. The trace file is written to a temporary folder and removed.
     """
-    import onnxruntime as ort
-
     opts = _session_options(threads)
     opts.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="compresskit-profile-") as tmp:
         opts.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers_for(device))
+        session = _create(model_path, opts, device)
         session.run(None, session_inputs(session, feed))
         trace = Path(session.end_profiling())
         events = json.loads(trace.read_text(encoding="utf-8"))

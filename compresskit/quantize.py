@@ -34,7 +34,8 @@ from compresskit.bench import Latency
 from compresskit.data import read_split_for_head
 from compresskit.export import external_data_files, graph_record, move_graph, save_graph, tokenize_numpy
 from compresskit.machine import default_threads, has_vnni
-from compresskit.onnx_runtime import available_providers, batched_logits, make_session, session_inputs
+from compresskit.onnx_runtime import (SESSION_FILE, available_providers, batched_logits, make_session,
+                                      session_inputs)
 from compresskit.verify import Parity, compare
 
 MODES = ("none", "dynamic-int8", "static-int8", "fp16", "int4", "auto")
@@ -575,6 +576,8 @@ def _quantize_one(mode: str, source: Path, workdir: Path, inputs: _Inputs, valid
     the budget goes through the fallback when the config allows. Outputs that are NaN/inf raise VerificationError."""
     folder = workdir / mode
     folder.mkdir(parents=True, exist_ok=True)
+    if (source.parent / SESSION_FILE).is_file():  # every graph built here is checked and timed as it will be run
+        shutil.copy2(source.parent / SESSION_FILE, folder / SESSION_FILE)
     prepared = _prepare(mode, source, folder, inputs.external)
     target = folder / "model.onnx"
     model, reference = f"{name}-onnx-{_SUFFIX[mode]}", f"{name}-onnx"
