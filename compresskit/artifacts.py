@@ -119,3 +119,11 @@ def stage_record(stage: str, config: Any, inputs: dict[str, Any], started: float
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
     }
+
+
+def free_bytes(path: Path) -> int:
+    """Free disk space where ``path`` (or its nearest existing parent) lives."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free

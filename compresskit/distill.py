@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 
-from compresskit.artifacts import UserError, atomic_dir, stage_record, write_json
+from compresskit.artifacts import UserError, atomic_dir, free_bytes, stage_record, write_json
 from compresskit.data import data_manifest, read_labels, read_split_for_head
 from compresskit.finetune import source_fingerprint
 from compresskit.losses import IGNORE_LABEL, LossWeights, heads_compatible, parse_layer_map
 from compresskit.objective import Objective, StudentWithProjection, make_projection
-from compresskit.teacher_cache import TeacherNeeds, activation_bytes, free_bytes, teacher_outputs
+from compresskit.teacher_cache import TeacherNeeds, activation_bytes, teacher_outputs
 from compresskit.models import (
     LoadOptions,
     check_model_dir,

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from compresskit.artifacts import UserError, VerificationError, atomic_dir, sha256_file, stage_record, write_json
+from compresskit.artifacts import (UserError, VerificationError, atomic_dir, free_bytes, sha256_file, stage_record,
+                                   write_json)
 from compresskit.data import read_split_for_head
 from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer
 from compresskit.onnx_runtime import SESSION_FILE, batched_logits, make_session, run_logits
@@ -368,6 +369,17 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def _check_disk(out: Path, weights: int, graphs: int) -> None:
+    """Refuse, before anything is written, an export whose candidate graphs would not fit on the disk: they all
+    stay until the fastest is known (they are timed together), plus one staged copy that the optimizer writes."""
+    need, free = weights * (graphs + 1), free_bytes(Path(out).parent)
+    if need > free:
+        raise UserError(f"export needs about {need / 1e9:.1f} GB free next to {out} for {graphs} candidate graphs of "
+                        f"{weights / 1e9:.2f} GB, and {free / 1e9:.1f} GB is free: free some space, or try fewer "
+                        "candidates (--exporter torchscript --attention eager --cls-only off --skip-layer-norm fused "
+                        "makes one)")
+
+
 def _skip_layer_norm(cfg: ExportConfig, path: Path, parity: Parity, arrays: dict[str, np.ndarray],
                      reference: np.ndarray, label_ids: np.ndarray, timing: dict[str, np.ndarray], name: str,
                      external: bool) -> tuple[Path, Parity, dict[str, Any]]:
@@ -425,11 +437,13 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
     arrays, label_ids = _validation_inputs(cfg, tokenizer, head_labels(model.config), data_dir)
     weights = weight_bytes(model)
     external = use_external_data(weights, cfg.external_data)  # before any folder is made: `never` may refuse
+    tries = candidates(cfg, cls_only_possible=cls_only_unsupported is None)
+    _check_disk(out, weights, len(tries) + (cfg.skip_layer_norm != "fused"))
     references: dict[str, np.ndarray] = {}  # PyTorch logits per attention implementation, shared by exporters
     with atomic_dir(out) as tmp:
         tried: list[dict[str, Any]] = []
         made: dict[str, tuple[Path, dict[str, int], str, Parity]] = {}
-        for cand in candidates(cfg, cls_only_possible=cls_only_unsupported is None):
+        for cand in tries:
             path = tmp / "candidates" / cand.name / "model.onnx"
             path.parent.mkdir(parents=True)
             entry: dict[str, Any] = {"candidate": cand.name, "exporter": cand.exporter, "attention": cand.attention,

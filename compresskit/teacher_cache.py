@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,11 +280,3 @@ def teacher_outputs(teacher: Any, tokenizer: Any, fingerprint: str, texts: list[
                                    "logits_runtime": runtime}))
         _publish(tmp, info)
     return load(folder, needs)
-
-
-def free_bytes(path: Path) -> int:
-    """Free disk space where ``path`` (or its nearest existing parent) lives."""
-    p = Path(path).resolve()
-    while not p.exists():
-        p = p.parent
-    return shutil.disk_usage(p).free

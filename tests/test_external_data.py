@@ -259,3 +259,21 @@ def test_distill_and_export_refuses_never_before_any_stage(monkeypatch, tmp_path
         app(["distill-and-export", "--teacher", str(tiny_encoder), "--dataset", str(tiny_csv), "--student-layers", "0",
              "--output-root", str(tmp_path), "--external-data", "never"], standalone_mode=False)
     assert list(tmp_path.iterdir()) == []  # no run folder, no teacher cache
+
+
+def test_export_refuses_up_front_when_its_candidates_would_not_fit_on_disk(monkeypatch, tmp_path, tiny_classifier,
+                                                                          tiny_data):
+    """All candidate graphs stay on disk until they are timed together: a disk that cannot hold them is refused
+    before the first is written, with the way to export fewer."""
+    from transformers import AutoModelForSequenceClassification
+
+    weights = weight_bytes(AutoModelForSequenceClassification.from_pretrained(str(tiny_classifier)))
+    # room for 9 graphs (8 candidates + the un-fused copy) but not for the optimizer's staged copy on top
+    monkeypatch.setattr(export_module, "free_bytes", lambda path: weights * 9 + 1)
+    with pytest.raises(UserError, match=r"for 9 candidate graphs .* --skip-layer-norm fused makes one"):
+        export(ExportConfig(max_length=32), tiny_classifier, tiny_data, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(export_module, "free_bytes", lambda path: weights * 2)  # one candidate fits in twice that
+    one = ExportConfig(max_length=32, exporter="torchscript", attention="eager", cls_only="off",
+                       skip_layer_norm="fused")
+    assert export(one, tiny_classifier, tiny_data, tmp_path / "one").parity.passed
