@@ -96,6 +96,7 @@ REPORT_SCHEMA: dict = {
         "versions": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
         "sequence_length": {"type": "integer"},
         "variants": {"type": "array", "items": _VARIANT},
+        "exports": {"type": "object", "additionalProperties": {"type": "object"}},
         "verification": {
             "type": "array",
             "items": {"type": "object", "required": ["model", "reference", "passed"],
@@ -251,6 +252,31 @@ def _placement_lines(report: dict) -> list[tuple[str, str]]:
     return lines
 
 
+def _graph_lines(report: dict) -> list[tuple[str, str]]:
+    """Return (model, text) per ONNX graph the run made: how export built it and what a quantized one kept in fp32,
+    e.g. ("teacher", "torchscript+eager+cls-only; fused Attention ×5, BiasGelu ×6; SkipLayerNormalization
+    un-fused (12 nodes: 6.87 ms against 7.64 ms fused)")."""
+    lines = []
+    for name, e in (report.get("exports") or {}).items():
+        if not isinstance(e, dict):
+            continue
+        if "mode" in e:
+            kept = e.get("kept_fp32") or []
+            lines.append((name, f"{e.get('mode') or MISSING}, {len(kept)} node(s) kept in fp32 by the accuracy fallback"
+                          + (f" ({', '.join(map(str, kept))})" if kept else "")))
+            continue
+        ops = e.get("fused_operators") or {}
+        text = f"{e.get('chosen') or MISSING}; fused " + (", ".join(f"{op} ×{n}" for op, n in ops.items()) or "none")
+        sln = e.get("skip_layer_norm") or {}
+        if sln.get("form") == "unfused":
+            timing = sln.get("latency_ms_batch1") or {}
+            measured = (f": {timing['unfused']:.2f} ms against {timing['fused']:.2f} ms fused"
+                        if {"fused", "unfused"} <= timing.keys() else "")
+            text += f"; SkipLayerNormalization un-fused ({sln.get('nodes', MISSING)} nodes{measured})"
+        lines.append((name, text))
+    return lines
+
+
 # ---------------------------------------------------------------- renderers
 
 
@@ -269,6 +295,8 @@ def render_markdown(report: dict) -> str:
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         out += ["", "## Export verification", "", *_md_table(v_headers, v_rows, 2)]
+    if graphs := _graph_lines(report):
+        out += ["", "## ONNX graphs", "", *(f"- **{name}:** {text}" for name, text in graphs)]
     if placement := _placement_lines(report):
         out += ["", "## Execution providers", "", *(f"- **{name}:** {text}" for name, text in placement)]
     if gates := _gate_lines(report):
@@ -306,6 +334,9 @@ def render_html(report: dict) -> str:
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         parts += ["<h2>Export verification</h2>", _html_table(v_headers, v_rows, 2)]
+    if graphs := _graph_lines(report):
+        parts += ["<h2>ONNX graphs</h2>\n<ul>",
+                  *(f"<li><strong>{esc(name)}:</strong> {esc(text)}</li>" for name, text in graphs), "</ul>"]
     if placement := _placement_lines(report):
         parts += ["<h2>Execution providers</h2>\n<ul>",
                   *(f"<li><strong>{esc(name)}:</strong> {esc(text)}</li>" for name, text in placement), "</ul>"]
@@ -415,11 +446,19 @@ def build_report(run_dir: Path, gates: list[dict] | None = None) -> dict:
         if path.is_file():
             verification.append(json.loads(path.read_text(encoding="utf-8"))["parity"])
     teacher_dir = Path(run.get("stages", {}).get("teacher", {}).get("path", layout.teacher))
-    fused = {}
+    fused, exports = {}, {}
     for name in ("teacher", "student"):
         path = layout.onnx(name) / "export.json"
         if path.is_file():
-            fused[name] = json.loads(path.read_text(encoding="utf-8")).get("fused_operators", {})
+            record = json.loads(path.read_text(encoding="utf-8"))
+            fused[name] = record.get("fused_operators", {})
+            exports[name] = {"chosen": record.get("chosen"), "last_layer": record.get("last_layer"),
+                             "skip_layer_norm": record.get("skip_layer_norm"),
+                             "fused_operators": record.get("fused_operators", {})}
+    path = layout.onnx("student-quantized") / "quantize.json"
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        exports["student-quantized"] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or []}
     return {
         "schema_version": 1,
         "task": "text-classification",
@@ -435,6 +474,7 @@ def build_report(run_dir: Path, gates: list[dict] | None = None) -> dict:
         "sequence_length": bench.get("sequence_length"),
         "test_samples": bench.get("test_samples"),
         "fused_operators": fused,
+        "exports": exports,
         "variants": bench["variants"],
         "verification": verification,
         "gates": gates or [],

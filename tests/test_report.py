@@ -195,3 +195,25 @@ def test_write_report_without_summary_and_nan_becomes_null(report, tmp_path, mon
     raw = paths["json"].read_text(encoding="utf-8")
     assert "NaN" not in raw
     assert json.loads(raw)["variants"][0]["peak_rss_mb"] is None
+
+
+def test_graph_section_says_how_each_onnx_model_was_built(report):
+    report["exports"] = {
+        "teacher": {"chosen": "torchscript+eager+cls-only", "last_layer": "cls-only",
+                    "fused_operators": {"Attention": 5, "BiasGelu": 6},
+                    "skip_layer_norm": {"setting": "auto", "form": "unfused", "nodes": 12,
+                                        "latency_ms_batch1": {"fused": 7.64, "unfused": 6.87}}},
+        "student": {"chosen": "dynamo+eager", "fused_operators": {}, "skip_layer_norm": {"form": "fused"}},
+        "student-quantized": {"mode": "dynamic-int8", "kept_fp32": ["/model/layer.0/output/dense/MatMul"]},
+    }
+    assert validate_report(report) == []
+    md = render_markdown(report)
+    assert ("- **teacher:** torchscript+eager+cls-only; fused Attention ×5, BiasGelu ×6; SkipLayerNormalization "
+            "un-fused (12 nodes: 6.87 ms against 7.64 ms fused)") in md
+    assert "- **student:** dynamo+eager; fused none\n" in md
+    assert ("- **student-quantized:** dynamic-int8, 1 node(s) kept in fp32 by the accuracy fallback "
+            "(/model/layer.0/output/dense/MatMul)") in md
+    assert md.index("## ONNX graphs") < md.index("## Gates")
+    assert "<h2>ONNX graphs</h2>" in render_html(report)
+    report["exports"] = {"teacher": "not an object"}
+    assert validate_report(report)  # the schema catches a malformed entry
