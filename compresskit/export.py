@@ -26,7 +26,7 @@ import numpy as np
 from compresskit.artifacts import (UserError, VerificationError, atomic_dir, free_bytes, sha256_file, stage_record,
                                    write_json)
 from compresskit.data import read_split_for_head
-from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer
+from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer, weight_bytes
 from compresskit.onnx_runtime import SESSION_FILE, batched_logits, make_session, run_logits
 from compresskit.verify import Parity, compare, require
 
@@ -133,11 +133,6 @@ class _LogitsOnly:
                 return out.logits if hasattr(out, "logits") else out  # a ClsOnlyClassifier returns the logits
 
         return Wrapped().eval()
-
-
-def weight_bytes(model: Any) -> int:
-    """Bytes of a torch module's parameters and buffers (shared tensors once): what the exported graph stores."""
-    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def use_external_data(weights: int, mode: str) -> bool:

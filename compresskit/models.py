@@ -88,6 +88,11 @@ def estimated_weight_bytes(config: Any) -> int | None:
             model = AutoModelForSequenceClassification.from_config(config)
     except Exception:  # noqa: BLE001 - an estimate only; the export stage measures the real model
         return None
+    return weight_bytes(model)
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers (shared tensors once): what an exported graph stores."""
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 

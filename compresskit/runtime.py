@@ -22,25 +22,14 @@ from compresskit.artifacts import UserError
 from compresskit.onnx_runtime import make_session, run_logits
 
 
-def _max_length(folder: Path) -> int:
-    """The sequence length the model was exported and verified at (128 if the record does not say)."""
+def _stage_record(folder: Path) -> dict[str, Any]:
+    """The folder's stage record: ``export.json`` for an export, ``quantize.json`` for a quantized copy (which does
+    not carry its source's export.json); empty when there is neither."""
     for record in ("export.json", "quantize.json"):
         path = folder / record
         if path.is_file():
-            length = json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("max_length")
-            if length:
-                return int(length)
-    return 128
-
-
-def _missing_data_files(folder: Path) -> list[str]:
-    """External-data files that the folder's stage record lists for ``model.onnx`` but the folder lacks."""
-    for record in ("export.json", "quantize.json"):
-        path = folder / record
-        if path.is_file():
-            files = json.loads(path.read_text(encoding="utf-8")).get("data_files") or []
-            return [f["name"] for f in files if not (folder / f["name"]).is_file()]
-    return []
+            return json.loads(path.read_text(encoding="utf-8"))
+    return {}
 
 
 class OnnxClassifier:
@@ -55,12 +44,15 @@ class OnnxClassifier:
             if not (self.folder / name).is_file():
                 raise UserError(f"{self.folder} holds no {name}: give a folder written by `compresskit export` "
                                 "or `compresskit quantize`")
-        missing = _missing_data_files(self.folder)
+        record = _stage_record(self.folder)
+        # external-data files the record lists for model.onnx but the folder lacks
+        missing = [f["name"] for f in record.get("data_files") or [] if not (self.folder / f["name"]).is_file()]
         if missing:  # a copy of the folder that left the weights behind; ONNX Runtime's own error reads as a crash
             raise UserError(f"{self.folder} lacks {', '.join(missing)}, which holds the weights of its model.onnx: "
                             "copy it along with model.onnx")
         self.labels: list[str] = json.loads((self.folder / "labels.json").read_text(encoding="utf-8"))
-        self.max_length = max_length or _max_length(self.folder)
+        # the sequence length the model was exported and verified at (128 if the record does not say)
+        self.max_length = max_length or int(record.get("config", {}).get("max_length") or 128)
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
         pad_id = self.tokenizer.token_to_id("[PAD]") or 0

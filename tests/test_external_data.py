@@ -17,7 +17,8 @@ from conftest import outlier_model
 import compresskit.export as export_module
 from compresskit.artifacts import UserError, sha256_file
 from compresskit.data import read_split
-from compresskit.export import ExportConfig, export, use_external_data, weight_bytes
+from compresskit.export import ExportConfig, export, use_external_data
+from compresskit.models import weight_bytes
 from compresskit.quantize import QuantizeConfig, quantize
 from compresskit.runtime import OnnxClassifier
 
