@@ -513,7 +513,7 @@ def _fallback(mode: str, prepared: Path, target: Path, inputs: _Inputs, validati
             break
     record = {"triggered_by": broken, "groups": len(groups),
               "sensitivity": [{"nodes": g, **_entry(sp, why)} for g, sp, why in sensitivity], "steps": steps}
-    if p is not None and not budget_problems(p, inputs.cfg) and len(excluded) > 1:
+    if steps and steps[-1]["holds"] and len(excluded) > 1:
         p, excluded, record["refined"] = _refine(mode, prepared, target, inputs, validation, model, reference,
                                                  excluded, p)
     return p, excluded, record

@@ -15,6 +15,7 @@ import re
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -277,6 +278,16 @@ def _graph_lines(report: dict) -> list[tuple[str, str]]:
     return lines
 
 
+def _list_sections(report: dict, bold: Callable[[str], str], escape: Callable[[str], str] = str
+                   ) -> list[tuple[str, list[str]]]:
+    """The report's bulleted sections (ONNX graphs, execution providers, gates) that have items, each item's text
+    passed through ``escape`` and each model name through ``bold``, for the Markdown and HTML renderers alike."""
+    sections = [("ONNX graphs", [f"{bold(n)} {escape(t)}" for n, t in _graph_lines(report)]),
+                ("Execution providers", [f"{bold(n)} {escape(t)}" for n, t in _placement_lines(report)]),
+                ("Gates", [f"{mark} {escape(t)}" for mark, t in _gate_lines(report)])]
+    return [(title, items) for title, items in sections if items]
+
+
 # ---------------------------------------------------------------- renderers
 
 
@@ -295,12 +306,8 @@ def render_markdown(report: dict) -> str:
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         out += ["", "## Export verification", "", *_md_table(v_headers, v_rows, 2)]
-    if graphs := _graph_lines(report):
-        out += ["", "## ONNX graphs", "", *(f"- **{name}:** {text}" for name, text in graphs)]
-    if placement := _placement_lines(report):
-        out += ["", "## Execution providers", "", *(f"- **{name}:** {text}" for name, text in placement)]
-    if gates := _gate_lines(report):
-        out += ["", "## Gates", "", *(f"- {mark} {text}" for mark, text in gates)]
+    for title, items in _list_sections(report, bold=lambda name: f"**{name}:**"):
+        out += ["", f"## {title}", "", *(f"- {item}" for item in items)]
     return "\n".join(out) + "\n"
 
 
@@ -334,14 +341,8 @@ def render_html(report: dict) -> str:
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         parts += ["<h2>Export verification</h2>", _html_table(v_headers, v_rows, 2)]
-    if graphs := _graph_lines(report):
-        parts += ["<h2>ONNX graphs</h2>\n<ul>",
-                  *(f"<li><strong>{esc(name)}:</strong> {esc(text)}</li>" for name, text in graphs), "</ul>"]
-    if placement := _placement_lines(report):
-        parts += ["<h2>Execution providers</h2>\n<ul>",
-                  *(f"<li><strong>{esc(name)}:</strong> {esc(text)}</li>" for name, text in placement), "</ul>"]
-    if gates := _gate_lines(report):
-        parts += ["<h2>Gates</h2>\n<ul>", *(f"<li>{mark} {esc(text)}</li>" for mark, text in gates), "</ul>"]
+    for title, items in _list_sections(report, bold=lambda name: f"<strong>{esc(name)}:</strong>", escape=esc):
+        parts += [f"<h2>{esc(title)}</h2>\n<ul>", *(f"<li>{item}</li>" for item in items), "</ul>"]
     parts.append("</body>\n</html>\n")
     return "\n".join(parts)
 
@@ -440,25 +441,20 @@ def build_report(run_dir: Path, gates: list[dict] | None = None) -> dict:
     run = json.loads(layout.record.read_text(encoding="utf-8")) if layout.record.is_file() else {}
     config = run.get("config", {})
     data = json.loads((layout.data / "data.json").read_text(encoding="utf-8")) if (layout.data / "data.json").is_file() else {}
-    verification = []
-    for name, record in (("teacher", "export.json"), ("student", "export.json"), ("student-quantized", "quantize.json")):
-        path = layout.onnx(name) / record
-        if path.is_file():
-            verification.append(json.loads(path.read_text(encoding="utf-8"))["parity"])
-    teacher_dir = Path(run.get("stages", {}).get("teacher", {}).get("path", layout.teacher))
-    fused, exports = {}, {}
-    for name in ("teacher", "student"):
-        path = layout.onnx(name) / "export.json"
-        if path.is_file():
-            record = json.loads(path.read_text(encoding="utf-8"))
+    verification, fused, exports = [], {}, {}
+    for name, stage in (("teacher", "export.json"), ("student", "export.json"), ("student-quantized", "quantize.json")):
+        path = layout.onnx(name) / stage
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text(encoding="utf-8"))
+        verification.append(record["parity"])
+        if stage == "export.json":
             fused[name] = record.get("fused_operators", {})
             exports[name] = {"chosen": record.get("chosen"), "last_layer": record.get("last_layer"),
-                             "skip_layer_norm": record.get("skip_layer_norm"),
-                             "fused_operators": record.get("fused_operators", {})}
-    path = layout.onnx("student-quantized") / "quantize.json"
-    if path.is_file():
-        record = json.loads(path.read_text(encoding="utf-8"))
-        exports["student-quantized"] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or []}
+                             "skip_layer_norm": record.get("skip_layer_norm"), "fused_operators": fused[name]}
+        else:
+            exports[name] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or []}
+    teacher_dir = Path(run.get("stages", {}).get("teacher", {}).get("path", layout.teacher))
     return {
         "schema_version": 1,
         "task": "text-classification",
