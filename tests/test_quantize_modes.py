@@ -23,6 +23,14 @@ def _record(folder: Path) -> dict:
     return json.loads((folder / "quantize.json").read_text())
 
 
+def _float_matmuls(folder: Path) -> set[str]:
+    """Names of the MatMuls left in fp32 in ``folder``'s graph: dynamic int8 turns a quantized MatMul into another
+    operator, static int8 feeds it from DequantizeLinear nodes."""
+    nodes = onnx.load(folder / "model.onnx").graph.node
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in nodes if n.op_type == "MatMul" and not dequantized.intersection(n.input)}
+
+
 def test_new_fields_are_validated_together_and_name_their_flags():
     with pytest.raises(UserError) as e:
         QuantizeConfig(calibration_samples=0, calibration_method="kl", int4_block_size=24, device="tpu",
@@ -188,9 +196,7 @@ def test_fallback_keeps_the_measured_culprit_in_fp32(tmp_path, tiny_onnx, tiny_d
     assert sensitivity[("head/MatMul",)]["label_agreement"] < 0.5
     assert fallback["sensitivity"][0]["nodes"] == ["mix/MatMul"] and fallback["steps"][-1]["holds"]
     # the shipped graph really has "head" quantized and "mix" not
-    nodes = onnx.load(r.onnx_dir / "model.onnx").graph.node
-    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
-    fp32 = {n.name for n in nodes if n.op_type == "MatMul" and not dequantized.intersection(n.input)}
+    fp32 = _float_matmuls(r.onnx_dir)
     assert "mix/MatMul" in fp32 and "head/MatMul" not in fp32
 
 
@@ -209,10 +215,8 @@ def test_fallback_narrows_a_kept_layer_down_to_its_culprit(tmp_path, tiny_onnx, 
     assert [s["holds"] for s in refined] == [False, True]
     assert refined[0]["label_agreement"] < 0.99 and refined[1]["label_agreement"] >= 0.99
     assert record["kept_fp32"] == ["/layer.0/mix/MatMul"] and r.parity.label_agreement >= 0.99
-    nodes = onnx.load(r.onnx_dir / "model.onnx").graph.node
-    float_matmuls = {n.name for n in nodes if n.op_type == "MatMul"
-                     and not {o for m in nodes if m.op_type == "DequantizeLinear" for o in m.output}.intersection(n.input)}
-    assert "/layer.0/mix/MatMul" in float_matmuls and "/layer.0/head/MatMul" not in float_matmuls
+    fp32 = _float_matmuls(r.onnx_dir)
+    assert "/layer.0/mix/MatMul" in fp32 and "/layer.0/head/MatMul" not in fp32
 
 
 def test_layer_groups_follow_layer_indices(tiny_onnx):
