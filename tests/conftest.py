@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,9 @@ def outlier_model(src: Path, folder: Path, every_column: bool = False, width: in
     else:
         onnx.save(model, str(folder / "model.onnx"))
     return folder
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m compresskit ARGS`` as a user runs it: a real subprocess, its output captured."""
+    return subprocess.run([sys.executable, "-m", "compresskit", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=600)

@@ -1,25 +1,17 @@
 """The CLI as a user runs it: a real subprocess on a tiny model and tiny data."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from compresskit.report import validate_report
-from conftest import save_tiny_bert
+from conftest import cli, save_tiny_bert
 
 FAST = ["--teacher-epochs", "8", "--teacher-learning-rate", "2e-3", "--epochs", "8", "--learning-rate", "2e-3",
         "--student-layers", "1", "--max-length", "32", "--sequence-length", "32", "--batch-sizes", "1,4",
         "--iterations", "3", "--min-seconds", "0", "--threads", "1", "--device", "cpu"]
-
-
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compresskit", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=600)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:

@@ -3,8 +3,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import outlier_model
+from conftest import cli, outlier_model
 
 import compresskit.export as export_module
 from compresskit.artifacts import UserError, sha256_file
@@ -22,13 +20,10 @@ from compresskit.models import weight_bytes
 from compresskit.quantize import QuantizeConfig, quantize
 from compresskit.runtime import OnnxClassifier
 
-# cls_only off: these exports are compared with the full-graph tiny_onnx, and a timing choice must not decide the graph
+# cls_only off, fused layer norms: these exports are compared with tiny_onnx's graph, and a timing choice must
+# not decide the graph
 CONFIG = {"max_length": 32, "attention": "eager", "external_data": "always", "cls_only": "off",
           "skip_layer_norm": "fused"}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compresskit", *args], capture_output=True, text=True, timeout=600)
 
 
 def external_tensors(onnx_path: Path) -> list[tuple[str, int, int]]:

@@ -1,7 +1,6 @@
 """Un-fused SkipLayerNormalization: same numbers as the fused node, kept un-fused by the session, measured by export."""
 
 import json
-import shutil
 
 import numpy as np
 import onnx
@@ -12,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compresskit.artifacts import UserError
 from compresskit.export import ExportConfig, export
 from compresskit.layer_norm import FUSION, unfuse_skip_layer_norm
-from compresskit.onnx_runtime import SESSION_FILE, make_session, profile_node_events
+from compresskit.onnx_runtime import SESSION_FILE, profile_node_events
 from compresskit.quantize import QuantizeConfig, quantize
 from compresskit.runtime import OnnxClassifier
 
