@@ -48,6 +48,16 @@ def tiny_csv(tmp_path_factory) -> Path:
     return path
 
 
+def bert_classifier(layers: int = 2, seed: int = 0):
+    """A random in-memory BERT classifier (width 32, 2 heads, vocabulary 50, 3 labels), in eval mode."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=layers,
+                                                    num_attention_heads=2, intermediate_size=64, num_labels=3)).eval()
+
+
 def save_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, classifier_labels: list[str] | None = None,
                    seed: int = 0) -> Path:
     """A random BERT (bare encoder, or a classifier with the given labels) with a word-level tokenizer."""

@@ -4,20 +4,13 @@ import pytest
 import torch
 
 from compresskit.cls_pruning import ClsOnlyClassifier, supports
-
-
-def _bert(layers=2, seed=0):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=layers,
-                                                    num_attention_heads=2, intermediate_size=64, num_labels=3)).eval()
+from conftest import bert_classifier
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_same_logits_as_the_full_model_with_padding_and_segments(attention, layers):
-    model = _bert(layers)
+    model = bert_classifier(layers)
     model.set_attn_implementation(attention)
     ids = torch.randint(5, 50, (4, 12))
     mask = torch.ones(4, 12, dtype=torch.long)
@@ -45,6 +38,6 @@ def test_other_architectures_are_declined_with_a_reason():
     other = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=2,
                                                                  hidden_dim=64))
     assert "not a BertForSequenceClassification" in supports(other)
-    assert supports(_bert()) is None
+    assert supports(bert_classifier()) is None
     with pytest.raises(ValueError, match="not possible"):
         ClsOnlyClassifier(other)

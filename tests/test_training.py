@@ -4,19 +4,13 @@ import pytest
 
 from compresskit.artifacts import UserError
 from compresskit.training import TrainConfig, fsdp_settings
-
-
-def _bert(layers=1):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    return BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                                                    intermediate_size=64, vocab_size=40))
+from conftest import bert_classifier
 
 
 def test_fsdp_wraps_each_transformer_layer_and_accelerate_accepts_it():
     from transformers import TrainingArguments
 
-    settings = fsdp_settings(_bert())
+    settings = fsdp_settings(bert_classifier(layers=1))
     assert settings["transformer_layer_cls_to_wrap"] == ["BertEmbeddings", "BertLayer"]
     args = TrainingArguments(output_dir="unused", use_cpu=True, fsdp=True, fsdp_config=settings, report_to="none")
     plugin = args.fsdp_plugin_args  # what accelerate's FullyShardedDataParallelPlugin is built from
@@ -30,7 +24,7 @@ def test_fsdp_of_a_wrapped_student_and_of_a_model_without_layer_classes():
     from compresskit.losses import HiddenProjection
     from compresskit.objective import StudentWithProjection
 
-    wrapped = StudentWithProjection(_bert(), HiddenProjection(32, 64, 2))
+    wrapped = StudentWithProjection(bert_classifier(layers=1), HiddenProjection(32, 64, 2))
     assert fsdp_settings(wrapped)["transformer_layer_cls_to_wrap"] == ["BertEmbeddings", "BertLayer"]
     plain = fsdp_settings(torch.nn.Linear(4, 4))
     assert plain["auto_wrap_policy"] == "SIZE_BASED_WRAP" and "transformer_layer_cls_to_wrap" not in plain
