@@ -104,6 +104,9 @@ def test_same_folder_with_other_settings_is_refused(run, tiny_encoder, tiny_csv)
     (["--alpha", "1.5"], ["--alpha must be between 0 and 1"]),
     (["--student-layers", "0,9"], ["--student-layers 0,9: the teacher has layers 0..1"]),
     (["--quantize", "int3"], ["--quantize"]),
+    (["--skip-layer-norm", "off"], ["--skip-layer-norm must be one of auto, fused, unfused"]),
+    (["--cls-only", "maybe"], ["--cls-only must be one of auto, on, off"]),
+    (["--external-data", "sometimes"], ["--external-data must be one of auto, always, never"]),
 ])
 def test_bad_input_gets_one_line_and_leaves_nothing(tmp_path, tiny_encoder, tiny_csv, args, needles):
     base = {"--teacher": str(tiny_encoder), "--dataset": str(tiny_csv)}
