@@ -466,14 +466,30 @@ def distill_and_export_cmd(
     raise typer.Exit(run_pipeline(cfg, output_root, run_name, overwrite, gates, console))
 
 
+def _close_process_group() -> None:
+    """Destroy the torch.distributed process group that a launcher's run (torchrun, accelerate launch) made the
+    Trainer create; neither transformers nor accelerate destroys it. Left alive, gloo's worker threads meet
+    interpreter shutdown and abort a process whose work had succeeded ("terminate called without an active
+    exception", SIGABRT). Called after a successful command only: a rank that failed must not wait for the others
+    in a collective shutdown."""
+    torch = sys.modules.get("torch")  # commands that never imported torch (predict) have no group to close
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main() -> None:
     """Entry point: run the app, turning known failures into one line and an exit code."""
     debug = bool(os.environ.get("COMPRESSKIT_DEBUG"))
     try:
         # Without standalone mode click returns a command's exit code instead of exiting: pass it on.
         code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
+        code = code if isinstance(code, int) else 0
+        if code == 0:
+            _close_process_group()
+        sys.exit(code)
     except typer.Exit as e:
+        if e.exit_code == 0:
+            _close_process_group()
         sys.exit(e.exit_code)
     except (UserError, VerificationError) as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
