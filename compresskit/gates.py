@@ -11,6 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from compresskit.variants import reference_teacher
+
 # Accuracies are ratios of counts and limits are typed as decimals, so 0.97 - 0.96 must not fail a 0.01 limit.
 _EPS = 1e-9
 
@@ -68,12 +70,6 @@ def _p50_batch1(variant: dict) -> float | None:
     return p50 if p50 is not None and p50 > 0 else None
 
 
-def _teacher(variants: list[dict]) -> dict | None:
-    """Return the reference teacher: ``teacher-pytorch`` if present, else any teacher variant."""
-    named = [v for v in variants if v.get("name") == "teacher-pytorch"]
-    return (named or [v for v in variants if v.get("model") == "teacher"] or [None])[0]
-
-
 def _fastest_student(variants: list[dict]) -> dict | None:
     """Return the student variant with the lowest p50 at batch 1, or None if no student was timed."""
     timed = [v for v in variants if v.get("model") == "student" and _p50_batch1(v) is not None]
@@ -88,18 +84,18 @@ def _deployed_student(variants: list[dict]) -> dict | None:
     return _fastest_student(variants)
 
 
-def _accuracy_gate(limit: float, variants: list[dict]) -> GateResult:
+def _accuracy_gate(limit: float, variants: list[dict], metric: str) -> GateResult:
     name = "max-accuracy-drop"
-    teacher, student = _teacher(variants), _deployed_student(variants)
+    teacher, student = reference_teacher(variants), _deployed_student(variants)
     if teacher is None or student is None:
         missing = "teacher" if teacher is None else "student"
-        return GateResult(name, limit, None, False, f"no {missing} variant in the report: cannot compare accuracy")
-    t_acc, s_acc = _number(teacher.get("accuracy")), _number(student.get("accuracy"))
+        return GateResult(name, limit, None, False, f"no {missing} variant in the report: cannot compare {metric}")
+    t_acc, s_acc = _number(teacher.get(metric)), _number(student.get(metric))
     if t_acc is None or s_acc is None:
         which = teacher["name"] if t_acc is None else student["name"]
-        return GateResult(name, limit, None, False, f"{which} has no measured accuracy")
+        return GateResult(name, limit, None, False, f"{which} has no measured {metric}")
     drop = t_acc - s_acc
-    head = f"{student['name']} accuracy {s_acc:.4f} vs teacher {t_acc:.4f}: drop {drop:.4f}"
+    head = f"{student['name']} {metric} {s_acc:.4f} vs teacher {t_acc:.4f}: drop {drop:.4f}"
     if drop <= limit + _EPS:
         return GateResult(name, limit, drop, True, f"{head} <= limit {limit:.4f}")
     return GateResult(name, limit, drop, False, f"{head} > limit {limit:.4f} (by {drop - limit:.4f})")
@@ -107,7 +103,7 @@ def _accuracy_gate(limit: float, variants: list[dict]) -> GateResult:
 
 def _speedup_gate(limit: float, variants: list[dict]) -> GateResult:
     name = "min-speedup"
-    teacher, student = _teacher(variants), _fastest_student(variants)
+    teacher, student = reference_teacher(variants), _fastest_student(variants)
     t_p50 = _p50_batch1(teacher) if teacher is not None else None
     if t_p50 is None or student is None:
         missing = "teacher" if t_p50 is None else "student"
@@ -133,15 +129,16 @@ def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
     return GateResult(name, limit, p50, False, f"{head} > limit {limit:.2f} ms (by {p50 - limit:.2f} ms)")
 
 
-def evaluate_gates(cfg: GateConfig, variants: list[dict]) -> list[GateResult]:
+def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accuracy") -> list[GateResult]:
     """Evaluate every gate set in ``cfg`` against the report's ``variants``, in a fixed order.
 
-    Speed and latency use the fastest student at batch 1; accuracy uses the quantized student when present,
-    since that is what gets deployed. Missing data gives a failed result, never an exception.
+    Speed and latency use the fastest student at batch 1; the accuracy gate compares the task's quality
+    ``metric`` (higher is better) of the quantized student when present, since that is what gets deployed.
+    Missing data gives a failed result, never an exception.
     """
     results = []
     if cfg.max_accuracy_drop is not None:
-        results.append(_accuracy_gate(cfg.max_accuracy_drop, variants))
+        results.append(_accuracy_gate(cfg.max_accuracy_drop, variants, metric))
     if cfg.min_speedup is not None:
         results.append(_speedup_gate(cfg.min_speedup, variants))
     if cfg.max_latency_ms is not None:

@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.console import Console
 
-from compresskit.artifacts import UserError, read_json
-from compresskit.bench import BenchConfig, Variant, bench
-from compresskit.data import BBC_NEWS, DataConfig, load_examples, prepare_data
+from compresskit.artifacts import read_json
+from compresskit.bench import BenchConfig, bench
+from compresskit.data import BBC_NEWS, DataConfig, Examples, prepare_data
 from compresskit.distill import DistillConfig, distill
 from compresskit.export import ExportConfig, export, use_external_data
 from compresskit.finetune import FinetuneConfig, cached_or_finetune
@@ -24,15 +24,15 @@ from compresskit.gates import GateConfig, evaluate_gates, failed_gates
 from compresskit.models import (
     LoadOptions,
     estimated_weight_bytes,
-    is_classifier,
     layer_count,
-    match_labels,
     parse_layers,
     read_config,
     resolve_model_source,
 )
 from compresskit.quantize import QuantizeConfig, quantize
 from compresskit.run import RunLayout, claim_run_dir, link_tree, record_stage, slug
+from compresskit.tasks import Task, resolve_task
+from compresskit.variants import discover_variants
 
 GATE_EXIT = 4
 
@@ -50,6 +50,8 @@ class PipelineConfig:
     quantize: QuantizeConfig
     bench: BenchConfig
     load: LoadOptions
+    task: str = "auto"
+    """The task family (``--task``): ``auto`` infers it from the teacher's config (see ``compresskit.tasks``)."""
 
 
 def default_run_name(cfg: PipelineConfig) -> str:
@@ -63,48 +65,23 @@ def identity_config(cfg: PipelineConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def precision_of(mode: str) -> str:
-    """The number format a quantization mode leaves the weights in: ``dynamic-int8`` → ``int8``."""
-    return {"fp16": "fp16", "int4": "int4"}.get(mode, "int8")
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before the run found: the teacher's resolved source, the task, whether the teacher is
+    fine-tuned first, and the loaded examples (so the data stage does not load them twice)."""
+
+    source: str
+    task: Task
+    needs_finetune: bool
+    examples: Examples
 
 
-def discover_variants(layout: RunLayout) -> list[Variant]:
-    """The variants present in a run folder, teacher first."""
-    run = read_json(layout.record) if layout.record.is_file() else {}
-    teacher_dir = Path(run.get("stages", {}).get("teacher", {}).get("path", layout.teacher))
-
-    def params(folder: Path, record: str) -> int | None:
-        p = folder / record
-        return read_json(p).get("parameters") if p.is_file() else None
-
-    t_params = params(teacher_dir, "finetune.json")
-    s_params = params(layout.student, "distill.json")
-    candidates = [
-        Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir, t_params),
-        Variant("teacher-onnx", "teacher", "onnx", "fp32", layout.onnx("teacher"), t_params),
-        Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, s_params),
-        Variant("student-onnx", "student", "onnx", "fp32", layout.onnx("student"), s_params),
-    ]
-    quantized = layout.onnx("student-quantized") / "quantize.json"
-    if quantized.is_file():
-        precision = precision_of(read_json(quantized).get("mode", "dynamic-int8"))
-        candidates.append(Variant(f"student-onnx-{precision}", "student", "onnx", precision,
-                                  layout.onnx("student-quantized"), s_params))
-    found = [v for v in candidates
-             if (v.path / ("model.onnx" if v.format == "onnx" else "config.json")).is_file()]
-    if not found:
-        raise UserError(f"{layout.root} holds no models to benchmark (expected teacher/, student/, onnx/…)")
-    return found
-
-
-def _preflight(cfg: PipelineConfig) -> tuple[str, bool, tuple[list[str], list[str], str]]:
-    """Check everything that can be checked before anything is written: teacher, data, labels."""
+def _preflight(cfg: PipelineConfig) -> Preflight:
+    """Check everything that can be checked before anything is written: teacher, task, data, labels."""
     source = resolve_model_source(cfg.teacher)
     config = read_config(source, cfg.load)
-    examples = load_examples(cfg.data)
-    labels = sorted(set(examples[1]))
-    if len(labels) < 2:
-        raise UserError(f"{examples[2]} has {len(labels)} distinct label(s); classification needs at least 2")
+    task = resolve_task(cfg.task, config)
+    examples = task.load_examples(cfg.data)
     if cfg.distill.student is None and cfg.distill.student_shape is None:
         parse_layers(cfg.distill.student_layers, layer_count(config))
     if cfg.export.external_data == "never":
@@ -112,20 +89,16 @@ def _preflight(cfg: PipelineConfig) -> tuple[str, bool, tuple[list[str], list[st
         weights = estimated_weight_bytes(config)
         if weights is not None:
             use_external_data(weights, "never")
-    has_head = is_classifier(config)
-    needs_finetune = cfg.finetune_mode == "always" or (cfg.finetune_mode == "auto" and not has_head)
-    if not needs_finetune:
-        if not has_head:
-            raise UserError(f"teacher {cfg.teacher} has no classification head and --finetune-teacher is never")
-        match_labels(config, labels, cfg.teacher)
-    return source, needs_finetune, examples
+    needs_finetune = task.check_teacher(config, examples.labels, cfg.finetune_mode, cfg.teacher)
+    return Preflight(source, task, needs_finetune, examples)
 
 
 def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, overwrite: bool,
                  gates: GateConfig, console: Console) -> int:
     """Run all stages into ``output_root/run_name``; returns the exit code (0, or 4 when a gate failed)."""
     started = time.time()
-    source, needs_finetune, examples = _preflight(cfg)
+    pre = _preflight(cfg)
+    source, needs_finetune = pre.source, pre.needs_finetune
     layout = RunLayout(Path(output_root) / (run_name or default_run_name(cfg)))
     resumed = claim_run_dir(layout, identity_config(cfg), overwrite)
     cache = Path(output_root) / ".cache"
@@ -133,9 +106,9 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
     if resumed:
         console.print(f"[yellow]resuming the run in {layout.root}: finished stages are reused[/]")
 
-    step("data", f"{examples[2]}")
+    step("data", pre.examples.source)
     if not (layout.data / "data.json").is_file():
-        prepare_data(cfg.data, layout.data, examples=examples)
+        prepare_data(cfg.data, layout.data, examples=pre.examples)
     data = read_json(layout.data / "data.json")
     console.print(f"    {data['sizes']} · labels: {', '.join(data['labels'])}")
 
@@ -183,7 +156,7 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
         record_stage(layout, "quantize", {"path": str(layout.onnx("student-quantized"))})
 
     step("bench", f"batch sizes {cfg.bench.sizes}, sequence {cfg.bench.sequence_length}, each variant in its own process")
-    bench(cfg.bench, discover_variants(layout), layout.data, layout.bench)
+    bench(cfg.bench, discover_variants(layout), layout.data, layout.bench, pre.task)
 
     step("report", str(layout.root))
     code = report_and_gates(layout.root, gates, console)
@@ -205,10 +178,11 @@ def _download_teacher(source: str, layout: RunLayout, load: LoadOptions) -> Path
 def report_and_gates(run_dir: Path, gates: GateConfig, console: Console) -> int:
     """Write the report of a benchmarked run, print its table, apply the gates; returns the exit code."""
     from compresskit.report import build_report, render_console_table, validate_report, write_report
+    from compresskit.tasks import get_task
 
-    report = build_report(Path(run_dir))
-    results = evaluate_gates(gates, report["variants"])
-    report["gates"] = [r.to_dict() for r in results]
+    collected = build_report(Path(run_dir))
+    results = evaluate_gates(gates, collected.variants, get_task(collected.task).quality_metric)
+    report = dataclasses.replace(collected, gates=[r.to_dict() for r in results]).to_dict()
     problems = validate_report(report)
     if problems:  # our own output: a mismatch is a bug, not a user error
         raise RuntimeError(f"report.json does not match its schema: {problems[0]}")

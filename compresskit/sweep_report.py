@@ -17,7 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from compresskit.report import _CSS, MISSING, _finite, _fmt, _html_table, _md_table, _write_atomic
+from compresskit.render import CSS, MISSING, finite, fmt, html_table, md_table
+from compresskit.report import _write_atomic
 from compresskit.stats import pareto_front
 
 _KIND_ORDER = {"teacher": 0, "kd": 1, "hard-labels": 2}
@@ -137,16 +138,16 @@ def _sweep_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                "speed-up", "size (MB)", "Pareto"]
     table = []
     for r in sorted(rows, key=_sort_key):
-        accuracy = _fmt(r.get("accuracy"), scale=100)
+        accuracy = fmt(r.get("accuracy"), scale=100)
         if _is_num(r.get("ci_low")) and _is_num(r.get("ci_high")):
             accuracy += f" [{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]"
         p50 = r.get("latency_ms_p50")
         speedup = base / p50 if _is_num(base) and _is_num(p50) and p50 > 0 else None
         table.append([str(r.get("name", MISSING)), str(r.get("kind", MISSING)),
-                      _fmt(r.get("student_layers"), "{}"), _fmt(r.get("hidden_size"), "{}"),
-                      _fmt(r.get("temperature"), "{:g}"), _fmt(r.get("alpha"), "{:g}"), accuracy,
-                      _fmt(r.get("agreement_with_teacher"), scale=100), _fmt(p50), _fmt(speedup, "{:.2f}×"),
-                      _fmt(r.get("size_mb"), "{:.1f}"), "✓" if id(r) in on_front else ""])
+                      fmt(r.get("student_layers"), "{}"), fmt(r.get("hidden_size"), "{}"),
+                      fmt(r.get("temperature"), "{:g}"), fmt(r.get("alpha"), "{:g}"), accuracy,
+                      fmt(r.get("agreement_with_teacher"), scale=100), fmt(p50), fmt(speedup, "{:.2f}×"),
+                      fmt(r.get("size_mb"), "{:.1f}"), "✓" if id(r) in on_front else ""])
     return headers, table
 
 
@@ -167,9 +168,9 @@ def _verdict(c: dict) -> str:
 
 def _comparison_line(c: dict) -> str:
     """E.g. 'KD vs hard labels, 2 layers: +0.40 points [-1.00, +2.00], P(a not better) 0.310 → no significant…'."""
-    return (f"{c.get('label', MISSING)}: {_fmt(c.get('diff'), '{:+.2f}', scale=100)} points "
-            f"[{_fmt(c.get('low'), '{:+.2f}', scale=100)}, {_fmt(c.get('high'), '{:+.2f}', scale=100)}], "
-            f"P(a not better) {_fmt(c.get('p_a_not_better'), '{:.3f}')} → {_verdict(c)}")
+    return (f"{c.get('label', MISSING)}: {fmt(c.get('diff'), '{:+.2f}', scale=100)} points "
+            f"[{fmt(c.get('low'), '{:+.2f}', scale=100)}, {fmt(c.get('high'), '{:+.2f}', scale=100)}], "
+            f"P(a not better) {fmt(c.get('p_a_not_better'), '{:.3f}')} → {_verdict(c)}")
 
 
 def _skipped_note(rows: list[dict]) -> str | None:
@@ -191,7 +192,7 @@ def render_sweep_markdown(rows: list[dict], comparisons: list[dict] | None = Non
     out = [f"# {title}", ""]
     if image:
         out += [f"![accuracy against latency]({image})", ""]
-    out += ["## Students", "", *_md_table(*_sweep_table(rows), _TEXT_COLUMNS), "",
+    out += ["## Students", "", *md_table(*_sweep_table(rows), _TEXT_COLUMNS), "",
             "Accuracy with its bootstrap confidence interval; speed-up is the teacher's p50 over the row's; "
             "✓ marks the accuracy/latency Pareto front."]
     if note := _skipped_note(rows):
@@ -207,11 +208,11 @@ def render_sweep_html(rows: list[dict], comparisons: list[dict] | None, png_path
     """Render the sweep as one self-contained HTML page: inline CSS, the PNG inlined as a data: URI."""
     esc = html.escape
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{esc(title)}</title>",
-             f"<style>{_CSS}img {{ max-width: 100%; }}\n</style>\n</head>\n<body>\n<h1>{esc(title)}</h1>"]
+             f"<style>{CSS}img {{ max-width: 100%; }}\n</style>\n</head>\n<body>\n<h1>{esc(title)}</h1>"]
     if png_path is not None and Path(png_path).is_file():
         data = base64.b64encode(Path(png_path).read_bytes()).decode("ascii")
         parts.append(f'<img alt="accuracy against latency" src="data:image/png;base64,{data}">')
-    parts += ["<h2>Students</h2>", _html_table(*_sweep_table(rows), _TEXT_COLUMNS),
+    parts += ["<h2>Students</h2>", html_table(*_sweep_table(rows), _TEXT_COLUMNS),
               "<p>Accuracy with its bootstrap confidence interval; speed-up is the teacher's p50 over the row's; "
               "✓ marks the accuracy/latency Pareto front.</p>"]
     if note := _skipped_note(rows):
@@ -234,7 +235,7 @@ def write_sweep_report(rows: list[dict], comparisons: list[dict] | None, out_dir
     comparisons = comparisons or []
     paths = {"json": out_dir / "sweep.json", "png": out_dir / "sweep.png", "markdown": out_dir / "sweep.md",
              "html": out_dir / "sweep.html"}
-    _write_atomic(paths["json"], json.dumps(_finite({"title": title, "rows": rows, "comparisons": comparisons}),
+    _write_atomic(paths["json"], json.dumps(finite({"title": title, "rows": rows, "comparisons": comparisons}),
                                             indent=2, ensure_ascii=False) + "\n")
     plot_accuracy_vs_latency(rows, paths["png"], title)
     _write_atomic(paths["markdown"], render_sweep_markdown(rows, comparisons, title=title, image="sweep.png"))

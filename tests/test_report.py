@@ -99,11 +99,15 @@ def test_missing_values_render_as_dash(report):
     assert row[4] == MISSING and row[9] == MISSING and row[14] == MISSING
 
 
-def test_speedup_is_dash_without_teacher_pytorch(report):
+def test_speedup_without_teacher_pytorch_is_against_the_reference_teacher(report):
+    # one reference-teacher rule for bench, gates and report: teacher-pytorch, else the first teacher variant
     report["variants"] = report["variants"][1:]
     md = render_markdown(report)
-    assert "×" not in md.split("## Variants")[1].split("## Export")[0]
-    assert _md_row(md, "student-onnx")[11] == MISSING
+    teacher_p50 = report["variants"][0]["latency_ms"]["batch_1"]["p50"]
+    assert _md_row(md, "teacher-onnx")[11] == "1.00×"
+    assert _md_row(md, "student-onnx")[11] == f"{teacher_p50 / 5.0:.2f}×"
+    report["variants"] = [v for v in report["variants"] if v["model"] == "student"]
+    assert _md_row(render_markdown(report), "student-onnx")[11] == MISSING
 
 
 def test_gpu_column_appears_when_measured(report):

@@ -1,0 +1,284 @@
+"""Render a report dict (the data contract in ``compresskit.report.REPORT_SCHEMA``) as Markdown, HTML and a terminal
+table. Nothing here reads files: measuring and collecting happen elsewhere.
+
+All three renderers share one table builder, so the terminal, the Markdown summary and the HTML page always show
+the same numbers. The table and cell helpers are public: the sweep report renders with them too.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+
+from rich.markup import escape as rich_escape
+from rich.table import Table
+
+from compresskit.onnx_runtime import GPU_PROVIDERS
+from compresskit.tasks import Column
+from compresskit.variants import reference_teacher
+
+MISSING = "—"
+
+
+# ---------------------------------------------------------------- shared table and header builders
+
+
+def fmt(x: object, spec: str = "{:.2f}", scale: float = 1.0) -> str:
+    """Format a number for a table cell; None, NaN and missing render as MISSING."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return MISSING
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)  # a malformed value is shown as is rather than crashing the whole report
+    return spec.format(x * scale if scale != 1.0 else x)  # keep ints as ints: "6 layers", not "6.0"
+
+
+def _batch(variant: dict, n: int) -> dict:
+    return (variant.get("latency_ms") or {}).get(f"batch_{n}") or {}
+
+
+def _largest_batch(variants: list[dict]) -> int | None:
+    """Return the largest batch size other than 1 that any variant measured, or None."""
+    sizes = {int(m.group(1)) for v in variants for key in (v.get("latency_ms") or {})
+             if (m := re.fullmatch(r"batch_(\d+)", key))}
+    return max(sizes - {1}, default=None)
+
+
+def quality_columns(report: dict) -> list[Column]:
+    """The quality columns of the report's task (a report of an unknown task shows the classification ones)."""
+    from compresskit.artifacts import UserError
+    from compresskit.tasks import get_task
+    from compresskit.tasks.classification import TEXT_CLASSIFICATION
+
+    try:
+        return get_task(str(report.get("task"))).report_columns()
+    except UserError:
+        return TEXT_CLASSIFICATION.report_columns()
+
+
+def _variant_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Return (headers, rows) of the variant table, every cell already formatted as text."""
+    variants = report.get("variants") or []
+    big = _largest_batch(variants)
+    tp_batch = big or 1  # with only batch 1 measured, throughput at batch 1 is still worth showing
+    teacher = reference_teacher(variants)
+    base = _batch(teacher, 1).get("p50") if teacher else None
+    show_gpu = any(v.get("peak_gpu_mb") is not None for v in variants)
+    quality = quality_columns(report)
+
+    headers = ["variant", "format", "precision", *(c.header for c in quality),
+               "p50 @1 (ms)", "p90 @1 (ms)", "p99 @1 (ms)"]
+    if big:
+        headers.append(f"p50 @{big} (ms)")
+    headers += [f"throughput @{tp_batch} (/s)", "speed-up @1", "size (MB)", "params (M)", "peak RSS (MB)"]
+    if show_gpu:
+        headers.append("peak GPU (MB)")
+
+    rows = []
+    for v in variants:
+        b1 = _batch(v, 1)
+        p50 = b1.get("p50")
+        ok = isinstance(base, (int, float)) and isinstance(p50, (int, float)) and p50 > 0
+        row = [str(v.get("name", MISSING)), str(v.get("format", MISSING)), str(v.get("precision", MISSING)),
+               *(fmt(v.get(c.field), c.spec, c.scale) for c in quality),
+               fmt(p50), fmt(b1.get("p90")), fmt(b1.get("p99"))]
+        if big:
+            row.append(fmt(_batch(v, big).get("p50")))
+        row += [fmt((v.get("throughput_per_s") or {}).get(f"batch_{tp_batch}"), "{:.1f}"),
+                fmt(base / p50 if ok else None, "{:.2f}×"), fmt(v.get("size_mb"), "{:.1f}"),
+                fmt(v.get("parameters"), "{:.2f}", scale=1e-6), fmt(v.get("peak_rss_mb"), "{:.0f}")]
+        if show_gpu:
+            row.append(fmt(v.get("peak_gpu_mb"), "{:.0f}"))
+        rows.append(row)
+    return headers, rows
+
+
+_TEXT_COLUMNS = 3  # variant, format, precision: left-aligned; every other column is a number
+
+
+def _model_line(m: dict) -> str:
+    params = fmt(m.get("parameters"), "{:.2f}M params", scale=1e-6)
+    return (f"{m.get('source') or m.get('path') or MISSING} ({params}, {fmt(m.get('layers'), '{}')} layers, "
+            f"hidden {fmt(m.get('hidden_size'), '{}')})")
+
+
+def _header(report: dict) -> list[tuple[str, str]]:
+    """Return the (label, text) lines shown above the tables."""
+    data, mach = report.get("data") or {}, report.get("machine") or {}
+    sizes = " / ".join(f"{k} {v}" for k, v in (data.get("sizes") or {}).items()) or MISSING
+    sha = (data.get("sha256") or "")[:12]
+    return [
+        ("Models", f"{_model_line(report.get('teacher') or {})} → {_model_line(report.get('student') or {})}"),
+        ("Data", f"{data.get('source', MISSING)}, {len(data.get('labels') or [])} labels, {sizes}"
+                 + (f", sha256 {sha}…" if sha else "")),
+        ("Machine", f"{mach.get('cpu') or MISSING}, {fmt(mach.get('physical_cores'), '{}')} physical / "
+                    f"{fmt(mach.get('logical_cores'), '{}')} logical cores, {fmt(mach.get('threads'), '{}')} "
+                    f"threads, {fmt(mach.get('memory_gb'), '{:.1f}')} GB RAM, GPU {mach.get('gpu') or 'none'}, "
+                    f"{mach.get('platform') or MISSING}"),
+        ("Versions", ", ".join(f"{k} {v or MISSING}" for k, v in (report.get("versions") or {}).items())),
+        ("Run", f"{report.get('task', MISSING)}, sequence length {fmt(report.get('sequence_length'), '{}')}, "
+                f"created {report.get('created', MISSING)}"),
+    ]
+
+
+def _verification_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Return (headers, rows) comparing exported models with their reference; rows are empty when absent."""
+    headers = ["model", "reference", "max |Δ|", "mean |Δ|", "label agreement (%)", "tolerance",
+               "min agreement (%)", "result"]
+    rows = [[str(c.get("model", MISSING)), str(c.get("reference", MISSING)),
+             fmt(c.get("max_abs_diff"), "{:.2e}"), fmt(c.get("mean_abs_diff"), "{:.2e}"),
+             fmt(c.get("label_agreement"), scale=100), fmt(c.get("tolerance"), "{:g}"),
+             fmt(c.get("min_agreement"), scale=100), "✅ pass" if c.get("passed") else "❌ fail"]
+            for c in report.get("verification") or []]
+    return headers, rows
+
+
+def _gate_lines(report: dict) -> list[tuple[str, str]]:
+    """Return (mark, text) per gate, e.g. ("❌", "min-speedup: <detail>"); the bare numbers if no detail."""
+    return [("✅" if g.get("passed") else "❌", f"{g.get('name', MISSING)}: " + (
+             g.get("detail") or f"value {fmt(g.get('value'), '{:.4g}')}, limit {fmt(g.get('limit'), '{:g}')}"))
+            for g in report.get("gates") or []]
+
+
+def _placement_lines(report: dict) -> list[tuple[str, str]]:
+    """Return (variant, text) per variant whose benchmark recorded node placement, e.g.
+    ("student-onnx", "CUDAExecutionProvider, CPUExecutionProvider: 180 nodes on CUDAExecutionProvider, 6 on
+    CPUExecutionProvider; nodes on CPU under GPU provider: 6 (Shape ×4, Gather ×2)")."""
+    lines = []
+    for v in report.get("variants") or []:
+        placement = v.get("placement")
+        if not isinstance(placement, dict):
+            continue
+        providers = v.get("providers") or []
+        counts = placement.get("nodes_per_provider") or {}
+        text = f"{', '.join(providers) or MISSING}: " + (", ".join(
+            f"{n} nodes on {p}" if i == 0 else f"{n} on {p}" for i, (p, n) in enumerate(counts.items())) or MISSING)
+        if providers and providers[0] in GPU_PROVIDERS:
+            ops = Counter(str(n.get("op_type", MISSING)) for n in placement.get("cpu_fallback_nodes") or [])
+            detail = ", ".join(f"{op} ×{n}" for op, n in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+            text += f"; nodes on CPU under GPU provider: {ops.total()}" + (f" ({detail})" if detail else "")
+        else:
+            text += "; nodes on CPU under GPU provider: n/a (no GPU provider asked for)"
+        lines.append((str(v.get("name", MISSING)), text))
+    return lines
+
+
+def _graph_lines(report: dict) -> list[tuple[str, str]]:
+    """Return (model, text) per ONNX graph the run made: how export built it and what a quantized one kept in fp32,
+    e.g. ("teacher", "torchscript+eager+cls-only; fused Attention ×5, BiasGelu ×6; SkipLayerNormalization
+    un-fused (12 nodes: 6.87 ms against 7.64 ms fused)")."""
+    lines = []
+    for name, e in (report.get("exports") or {}).items():
+        if not isinstance(e, dict):
+            continue
+        if "mode" in e:
+            kept = e.get("kept_fp32") or []
+            lines.append((name, f"{e.get('mode') or MISSING}, {len(kept)} node(s) kept in fp32 by the accuracy fallback"
+                          + (f" ({', '.join(map(str, kept))})" if kept else "")))
+            continue
+        ops = e.get("fused_operators") or {}
+        text = f"{e.get('chosen') or MISSING}; fused " + (", ".join(f"{op} ×{n}" for op, n in ops.items()) or "none")
+        sln = e.get("skip_layer_norm") or {}
+        if sln.get("form") == "unfused":
+            timing = sln.get("latency_ms_batch1") or {}
+            measured = (f": {timing['unfused']:.2f} ms against {timing['fused']:.2f} ms fused"
+                        if {"fused", "unfused"} <= timing.keys() else "")
+            text += f"; SkipLayerNormalization un-fused ({sln.get('nodes', MISSING)} nodes{measured})"
+        lines.append((name, text))
+    return lines
+
+
+def _list_sections(report: dict, bold: Callable[[str], str], escape: Callable[[str], str] = str
+                   ) -> list[tuple[str, list[str]]]:
+    """The report's bulleted sections (ONNX graphs, execution providers, gates) that have items, each item's text
+    passed through ``escape`` and each model name through ``bold``, for the Markdown and HTML renderers alike."""
+    sections = [("ONNX graphs", [f"{bold(n)} {escape(t)}" for n, t in _graph_lines(report)]),
+                ("Execution providers", [f"{bold(n)} {escape(t)}" for n, t in _placement_lines(report)]),
+                ("Gates", [f"{mark} {escape(t)}" for mark, t in _gate_lines(report)])]
+    return [(title, items) for title, items in sections if items]
+
+
+# ---------------------------------------------------------------- renderers
+
+
+def md_table(headers: list[str], rows: list[list[str]], text_columns: int) -> list[str]:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"  # a bare | would split the cell
+    align = ["---" if i < text_columns else "---:" for i in range(len(headers))]
+    return [line(headers), "|" + "|".join(align) + "|", *map(line, rows)]
+
+
+def render_markdown(report: dict) -> str:
+    """Render the report as GitHub-flavoured Markdown (header, variant table, verification, providers, gates)."""
+    out = [f"# compresskit report: {report.get('run_name') or MISSING}", ""]
+    out += [f"- **{label}:** {text}" for label, text in _header(report)]
+    out += ["", "## Variants", "", *md_table(*_variant_table(report), _TEXT_COLUMNS)]
+    v_headers, v_rows = _verification_table(report)
+    if v_rows:
+        out += ["", "## Export verification", "", *md_table(v_headers, v_rows, 2)]
+    for title, items in _list_sections(report, bold=lambda name: f"**{name}:**"):
+        out += ["", f"## {title}", "", *(f"- {item}" for item in items)]
+    return "\n".join(out) + "\n"
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+li { margin: 0.2rem 0; }
+"""
+
+
+def html_table(headers: list[str], rows: list[list[str]], text_columns: int) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    cell = ['<td>{}</td>' if i < text_columns else '<td class="num">{}</td>' for i in range(len(headers))]
+    body = "".join("<tr>" + "".join(cell[i].format(esc(c)) for i, c in enumerate(row)) + "</tr>\n"
+                   for row in rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+
+
+def render_html(report: dict) -> str:
+    """Render the report as one self-contained HTML page (inline CSS, no scripts, every value escaped)."""
+    esc = html.escape
+    title = esc(f"compresskit report: {report.get('run_name') or MISSING}")
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>",
+             f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n<ul>"]
+    parts += [f"<li><strong>{esc(label)}:</strong> {esc(text)}</li>" for label, text in _header(report)]
+    parts += ["</ul>\n<h2>Variants</h2>", html_table(*_variant_table(report), _TEXT_COLUMNS)]
+    v_headers, v_rows = _verification_table(report)
+    if v_rows:
+        parts += ["<h2>Export verification</h2>", html_table(v_headers, v_rows, 2)]
+    for title, items in _list_sections(report, bold=lambda name: f"<strong>{esc(name)}:</strong>", escape=esc):
+        parts += [f"<h2>{esc(title)}</h2>\n<ul>", *(f"<li>{item}</li>" for item in items), "</ul>"]
+    parts.append("</body>\n</html>\n")
+    return "\n".join(parts)
+
+
+def render_console_table(report: dict) -> Table:
+    """Return the variant table as a ``rich`` Table for printing to the terminal; its caption says where each
+    ONNX variant's nodes ran."""
+    headers, rows = _variant_table(report)
+    caption = "\n".join(f"{name}: {text}" for name, text in _placement_lines(report)) or None
+    table = Table(title=f"compresskit: {report.get('run_name') or MISSING}",
+                  caption=rich_escape(caption) if caption else None, caption_justify="left")
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i < _TEXT_COLUMNS else "right")
+    for row in rows:
+        table.add_row(*map(rich_escape, row))  # a name like "[bold]" must print as text, not as markup
+    return table
+
+
+def finite(x: object) -> object:
+    """Replace NaN and infinities with None, recursively: they are not valid JSON and mean 'not measured'."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x

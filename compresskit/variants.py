@@ -1,0 +1,72 @@
+"""The model variants a run measures (teacher and student, PyTorch and ONNX, fp32 and quantized), how they are
+found in a run folder, and which one is the reference teacher that every comparison is made against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compresskit.artifacts import UserError, read_json
+from compresskit.run import RunLayout
+
+REFERENCE_TEACHER = "teacher-pytorch"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to measure."""
+
+    name: str
+    model: str  # "teacher" or "student"
+    format: str  # "pytorch" or "onnx"
+    precision: str
+    path: Path
+    parameters: int | None = None
+
+
+def _field(v: Any, key: str) -> Any:
+    return v.get(key) if isinstance(v, dict) else getattr(v, key, None)
+
+
+def reference_teacher(variants: Iterable[Any]) -> Any | None:
+    """The variant every speed-up, accuracy drop and agreement is measured against: ``teacher-pytorch`` when it
+    was measured, else the first teacher variant, else None. Takes ``Variant`` objects or report rows (dicts)."""
+    variants = list(variants)
+    named = [v for v in variants if _field(v, "name") == REFERENCE_TEACHER]
+    return (named or [v for v in variants if _field(v, "model") == "teacher"] or [None])[0]
+
+
+def precision_of(mode: str) -> str:
+    """The number format a quantization mode leaves the weights in: ``dynamic-int8`` → ``int8``."""
+    return {"fp16": "fp16", "int4": "int4"}.get(mode, "int8")
+
+
+def discover_variants(layout: RunLayout) -> list[Variant]:
+    """The variants present in a run folder, teacher first."""
+    run = read_json(layout.record) if layout.record.is_file() else {}
+    teacher_dir = Path(run.get("stages", {}).get("teacher", {}).get("path", layout.teacher))
+
+    def params(folder: Path, record: str) -> int | None:
+        p = folder / record
+        return read_json(p).get("parameters") if p.is_file() else None
+
+    t_params = params(teacher_dir, "finetune.json")
+    s_params = params(layout.student, "distill.json")
+    candidates = [
+        Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir, t_params),
+        Variant("teacher-onnx", "teacher", "onnx", "fp32", layout.onnx("teacher"), t_params),
+        Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, s_params),
+        Variant("student-onnx", "student", "onnx", "fp32", layout.onnx("student"), s_params),
+    ]
+    quantized = layout.onnx("student-quantized") / "quantize.json"
+    if quantized.is_file():
+        precision = precision_of(read_json(quantized).get("mode", "dynamic-int8"))
+        candidates.append(Variant(f"student-onnx-{precision}", "student", "onnx", precision,
+                                  layout.onnx("student-quantized"), s_params))
+    found = [v for v in candidates
+             if (v.path / ("model.onnx" if v.format == "onnx" else "config.json")).is_file()]
+    if not found:
+        raise UserError(f"{layout.root} holds no models to benchmark (expected teacher/, student/, onnx/…)")
+    return found
