@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,18 +28,43 @@ class VerificationError(Exception):
     exit_code = 3
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (temp file + rename) so a crash never leaves half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on success it is renamed to ``path``, on any error removed.
+
+    Why: readers (a later stage, a user, another rank) see either the old file or the whole new one, never half of
+    it, and a killed run leaves no file that could be mistaken for a finished one. ``replace=False`` keeps a file that
+    appeared at ``path`` meanwhile (another process that wrote the same content first) and drops the new one.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # A unique name created here, not by mkstemp: mkstemp makes the file 0600, and a renamed artifact would keep that
+    # mode instead of the umask's that every other file of the folder gets.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp.touch(exist_ok=False)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
+        yield tmp
+        if not replace and path.exists():
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: str | bytes, replace: bool = True) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` through ``atomic_file``."""
+    with atomic_file(path, replace) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (``write_atomic``) so a crash never leaves half a file."""
+    write_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -49,6 +75,11 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path} does not exist: run the stage that makes it first") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line user messages."""
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _json_default(o: Any) -> Any:

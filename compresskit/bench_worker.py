@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from compresskit.timing import Latency, time_runs
+
 
 def _pytorch_runner(path: str, device: str, threads: int) -> tuple[Callable[[dict], np.ndarray], Callable[[], None], dict]:
     import torch
@@ -43,25 +45,14 @@ def _onnx_runner(path: str, device: str, threads: int) -> tuple[Callable[[dict],
 
 
 def _time(run: Callable, sync: Callable, arrays: dict[str, np.ndarray], batch: int, cfg: dict) -> list[float]:
+    """Per-run milliseconds of ``run`` at ``batch`` rows, with the warm-up, iterations and seconds of ``cfg``."""
     n = len(arrays["input_ids"])
     def take(i: int) -> dict:
         idx = [(i * batch + j) % n for j in range(batch)]  # walk through real test inputs, wrapping around
         return {k: v[idx] for k, v in arrays.items()}
     batches = [take(i) for i in range(min(64, max(1, n)))]
-    for i in range(cfg["warmup"]):
-        run(batches[i % len(batches)])
-    sync()
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < cfg["min_iterations"] or time.perf_counter() - start < cfg["min_seconds"]:
-        b = batches[len(samples) % len(batches)]
-        t0 = time.perf_counter()
-        run(b)
-        sync()
-        samples.append((time.perf_counter() - t0) * 1000.0)
-        if len(samples) >= 100_000:
-            break
-    return samples
+    return time_runs(run, batches, warmup=cfg["warmup"], min_iterations=cfg["min_iterations"],
+                     min_seconds=cfg["min_seconds"], sync=sync)
 
 
 def peak_rss_mb() -> float:
@@ -103,8 +94,6 @@ def main(spec_path: str, result_path: str) -> None:
     load_seconds = time.perf_counter() - loaded
 
     logits = np.concatenate([run({k: a[s:s + 32] for k, a in arrays.items()}) for s in range(0, len(labels), 32)])
-    from compresskit.bench import Latency  # numpy-only module path: importing it does not import torch
-
     latency = {f"batch_{b}": Latency.from_samples(_time(run, sync, arrays, b, cfg)).__dict__
                for b in sorted({1, *cfg["batch_sizes"]})}
     peak_gpu = None

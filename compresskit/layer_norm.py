@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import write_json
+from compresskit.onnx_io import save_graph
 from compresskit.onnx_runtime import SESSION_FILE
 
 FUSION = "SkipLayerNormFusion"
@@ -63,8 +64,6 @@ def write_unfused(src: Path, dst: Path, external: bool) -> int:
     """Write ``src`` with its SkipLayerNormalization nodes un-fused to ``dst`` (same weight layout), and the session
     settings that keep them so beside it. Returns how many nodes were un-fused (0: nothing written)."""
     import onnx
-
-    from compresskit.export import save_graph
 
     model = onnx.load(str(src))
     count = unfuse_skip_layer_norm(model)

@@ -89,6 +89,15 @@ def _session_options(threads: int | None) -> Any:
     return opts
 
 
+def tokenize_numpy(tokenizer: Any, texts: list[str], max_length: int,
+                   pad_to_max: bool = False) -> dict[str, np.ndarray]:
+    """Tokenise to int64 numpy arrays ``(len(texts), seq)``, padded to the longest text or to ``max_length``: the
+    inputs of a session."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length, return_tensors="np",
+                    padding="max_length" if pad_to_max else True)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+
+
 def session_inputs(session: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The subset of a tokenised batch that the graph takes, as int64."""
     names = [i.name for i in session.get_inputs()]

@@ -30,12 +30,12 @@ import numpy as np
 
 from compresskit.artifacts import (UserError, VerificationError, atomic_dir, read_json, sha256_file, stage_record,
                                    write_json)
-from compresskit.bench import Latency
 from compresskit.data import read_split_for_head
-from compresskit.export import external_data_files, graph_record, move_graph, save_graph, tokenize_numpy
 from compresskit.machine import default_threads, has_vnni
+from compresskit.onnx_io import external_data_files, graph_record, move_graph, save_graph
 from compresskit.onnx_runtime import (SESSION_FILE, available_providers, batched_logits, make_session,
-                                      session_inputs)
+                                      session_inputs, tokenize_numpy)
+from compresskit.timing import Latency, time_runs
 from compresskit.verify import Parity, compare
 
 MODES = ("none", "dynamic-int8", "static-int8", "fp16", "int4", "auto")
@@ -112,7 +112,8 @@ class QuantizeConfig:
     per_channel: bool = False
     """One scale per output channel of each weight instead of per tensor (``--per-channel``)."""
     reduce_range: bool | None = None
-    """7-bit weights, avoiding u8×s8 overflow on CPUs without VNNI; None decides from the CPU (``--reduce-range``)."""
+    """7-bit weights, avoiding u8×s8 overflow on CPUs without VNNI; None decides from the CPU. Not a CLI flag: the
+    Python API only (``QuantizeConfig(reduce_range=...)``); the CLI always decides from the CPU."""
     min_agreement: float = 0.99
     """Smallest allowed share of labels equal to the fp32 model's (``--int8-min-agreement``)."""
     max_length: int = 128
@@ -224,9 +225,12 @@ def verify_quantized(model_path: Path, validation: ValidationSet, cfg: QuantizeC
     p = _measure(Path(model_path), validation, cfg, model, reference)
     problems = budget_problems(p, cfg)
     if problems:
-        raise VerificationError(f"{model} does not match {reference} on {p.samples} validation inputs: "
-                                + "; ".join(problems))
+        raise VerificationError(_mismatch(p, problems))
     return p
+
+
+def _mismatch(p: Parity, problems: list[str]) -> str:
+    return f"{p.model} does not match {p.reference} on {p.samples} validation inputs: " + "; ".join(problems)
 
 
 def batch1_latency(model_path: Path, padded: dict[str, np.ndarray], device: str = "cpu") -> Latency:
@@ -236,12 +240,7 @@ def batch1_latency(model_path: Path, padded: dict[str, np.ndarray], device: str 
     session = make_session(Path(model_path), threads=default_threads(), device=device)
     n = len(next(iter(padded.values())))
     rows = [session_inputs(session, {k: v[i:i + 1] for k, v in padded.items()}) for i in range(n)]
-    samples = []
-    for i in range(LATENCY_WARMUP + LATENCY_RUNS):
-        t = time.perf_counter()
-        session.run(None, rows[i % n])
-        if i >= LATENCY_WARMUP:
-            samples.append((time.perf_counter() - t) * 1e3)
+    samples = time_runs(lambda row: session.run(None, row), rows, warmup=LATENCY_WARMUP, min_iterations=LATENCY_RUNS)
     return Latency.from_samples(samples)
 
 
@@ -597,11 +596,6 @@ def _quantize_one(mode: str, source: Path, workdir: Path, inputs: _Inputs, valid
     return _Outcome(mode, target, fp, left, kept, record)
 
 
-def _failure(o: _Outcome) -> str:
-    return (f"{o.parity.model} does not match {o.parity.reference} on {o.parity.samples} validation inputs: "
-            + "; ".join(o.problems))
-
-
 def _auto(source: Path, workdir: Path, inputs: _Inputs, validation: ValidationSet, name: str
           ) -> tuple[_Outcome, list[dict[str, Any]], Latency]:
     """Try each mode that fits ``cfg.device``, measure the verified ones' batch-1 latency, keep the fastest that holds
@@ -671,7 +665,7 @@ def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, nam
         else:
             outcome = _quantize_one(cfg.mode, source, Path(work), inputs, validation, name)
             if outcome.problems:
-                raise VerificationError(_failure(outcome))
+                raise VerificationError(_mismatch(outcome.parity, outcome.problems))
         target = tmp / "model.onnx"
         move_graph(outcome.path, target)  # the work folder goes afterwards: no need to copy gigabytes of weights
         parity = outcome.parity
@@ -679,6 +673,9 @@ def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, nam
             # the source's own weights (model.onnx.data) would overwrite the quantized ones
             if f.is_file() and f.suffix != ".onnx" and f.name != "export.json" and f.name not in source_data:
                 shutil.copy2(f, tmp / f.name)
+        # The files that ship (the graph, its data, session.json) pass the check that chose them, loaded from where a
+        # reader will load them.
+        verify_quantized(target, validation, cfg, parity.model, parity.reference)
         if outcome.mode == "static-int8":
             extra["calibration"] = {"split": "train", "samples": len(inputs.calibration),
                                     "method": cfg.calibration_method, "preprocessed": "quant_pre_process(auto_merge)"}

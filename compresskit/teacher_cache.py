@@ -19,9 +19,9 @@ significant digits. The files are memory-mapped, so a batch reads only its own r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compresskit.artifacts import sha256_json
+from compresskit.artifacts import atomic_file, sha256_json, write_atomic
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,6 @@ def load(folder: Path, needs: TeacherNeeds) -> TeacherOutputs:
     return out
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename a finished file into place; a concurrent rank that got there first wins (same content)."""
-    if final.exists():
-        tmp.unlink(missing_ok=True)
-    else:
-        tmp.replace(final)
-
-
 def _save(array: np.ndarray, tmp: Path) -> None:
     """Write ``array`` as .npy to exactly ``tmp`` (through a file object: np.save appends .npy to a bare name)."""
     with open(tmp, "wb") as f:
@@ -132,70 +124,75 @@ def compute(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, nee
             device: str, batch_size: int = 64, desc: str | None = "teacher outputs") -> None:
     """Run the teacher once over ``texts`` and write the files of ``needs`` that ``folder`` lacks.
 
-    Files are filled under a process-unique temporary name and renamed when complete, so a killed run leaves no
-    file that a later run could mistake for a finished one.
+    Files are filled under a unique temporary name and renamed when all are complete (``atomic_file``), so a killed
+    run leaves no file that a later run could mistake for a finished one; a concurrent rank that published a file
+    first keeps it (same content).
     """
-    from rich.progress import track
-
     folder.mkdir(parents=True, exist_ok=True)
     missing = [name for name in needs.files() if not (folder / name).is_file()]
     if not missing:
         return
-    n, tag = len(texts), f".{os.getpid()}.tmp"
+    n = len(texts)
     config = teacher.config
-    tmp = {name: folder / (name + tag) for name in missing}
     arrays: dict[str, np.ndarray] = {}
-    for name, path in tmp.items():
-        if name == "logits.npy":
-            arrays[name] = np.zeros((n, config.num_labels), dtype=np.float32)
-        elif name == "lengths.npy":
-            arrays[name] = np.zeros(n, dtype=np.int32)
-        elif name.startswith("hidden-"):
-            arrays[name] = np.lib.format.open_memmap(path, "w+", np.float16, (n, max_length, config.hidden_size))
-        else:
-            arrays[name] = np.lib.format.open_memmap(
-                path, "w+", np.float16, (n, config.num_attention_heads, max_length, max_length))
-    want_hidden = any(m.startswith("hidden-") for m in missing)
-    want_attn = any(m.startswith("attention-") for m in missing)
+    try:
+        with contextlib.ExitStack() as files:
+            tmp = {name: files.enter_context(atomic_file(folder / name, replace=False)) for name in missing}
+            files.callback(arrays.clear)  # the memory maps close before their files are renamed or removed
+            for name, path in tmp.items():
+                if name == "logits.npy":
+                    arrays[name] = np.zeros((n, config.num_labels), dtype=np.float32)
+                elif name == "lengths.npy":
+                    arrays[name] = np.zeros(n, dtype=np.int32)
+                elif name.startswith("hidden-"):
+                    arrays[name] = np.lib.format.open_memmap(path, "w+", np.float16,
+                                                             (n, max_length, config.hidden_size))
+                else:
+                    arrays[name] = np.lib.format.open_memmap(
+                        path, "w+", np.float16, (n, config.num_attention_heads, max_length, max_length))
+            _fill(teacher, tokenizer, texts, max_length, arrays, device, batch_size, desc)
+            for name, arr in arrays.items():
+                if isinstance(arr, np.memmap):
+                    arr.flush()
+                else:
+                    _save(arr, tmp[name])
+    finally:
+        teacher.to("cpu")
+
+
+def _fill(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, arrays: dict[str, np.ndarray],
+          device: str, batch_size: int, desc: str | None) -> None:
+    """Run the teacher over ``texts`` in batches and write its outputs into ``arrays`` (keyed by cache file name),
+    row r for text r, token-level outputs at positions ``0..length-1``."""
+    from rich.progress import track
+
+    want_hidden = any(m.startswith("hidden-") for m in arrays)
+    want_attn = any(m.startswith("attention-") for m in arrays)
     teacher = teacher.to(device).eval()
     left = getattr(tokenizer, "padding_side", "right") == "left"
-    try:
-        starts = range(0, n, batch_size)
-        for s in track(starts, description=desc, transient=True) if desc else starts:
-            enc = tokenizer(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt").to(device)
-            out = teacher(**enc, output_hidden_states=want_hidden or None, output_attentions=want_attn or None)
-            lengths = enc["attention_mask"].sum(-1).cpu().numpy()
-            width = enc["attention_mask"].shape[1]
-            for name, arr in arrays.items():
-                if name == "logits.npy":
-                    arr[s:s + len(lengths)] = out.logits.float().cpu().numpy()
-                elif name == "lengths.npy":
-                    arr[s:s + len(lengths)] = lengths
-                else:
-                    index = int(name.split("-")[1].split(".")[0])
-                    src = (out.hidden_states if name.startswith("hidden-") else out.attentions)[index]
-                    src = src.to(torch.float16).cpu().numpy()
-                    for j, k in enumerate(lengths):
-                        k = int(k)
-                        lo = width - k if left else 0  # real tokens sit at the end under left padding
-                        if name.startswith("hidden-"):
-                            arr[s + j, :k] = src[j, lo:lo + k]
-                        else:
-                            arr[s + j, :, :k, :k] = src[j, :, lo:lo + k, lo:lo + k]
+    starts = range(0, len(texts), batch_size)
+    for s in track(starts, description=desc, transient=True) if desc else starts:
+        enc = tokenizer(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt").to(device)
+        out = teacher(**enc, output_hidden_states=want_hidden or None, output_attentions=want_attn or None)
+        lengths = enc["attention_mask"].sum(-1).cpu().numpy()
+        width = enc["attention_mask"].shape[1]
         for name, arr in arrays.items():
-            if isinstance(arr, np.memmap):
-                arr.flush()
+            if name == "logits.npy":
+                arr[s:s + len(lengths)] = out.logits.float().cpu().numpy()
+            elif name == "lengths.npy":
+                arr[s:s + len(lengths)] = lengths
             else:
-                _save(arr, tmp[name])
-        arrays.clear()
-        for name in missing:
-            _publish(tmp[name], folder / name)
-    finally:
-        arrays.clear()
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
-        teacher.to("cpu")
+                index = int(name.split("-")[1].split(".")[0])
+                src = (out.hidden_states if name.startswith("hidden-") else out.attentions)[index]
+                src = src.to(torch.float16).cpu().numpy()
+                for j, k in enumerate(lengths):
+                    k = int(k)
+                    lo = width - k if left else 0  # real tokens sit at the end under left padding
+                    if name.startswith("hidden-"):
+                        arr[s + j, :k] = src[j, lo:lo + k]
+                    else:
+                        arr[s + j, :, :k, :k] = src[j, :, lo:lo + k, lo:lo + k]
 
 
 ORT_PARITY = 1e-4
@@ -221,8 +218,8 @@ def logits_with_onnx_runtime(teacher: Any, tokenizer: Any, texts: list[str], max
         return None
     from rich.progress import track
 
-    from compresskit.export import ExportConfig, _optimize, _torch_export, tokenize_numpy
-    from compresskit.onnx_runtime import make_session, run_logits
+    from compresskit.onnx_runtime import make_session, run_logits, tokenize_numpy
+    from compresskit.torch_export import optimize_graph, torch_export
 
     previous = teacher.config._attn_implementation
     batches = [texts[s:s + batch_size] for s in range(0, len(texts), batch_size)]
@@ -232,9 +229,8 @@ def logits_with_onnx_runtime(teacher: Any, tokenizer: Any, texts: list[str], max
             path = Path(tmp) / "teacher.onnx"
             teacher.set_attn_implementation("eager")  # the pattern ONNX Runtime fuses into Attention
             first = tokenize_numpy(tokenizer, batches[0], max_length)
-            _torch_export(teacher.cpu().eval(), {k: v[:2] for k, v in first.items()}, path,
-                          ExportConfig(exporter="torchscript"))
-            _optimize(path, teacher.config)
+            torch_export(teacher.cpu().eval(), {k: v[:2] for k, v in first.items()}, path, "torchscript", opset=17)
+            optimize_graph(path, teacher.config)
             session = make_session(path)
             with torch.inference_mode():
                 reference = teacher(**{k: torch.from_numpy(v) for k, v in first.items()}).logits.float().numpy()
@@ -265,18 +261,14 @@ def teacher_outputs(teacher: Any, tokenizer: Any, fingerprint: str, texts: list[
     if needs.logits and not (folder / "logits.npy").is_file() and only_logits_missing and device == "cpu" and texts:
         logits = logits_with_onnx_runtime(teacher, tokenizer, texts, max_length)
         if logits is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"logits.npy.{os.getpid()}.tmp"
-            _save(logits, tmp)
-            _publish(tmp, folder / "logits.npy")
+            with atomic_file(folder / "logits.npy", replace=False) as tmp:
+                _save(logits, tmp)
             runtime = "onnxruntime"
     if runtime is None and needs.logits and not (folder / "logits.npy").is_file():
         runtime = "pytorch"
     compute(teacher, tokenizer, texts, max_length, needs, folder, device)
     info = folder / "cache.json"
     if not info.is_file():
-        tmp = info.with_name(f".cache.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"teacher": fingerprint, "texts": len(texts), "max_length": max_length,
-                                   "logits_runtime": runtime}))
-        _publish(tmp, info)
+        write_atomic(info, json.dumps({"teacher": fingerprint, "texts": len(texts), "max_length": max_length,
+                                       "logits_runtime": runtime}), replace=False)
     return load(folder, needs)

@@ -213,7 +213,7 @@ def test_export_cli_flag(tmp_path, tiny_classifier, tiny_data, tiny_encoder, tin
 def test_spilled_tensor_files_are_gathered_into_one_data_file(tmp_path):
     """The TorchScript exporter takes no external-data option: over 2 GB it writes one file per tensor, named after
     the tensor. The export gathers them into model.onnx.data (or back into one file), whatever the exporter left."""
-    from compresskit.export import _store
+    from compresskit.onnx_io import store_exported
     from compresskit.onnx_runtime import make_session
 
     rng = np.random.default_rng(0)
@@ -230,12 +230,12 @@ def test_spilled_tensor_files_are_gathered_into_one_data_file(tmp_path):
     x = {"x": rng.normal(0, 1, (1, 32)).astype(np.float32)}
     want = x["x"] @ weights["w1"] @ weights["w2"]
 
-    _store(path, external=True)
+    store_exported(path, external=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
     assert_weights_outside(tmp_path)
     np.testing.assert_allclose(make_session(path).run(None, x)[0], want, rtol=1e-5)
 
-    _store(path, external=False)
+    store_exported(path, external=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     np.testing.assert_allclose(make_session(path).run(None, x)[0], want, rtol=1e-5)
 
