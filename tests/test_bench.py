@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.bench import BenchConfig, Latency, Variant, bench, macro_f1
+from compresskit.bench import BenchConfig, Variant, bench, macro_f1
+from compresskit.timing import Latency
 
 
 def test_latency_percentiles():
