@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import jsonschema
 
-from compresskit.artifacts import UserError
+from compresskit.artifacts import UserError, write_atomic
 # The renderers are re-exported: report.render_markdown(...) is how callers have always reached them.
 from compresskit.render import (MISSING, finite, render_console_table, render_html,  # noqa: F401
                                 render_markdown)
@@ -146,18 +145,6 @@ class Report:
         return dataclasses.asdict(self)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see either the old file or the whole new one, never half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: dict | Report, out_dir: Path) -> dict[str, Path]:
     """Write report.json, report.md and report.html into ``out_dir``; return their paths by kind.
 
@@ -176,7 +163,7 @@ def write_report(report: dict | Report, out_dir: Path) -> dict[str, Path]:
     paths = {}
     for kind, (name, text) in texts.items():
         paths[kind] = out_dir / name
-        _write_atomic(paths[kind], text)
+        write_atomic(paths[kind], text)
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(summary, "a", encoding="utf-8") as f:
             f.write("\n" + markdown)  # start on a fresh line whatever the previous step left

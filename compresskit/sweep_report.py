@@ -13,12 +13,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from compresskit.artifacts import atomic_file, write_atomic
 from compresskit.render import CSS, MISSING, finite, fmt, html_table, md_table
-from compresskit.report import _write_atomic
 from compresskit.stats import pareto_front
 
 _KIND_ORDER = {"teacher": 0, "kd": 1, "hard-labels": 2}
@@ -57,17 +55,6 @@ def _sort_key(row: dict) -> tuple:
 
 
 # ---------------------------------------------------------------- plot
-
-
-def _save_png_atomic(fig: object, path: Path, dpi: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_accuracy_vs_latency(rows: list[dict], path: Path, title: str) -> Path:
@@ -122,7 +109,8 @@ def plot_accuracy_vs_latency(rows: list[dict], path: Path, title: str) -> Path:
     if skipped:
         fig.text(0.01, 0.005, "not plotted (no latency or accuracy): "
                  + ", ".join(str(r.get("name")) for r in skipped), fontsize=7, ha="left", va="bottom")
-    _save_png_atomic(fig, path, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     return path
 
 
@@ -235,9 +223,9 @@ def write_sweep_report(rows: list[dict], comparisons: list[dict] | None, out_dir
     comparisons = comparisons or []
     paths = {"json": out_dir / "sweep.json", "png": out_dir / "sweep.png", "markdown": out_dir / "sweep.md",
              "html": out_dir / "sweep.html"}
-    _write_atomic(paths["json"], json.dumps(finite({"title": title, "rows": rows, "comparisons": comparisons}),
+    write_atomic(paths["json"], json.dumps(finite({"title": title, "rows": rows, "comparisons": comparisons}),
                                             indent=2, ensure_ascii=False) + "\n")
     plot_accuracy_vs_latency(rows, paths["png"], title)
-    _write_atomic(paths["markdown"], render_sweep_markdown(rows, comparisons, title=title, image="sweep.png"))
-    _write_atomic(paths["html"], render_sweep_html(rows, comparisons, paths["png"], title))
+    write_atomic(paths["markdown"], render_sweep_markdown(rows, comparisons, title=title, image="sweep.png"))
+    write_atomic(paths["html"], render_sweep_html(rows, comparisons, paths["png"], title))
     return paths
