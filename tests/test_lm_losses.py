@@ -1,0 +1,188 @@
+"""Token-level distillation losses: hand-computed values, masking, chunking, the JSD limits and the top-k teacher."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from compresskit.artifacts import UserError
+from compresskit.lm import kd_losses as K
+from compresskit.lm.kd_losses import IGNORE_INDEX, LMKDConfig
+
+
+def _softmax(xs: list[float], t: float = 1.0) -> list[float]:
+    e = [math.exp(x / t) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+
+# one batch, three positions, vocabulary 3; position 1 is masked out
+S = [[1.0, 0.0, -1.0], [5.0, -3.0, 2.0], [0.5, 0.5, 2.0]]
+T = [[0.0, 2.0, 1.0], [-1.0, 4.0, 0.0], [1.0, 0.0, 0.0]]
+MASK = torch.tensor([[True, False, True]])
+
+
+def _tensors():
+    return torch.tensor([S]), torch.tensor([T])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_forward_and_reverse_kl_match_hand_computed_values(temperature):
+    s, t = _tensors()
+    fwd = [_kl(_softmax(T[i], temperature), _softmax(S[i], temperature)) for i in (0, 2)]
+    rev = [_kl(_softmax(S[i], temperature), _softmax(T[i], temperature)) for i in (0, 2)]
+    scale = temperature ** 2
+    assert K.forward_kl(s, t, MASK, temperature).item() == pytest.approx(scale * sum(fwd) / 2, rel=1e-5)
+    assert K.reverse_kl(s, t, MASK, temperature).item() == pytest.approx(scale * sum(rev) / 2, rel=1e-5)
+    assert fwd != pytest.approx(rev)  # the two directions really differ on these rows
+
+
+def test_jsd_matches_hand_computed_value():
+    s, t = _tensors()
+    beta, vals = 0.3, []
+    for i in (0, 2):
+        p, q = _softmax(T[i]), _softmax(S[i])
+        m = [beta * a + (1 - beta) * b for a, b in zip(p, q)]
+        vals.append(beta * _kl(p, m) + (1 - beta) * _kl(q, m))
+    assert K.generalized_jsd(s, t, MASK, beta).item() == pytest.approx(sum(vals) / 2, rel=1e-5)
+
+
+def test_jsd_tends_to_forward_and_reverse_kl():
+    torch.manual_seed(0)
+    # float64: the limit is approached linearly in β, and float32 rounding would hide it below 1e-4
+    s, t = torch.randn(2, 5, 11, dtype=torch.float64), torch.randn(2, 5, 11, dtype=torch.float64) * 2
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    fwd, rev = K.forward_kl(s, t, mask).item(), K.reverse_kl(s, t, mask).item()
+    for eps in (1e-6, 1e-7):
+        assert K.generalized_jsd(s, t, mask, eps).item() / eps == pytest.approx(fwd, rel=1e-4)
+        assert K.generalized_jsd(s, t, mask, 1 - eps).item() / eps == pytest.approx(rev, rel=1e-4)
+    assert K.generalized_jsd(s, t, mask, 0.5).item() < min(fwd, rev)  # bounded by log 2, far from either here
+    # the end points are those limits (GKD's definition), not the degenerate JSD(0) = JSD(1) = 0
+    assert K.generalized_jsd(s, t, mask, 0.0).item() == pytest.approx(fwd, rel=1e-6)
+    assert K.generalized_jsd(s, t, mask, 1.0).item() == pytest.approx(rev, rel=1e-6)
+
+
+def test_cross_entropy_matches_hand_computed_value():
+    s, _ = _tensors()
+    targets = torch.tensor([[2, IGNORE_INDEX, 0]])
+    expected = -(math.log(_softmax(S[0])[2]) + math.log(_softmax(S[2])[0])) / 2
+    assert K.token_cross_entropy(s, targets).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mix_weights_divergence_and_cross_entropy():
+    s, t = _tensors()
+    targets = torch.tensor([[2, IGNORE_INDEX, 0]])
+    cfg = LMKDConfig("reverse_kl", temperature=2.0, alpha=0.25)
+    expected = 0.25 * K.reverse_kl(s, t, MASK, 2.0) + 0.75 * K.token_cross_entropy(s, targets)
+    assert K.kd_loss(s, t, targets, cfg).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_masked_positions_change_nothing():
+    s, t = _tensors()
+    targets = torch.tensor([[2, IGNORE_INDEX, 0]])
+    cfg = LMKDConfig("jsd", beta=0.5, alpha=0.5)
+    before = K.kd_loss(s, t, targets, cfg)
+    s2, t2 = s.clone(), t.clone()
+    s2[0, 1], t2[0, 1] = float("nan"), float("inf")  # garbage where the mask is off
+    assert K.kd_loss(s2, t2, targets, cfg).item() == pytest.approx(before.item(), rel=1e-7)
+
+
+def test_no_position_gives_zero_that_backpropagates():
+    s = torch.randn(1, 3, 5, requires_grad=True)
+    loss = K.kd_loss(s, torch.randn(1, 3, 5), torch.full((1, 3), IGNORE_INDEX), LMKDConfig())
+    loss.backward()
+    assert loss.item() == 0.0 and s.grad is not None
+
+
+def test_next_token_targets_shift_labels():
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9]])
+    assert K.next_token_targets(labels).tolist() == [[IGNORE_INDEX, 7, 8, 9, IGNORE_INDEX]]
+
+
+def _hidden_setup(seed: int = 0):
+    torch.manual_seed(seed)
+    B, L, H, V = 2, 7, 8, 13
+    s_hidden = torch.randn(B, L, H, requires_grad=True)
+    t_hidden = torch.randn(B, L, 6)
+    s_head = K.Head(torch.randn(V, H, requires_grad=True), torch.randn(V))
+    t_head = K.Head(torch.randn(V, 6))
+    targets = torch.randint(0, V, (B, L))
+    targets[0, :3] = IGNORE_INDEX
+    targets[1, -2:] = IGNORE_INDEX
+    return s_hidden, s_head, t_hidden, t_head, targets
+
+
+@pytest.mark.parametrize("cfg", [LMKDConfig(), LMKDConfig("reverse_kl", temperature=2.0, alpha=0.7),
+                                 LMKDConfig("jsd", beta=0.2)])
+def test_chunked_equals_unchunked_in_value_and_gradient(cfg):
+    s_hidden, s_head, t_hidden, t_head, targets = _hidden_setup()
+    full = K.kd_loss(s_head.logits(s_hidden), t_head.logits(t_hidden), targets, cfg)
+    g_full = torch.autograd.grad(full, [s_hidden, s_head.weight])
+    chunked = K.kd_loss_chunked(s_hidden, s_head, t_hidden, t_head, targets, cfg, chunk_size=3)
+    g_chunk = torch.autograd.grad(chunked, [s_hidden, s_head.weight])
+    assert chunked.item() == pytest.approx(full.item(), rel=1e-5)
+    for a, b in zip(g_full, g_chunk):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_topk_with_k_equal_vocab_equals_full_loss():
+    s_hidden, s_head, t_hidden, t_head, targets = _hidden_setup(1)
+    s_logits, t_logits = s_head.logits(s_hidden), t_head.logits(t_hidden)
+    mask = targets != IGNORE_INDEX
+    teacher = K.topk_from_logits(t_logits[mask], k=t_logits.shape[-1])
+    for cfg in (LMKDConfig(), LMKDConfig("reverse_kl"), LMKDConfig("jsd", beta=0.6, alpha=0.5),
+                LMKDConfig(temperature=3.0, topk_mode="renormalize")):
+        full = K.kd_loss(s_logits, t_logits, targets, cfg).item()
+        assert K.topk_kd_loss(s_logits, teacher, targets, cfg).item() == pytest.approx(full, rel=1e-5)
+        chunked = K.topk_kd_loss_chunked(s_hidden, s_head, teacher, targets, cfg, chunk_size=4)
+        assert chunked.item() == pytest.approx(full, rel=1e-5)
+
+
+def test_topk_bucket_matches_hand_computed_value():
+    # k = 1 of 3 tokens: the teacher's top token and "the other two" as one outcome
+    s, t = torch.tensor([[S[0]]]), torch.tensor([[T[0]]])
+    targets = torch.tensor([[0]])
+    teacher = K.topk_from_logits(t[0], k=1)
+    p, q = _softmax(T[0]), _softmax(S[0])
+    top = max(range(3), key=lambda i: p[i])
+    expected = _kl([p[top], 1 - p[top]], [q[top], 1 - q[top]])
+    assert teacher.indices.tolist() == [[top]]
+    assert K.topk_kd_loss(s, teacher, targets, LMKDConfig()).item() == pytest.approx(expected, rel=1e-5)
+    # a lower bound of the full KL (coarsening), and strictly lower here
+    assert expected < _kl(p, q)
+
+
+def test_topk_renormalized_matches_hand_computed_value():
+    s, t = torch.tensor([[S[2]]]), torch.tensor([[T[2]]])
+    teacher = K.topk_from_logits(t[0], k=2)
+    idx = teacher.indices[0].tolist()
+    p = _softmax([T[2][i] for i in idx])
+    q = _softmax([S[2][i] for i in idx])
+    cfg = LMKDConfig(topk_mode="renormalize")
+    assert K.topk_kd_loss(s, teacher, torch.tensor([[0]]), cfg).item() == pytest.approx(_kl(p, q), rel=1e-5)
+
+
+def test_topk_bucket_refuses_a_temperature():
+    s, t = _tensors()
+    teacher = K.topk_from_logits(t[MASK], k=2)
+    with pytest.raises(UserError, match="--topk-mode bucket needs --kd-temperature 1"):
+        K.topk_kd_loss(s, teacher, torch.where(MASK, 0, IGNORE_INDEX), LMKDConfig(temperature=2.0))
+
+
+def test_config_reports_all_problems_at_once():
+    with pytest.raises(UserError) as e:
+        LMKDConfig("kl", beta=2.0, temperature=0.0, alpha=-1.0, topk_mode="x")
+    msg = str(e.value)
+    for flag in ("--kd-divergence", "--jsd-beta", "--kd-temperature", "--kd-alpha", "--topk-mode"):
+        assert flag in msg
+    assert "\n" not in msg
+
+
+def test_different_vocabularies_are_refused():
+    with pytest.raises(ValueError, match="same vocabulary"):
+        K.kd_loss(torch.randn(1, 2, 5), torch.randn(1, 2, 6), torch.zeros(1, 2, dtype=torch.long), LMKDConfig())
