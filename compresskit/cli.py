@@ -1,5 +1,8 @@
 """Command line: one thin function per stage, and ``distill-and-export`` that runs them in order.
 
+Every option is declared once, in ``compresskit.options``; a command names the options it takes and builds its
+stage's config from them with the ``*_config`` functions below, which every command that runs that stage shares.
+
 Exit codes: 0 success, 1 internal error, 2 bad input, 3 a converted model failed verification,
 4 a quality gate failed.
 """
@@ -9,80 +12,172 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from compresskit.artifacts import UserError, VerificationError
+from compresskit.options import OPTIONS, check_choices, takes
+
+if TYPE_CHECKING:  # the stage modules import torch: commands import them when they run, not at start-up
+    from compresskit.bench import BenchConfig
+    from compresskit.data import DataConfig
+    from compresskit.distill import DistillConfig
+    from compresskit.export import ExportConfig
+    from compresskit.finetune import FinetuneConfig
+    from compresskit.gates import GateConfig
+    from compresskit.models import LoadOptions
+    from compresskit.pipeline import PipelineConfig
+    from compresskit.quantize import QuantizeConfig
+    from compresskit.training import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a student from a teacher, export it to ONNX, quantize it, and measure what it buys.")
 console = Console(stderr=True)
 
-
-# Options shared by several commands, declared once so flags and help read the same everywhere.
-OptData = Annotated[Path, typer.Option("--data", help="A data folder made by `prepare-data` (or a run's data/).")]
-OptDevice = Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda.")]
-OptMaxLen = Annotated[int, typer.Option("--max-length", help="Tokens per example; longer texts are truncated.")]
-OptTrust = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code shipped with a hub model.")]
-OptPickle = Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle checkpoints (pytorch_model.bin).")]
-OptSeed = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and shuffling.")]
-OptSaveSteps = Annotated[Optional[int], typer.Option("--save-steps", help="Checkpoint and evaluate every N steps (default: each epoch).")]
-OptPatience = Annotated[Optional[int], typer.Option("--early-stopping-patience", help="Stop after N evaluations without improvement.")]
-OptShape = Annotated[Optional[str], typer.Option("--student-shape", help="Shrunk teacher config, random init: layers=4,hidden=256,heads=4,intermediate=1024.")]
-OptWSoft = Annotated[float, typer.Option("--w-soft", help="Weight of the α-mixed soft/hard term.")]
-OptWMse = Annotated[float, typer.Option("--w-mse-logits", help="Weight of MSE between logits.")]
-OptWHidden = Annotated[float, typer.Option("--w-hidden", help="Weight of the hidden-state term (see --layer-map).")]
-OptHiddenKind = Annotated[str, typer.Option("--hidden-loss", help="mse | cosine.")]
-OptWAttn = Annotated[float, typer.Option("--w-attention", help="Weight of attention-distribution transfer.")]
-OptWEmb = Annotated[float, typer.Option("--w-embedding", help="Weight of MSE between mean-pooled embeddings.")]
-OptLayerMap = Annotated[str, typer.Option("--layer-map", help="teacher:student layer pairs like 2:0,5:1, or auto.")]
-OptUnlabeled = Annotated[Optional[str], typer.Option("--unlabeled-data", help="Unlabelled texts (.txt lines or a data file with a text column).")]
-OptLabeledFraction = Annotated[float, typer.Option("--labeled-fraction", help="Keep labels for this share of the training split; the rest is unlabelled text.")]
-OptCalSamples = Annotated[int, typer.Option("--calibration-samples", help="static-int8: training examples to calibrate on.")]
-OptCalMethod = Annotated[str, typer.Option("--calibration-method", help="static-int8: minmax | entropy | percentile.")]
-OptInt4Block = Annotated[int, typer.Option("--int4-block-size", help="int4: weights per quantization block.")]
-OptFallback = Annotated[bool, typer.Option("--fallback/--no-fallback", help="Keep the most sensitive layers in fp32 (measured) until the budget holds.")]
-OptResume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of an interrupted run.")]
-OptClsOnly = Annotated[str, typer.Option("--cls-only", help="Compute the last layer at [CLS] only (exact, BERT classifiers): auto (try both, keep the faster) | on | off.")]
-OptSkipLayerNorm = Annotated[str, typer.Option("--skip-layer-norm", help="Residual Add + LayerNorm as ONNX Runtime's fused SkipLayerNormalization or unfused: auto (time both, keep the faster) | fused | unfused.")]
-OptCacheActs = Annotated[bool, typer.Option("--cache-teacher-activations/--no-cache-teacher-activations", help="Cache the teacher's hidden states/attentions that loss terms read (float16, on disk) instead of running the teacher at every step.")]
-OptFsdp = Annotated[bool, typer.Option("--fsdp", help="Shard the model across the GPUs of a torchrun / accelerate launch job (FSDP2) instead of DDP.")]
-OptExternalData = Annotated[str, typer.Option("--external-data", help="Weights in model.onnx.data beside model.onnx: auto (when they pass 1.8 GB; one ONNX file holds at most 2) | always | never.")]
+# The options of each stage, as the commands that run the stage take them.
+LOAD = ("trust_remote_code", "allow_pickle")
+DATA = ("dataset", "text_column", "label_column", "max_samples", "seed")
+TRAIN = ("batch_size", "max_length", "device", "precision", "gradient_accumulation", "seed", "save_steps",
+         "early_stopping_patience", "fsdp")
+DISTILL = ("temperature", "alpha", "student_layers", "student", "student_shape", "w_soft", "w_mse_logits", "w_hidden",
+           "hidden_loss", "w_attention", "w_embedding", "layer_map", "unlabeled_data", "labeled_fraction",
+           "cache_teacher_activations", "epochs", "learning_rate", *TRAIN)
+EXPORT = ("exporter", "attention", "opset", "optimize", "parity_tolerance", "parity_min_agreement", "max_length",
+          "external_data", "cls_only", "skip_layer_norm")
+QUANTIZE = ("quantize", "per_channel", "int8_min_agreement", "max_accuracy_drop", "calibration_samples",
+            "calibration_method", "int4_block_size", "fallback", "max_length")
+BENCH = ("batch_sizes", "sequence_length", "threads", "iterations", "min_seconds", "device", "provider")
+GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms")
+PIPELINE = ("config", "task", "teacher", *DATA, "output_root", "run_name", "overwrite", "finetune_teacher",
+            "teacher_epochs", "teacher_learning_rate", *DISTILL, *EXPORT, *QUANTIZE, *BENCH, *GATES, *LOAD)
+NOT_SAVED = ("config", "overwrite")
+"""Options of distill-and-export that are not settings of the run: its saved config.toml leaves them out (a reload
+with ``overwrite = true`` would delete the run it means to repeat)."""
 
 
-def _load_opts(trust_remote_code: bool, allow_pickle: bool):
+# --- one function per stage config: every command that runs a stage builds its config the same way
+
+def load_options(o: dict[str, Any]) -> LoadOptions:
+    """How far to trust model sources (``--trust-remote-code``, ``--allow-pickle``)."""
     from compresskit.models import LoadOptions
 
-    return LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    return LoadOptions(trust_remote_code=o["trust_remote_code"], allow_pickle=o["allow_pickle"])
 
 
-def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, device: str, precision: str,
-               grad_accum: int, seed: int, save_steps: int | None = None, patience: int | None = None,
-               fsdp: bool = False):
+def data_config(o: dict[str, Any]) -> DataConfig:
+    """The data set and its split."""
+    from compresskit.data import DataConfig
+
+    return DataConfig(dataset=o["dataset"], text_column=o["text_column"], label_column=o["label_column"],
+                      seed=o["seed"], max_samples=o["max_samples"])
+
+
+def train_config(o: dict[str, Any], epochs: float, learning_rate: float, checkpoints: bool = True) -> TrainConfig:
+    """Optimisation settings of one training run; ``checkpoints=False`` leaves out ``--save-steps`` and
+    ``--early-stopping-patience`` (distill-and-export gives them to the student only)."""
     from compresskit.training import TrainConfig
 
-    return TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, device=device,
-                       precision=precision, gradient_accumulation=grad_accum, seed=seed, save_steps=save_steps,
-                       early_stopping_patience=patience, fsdp=fsdp)
+    return TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=o["batch_size"],
+                       max_length=o["max_length"], device=o["device"], precision=o["precision"],
+                       gradient_accumulation=o["gradient_accumulation"], seed=o["seed"], fsdp=o["fsdp"],
+                       save_steps=o["save_steps"] if checkpoints else None,
+                       early_stopping_patience=o["early_stopping_patience"] if checkpoints else None)
 
 
-def _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
-                 hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data, train, load, labeled_fraction=1.0,
-                 cache_teacher_activations=True):
+def finetune_config(o: dict[str, Any], checkpoints: bool = True) -> FinetuneConfig:
+    """The teacher's fine-tuning (``--teacher-epochs``, ``--teacher-learning-rate`` and the shared training flags)."""
+    from compresskit.finetune import FinetuneConfig
+
+    return FinetuneConfig(train_config(o, o["teacher_epochs"], o["teacher_learning_rate"], checkpoints),
+                          load_options(o))
+
+
+def distill_config(o: dict[str, Any]) -> DistillConfig:
+    """How the student is built and taught (``--epochs``, ``--learning-rate`` are the student's)."""
     from compresskit.distill import DistillConfig
     from compresskit.losses import LossWeights
 
     try:
-        weights = LossWeights(soft=w_soft, mse_logits=w_mse_logits, hidden=w_hidden, hidden_kind=hidden_loss,
-                              attention=w_attention, embedding=w_embedding)
+        weights = LossWeights(soft=o["w_soft"], mse_logits=o["w_mse_logits"], hidden=o["w_hidden"],
+                              hidden_kind=o["hidden_loss"], attention=o["w_attention"], embedding=o["w_embedding"])
     except ValueError as e:
         raise UserError(str(e)) from None
-    return DistillConfig(temperature=temperature, alpha=alpha, student_layers=student_layers, student=student,
-                         student_shape=student_shape, weights=weights, layer_map=layer_map,
-                         unlabeled_data=unlabeled_data, labeled_fraction=labeled_fraction, train=train, load=load,
-                         cache_teacher_activations=cache_teacher_activations)
+    return DistillConfig(temperature=o["temperature"], alpha=o["alpha"], student_layers=o["student_layers"],
+                         student=o["student"], student_shape=o["student_shape"], weights=weights,
+                         layer_map=o["layer_map"], unlabeled_data=o["unlabeled_data"],
+                         labeled_fraction=o["labeled_fraction"],
+                         cache_teacher_activations=o["cache_teacher_activations"],
+                         train=train_config(o, o["epochs"], o["learning_rate"]), load=load_options(o))
+
+
+def export_config(o: dict[str, Any]) -> ExportConfig:
+    """How to export to ONNX and how strictly to verify."""
+    from compresskit.export import ExportConfig
+
+    return ExportConfig(opset=o["opset"], exporter=o["exporter"], attention=o["attention"], optimize=o["optimize"],
+                        max_length=o["max_length"], tolerance=o["parity_tolerance"],
+                        min_agreement=o["parity_min_agreement"], external_data=o["external_data"],
+                        cls_only=o["cls_only"], skip_layer_norm=o["skip_layer_norm"])
+
+
+def quantize_config(o: dict[str, Any], device: str) -> QuantizeConfig:
+    """Which quantization for the ONNX ``device``, and its accuracy budget: ``--max-accuracy-drop``, the same limit
+    the accuracy gate applies, or 0.01 when it is not given."""
+    from compresskit.quantize import QuantizeConfig
+
+    budget = o["max_accuracy_drop"]
+    return QuantizeConfig(mode=o["quantize"], per_channel=o["per_channel"], min_agreement=o["int8_min_agreement"],
+                          max_length=o["max_length"], calibration_samples=o["calibration_samples"],
+                          calibration_method=o["calibration_method"], int4_block_size=o["int4_block_size"],
+                          device=device, fallback=o["fallback"],
+                          max_accuracy_drop=QuantizeConfig.max_accuracy_drop if budget is None else budget)
+
+
+def bench_config(o: dict[str, Any]) -> BenchConfig:
+    """What to measure and how long."""
+    from compresskit.bench import BenchConfig
+
+    return BenchConfig(batch_sizes=_parse_batch_sizes(o["batch_sizes"]), sequence_length=o["sequence_length"],
+                       min_iterations=o["iterations"], min_seconds=o["min_seconds"], threads=o["threads"],
+                       device=o["device"], provider=o["provider"])
+
+
+def gate_config(o: dict[str, Any]) -> GateConfig:
+    """The quality gates; a limit left out is no gate."""
+    from compresskit.gates import GateConfig
+
+    try:
+        return GateConfig(max_accuracy_drop=o["max_accuracy_drop"], min_speedup=o["min_speedup"],
+                          max_latency_ms=o["max_latency_ms"])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def pipeline_config(o: dict[str, Any]) -> PipelineConfig:
+    """Every stage's settings for one distill-and-export run."""
+    from compresskit.pipeline import PipelineConfig
+
+    check_choices(o)
+    return PipelineConfig(teacher=o["teacher"], finetune_mode=o["finetune_teacher"], data=data_config(o),
+                          # --save-steps and --early-stopping-patience are the student's here
+                          finetune=finetune_config(o, checkpoints=False), distill=distill_config(o),
+                          export=export_config(o), quantize=quantize_config(o, _onnx_device(o["device"])),
+                          bench=bench_config(o), load=load_options(o), task=o["task"])
+
+
+def with_config_file(ctx: typer.Context, o: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``o`` with the values of ``--config``'s file, except for the flags given on the command line, which win."""
+    if o["config"] is None:
+        return o
+    from compresskit.config_file import read_config_file
+
+    types = {n: OPTIONS[n].value_type for n in names if n not in NOT_SAVED}
+    from_file = read_config_file(o["config"], types)
+    # compared by name: typer's click (vendored in new releases) has its own ParameterSource class
+    given = {n for n in from_file if ctx.get_parameter_source(n).name == "COMMANDLINE"}
+    return o | {n: v for n, v in from_file.items() if n not in given}
 
 
 def _onnx_device(device: str) -> str:
@@ -99,212 +194,102 @@ def _parse_batch_sizes(spec: str) -> tuple[int, ...]:
         raise UserError(f"--batch-sizes must be comma-separated integers like 1,32, got {spec!r}") from None
 
 
-@app.command("prepare-data")
-def prepare_data_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the split to.")],
-    dataset: Annotated[str, typer.Option("--dataset", help="bbc-news | CSV/JSONL/Parquet file or folder | datasets name.")] = "bbc-news",
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
-    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="Stratified subsample for quick runs.")] = None,
-    seed: OptSeed = 42,
-) -> None:
-    """Load a labelled data set and write a stratified train/validation/test split."""
-    from compresskit.data import DataConfig, prepare_data
+def _floats(flag: str, spec: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated numbers, got {spec!r}") from None
 
-    r = prepare_data(DataConfig(dataset, text_column, label_column, seed=seed, max_samples=max_samples), out)
+
+# --- the commands
+
+@app.command("prepare-data")
+@takes("out", *DATA)
+def prepare_data_cmd(**o: Any) -> None:
+    """Load a labelled data set and write a stratified train/validation/test split."""
+    from compresskit.data import prepare_data
+
+    r = prepare_data(data_config(o), o["out"])
     console.print(f"data: {r.sizes} labels={r.labels} → {r.data_dir}")
 
 
 @app.command("finetune-teacher")
-def finetune_cmd(
-    teacher: Annotated[str, typer.Option("--teacher", help="Base model: local folder or hub id.")],
-    data: OptData,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the fine-tuned teacher.")],
-    epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
-    max_length: OptMaxLen = 128,
-    device: OptDevice = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = "auto",
-    gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
-    seed: OptSeed = 42,
-    save_steps: OptSaveSteps = None,
-    early_stopping_patience: OptPatience = None,
-    fsdp: OptFsdp = False,
-    resume: OptResume = False,
-    trust_remote_code: OptTrust = False,
-    allow_pickle: OptPickle = False,
-) -> None:
+@takes("teacher", "data", "out", "teacher_epochs", "teacher_learning_rate", *TRAIN, "resume", *LOAD)
+def finetune_cmd(**o: Any) -> None:
     """Fine-tune a teacher that has no classification head on the data's labels."""
-    from compresskit.finetune import FinetuneConfig, finetune_teacher
+    from compresskit.finetune import finetune_teacher
     from compresskit.models import resolve_model_source
 
-    cfg = FinetuneConfig(_train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                    gradient_accumulation, seed, save_steps, early_stopping_patience, fsdp),
-                         _load_opts(trust_remote_code, allow_pickle))
-    r = finetune_teacher(cfg, resolve_model_source(teacher), data, out, resume=resume)
+    r = finetune_teacher(finetune_config(o), resolve_model_source(o["teacher"]), o["data"], o["out"],
+                         resume=o["resume"])
     console.print(f"teacher: validation accuracy {r.validation_accuracy:.4f} → {r.model_dir}")
 
 
 @app.command("distill")
-def distill_cmd(
-    teacher: Annotated[Path, typer.Option("--teacher", help="A fine-tuned teacher folder.")],
-    data: OptData,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the student.")],
-    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature T of the soft targets.")] = 2.0,
-    alpha: Annotated[float, typer.Option("--alpha", help="Weight of the soft loss; 1-α goes to hard labels.")] = 0.5,
-    student_layers: Annotated[str, typer.Option("--student-layers", help="Teacher layers the student keeps.")] = "0,5",
-    student: Annotated[Optional[str], typer.Option("--student", help="Use this model as the student instead.")] = None,
-    student_shape: OptShape = None,
-    w_soft: OptWSoft = 1.0,
-    w_mse_logits: OptWMse = 0.0,
-    w_hidden: OptWHidden = 0.0,
-    hidden_loss: OptHiddenKind = "mse",
-    w_attention: OptWAttn = 0.0,
-    w_embedding: OptWEmb = 0.0,
-    layer_map: OptLayerMap = "auto",
-    unlabeled_data: OptUnlabeled = None,
-    labeled_fraction: OptLabeledFraction = 1.0,
-    epochs: Annotated[float, typer.Option("--epochs")] = 4.0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
-    max_length: OptMaxLen = 128,
-    device: OptDevice = "auto",
-    precision: Annotated[str, typer.Option("--precision")] = "auto",
-    gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
-    seed: OptSeed = 42,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the teacher's outputs are cached.")] = None,
-    cache_teacher_activations: OptCacheActs = True,
-    save_steps: OptSaveSteps = None,
-    early_stopping_patience: OptPatience = None,
-    fsdp: OptFsdp = False,
-    resume: OptResume = False,
-    trust_remote_code: OptTrust = False,
-    allow_pickle: OptPickle = False,
-) -> None:
+@takes("teacher", "data", "out", *DISTILL, "cache_dir", "resume", *LOAD)
+def distill_cmd(**o: Any) -> None:
     """Distil a student from a fine-tuned teacher (soft targets at temperature T, mixed with labels by α)."""
     from compresskit.distill import distill
     from compresskit.training import is_main_process
 
-    load = _load_opts(trust_remote_code, allow_pickle)
-    cfg = _distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits, w_hidden,
-                       hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
-                       _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                  gradient_accumulation, seed, save_steps, early_stopping_patience, fsdp), load,
-                       labeled_fraction, cache_teacher_activations)
-    r = distill(cfg, teacher, data, out, cache_dir or out.parent / ".cache", load, resume=resume)
+    out = o["out"]
+    r = distill(distill_config(o), Path(o["teacher"]), o["data"], out, o["cache_dir"] or out.parent / ".cache",
+                load_options(o), resume=o["resume"])
     if not is_main_process():
         return
-    console.print(f"student: {r.parameters:,} parameters, validation accuracy {r.validation_accuracy:.4f} → {r.model_dir}")
+    console.print(f"student: {r.parameters:,} parameters, validation accuracy {r.validation_accuracy:.4f} "
+                  f"→ {r.model_dir}")
 
 
 @app.command("export")
-def export_cmd(
-    model: Annotated[Path, typer.Option("--model", help="A classifier folder (teacher or student).")],
-    data: OptData,
-    out: Annotated[Path, typer.Option("--out", help="Folder for model.onnx and its files.")],
-    name: Annotated[str, typer.Option("--name", help="Name used in parity messages.")] = "model",
-    exporter: Annotated[str, typer.Option("--exporter", help="auto (both, keep the faster verified) | torchscript | dynamo.")] = "auto",
-    attention: Annotated[str, typer.Option("--attention", help="auto | eager | sdpa: attention traced into the graph.")] = "auto",
-    opset: Annotated[int, typer.Option("--opset")] = 17,
-    optimize: Annotated[bool, typer.Option("--optimize/--no-optimize", help="ONNX Runtime transformer fusions.")] = True,
-    tolerance: Annotated[float, typer.Option("--parity-tolerance", help="Max |ONNX-PyTorch| logit difference.")] = 1e-3,
-    min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
-    max_length: OptMaxLen = 128,
-    external_data: OptExternalData = "auto",
-    cls_only: OptClsOnly = "auto",
-    skip_layer_norm: OptSkipLayerNorm = "auto",
-    allow_pickle: OptPickle = False,
-) -> None:
+@takes("model", "data", "out", "name", *EXPORT, "allow_pickle")
+def export_cmd(**o: Any) -> None:
     """Export a classifier to ONNX (dynamic batch and sequence) and verify it against PyTorch."""
-    from compresskit.export import ExportConfig, export
+    from compresskit.export import export
 
-    cfg = ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize, max_length=max_length,
-                       tolerance=tolerance, min_agreement=min_agreement, external_data=external_data,
-                       cls_only=cls_only, skip_layer_norm=skip_layer_norm)
-    r = export(cfg, model, data, out, name, _load_opts(False, allow_pickle))
-    console.print(f"export: max |Δ| {r.parity.max_abs_diff:.2e}, agreement {r.parity.label_agreement:.2%} → {r.onnx_dir}")
+    r = export(export_config(o), o["model"], o["data"], o["out"], o["name"], load_options(o))
+    console.print(f"export: max |Δ| {r.parity.max_abs_diff:.2e}, agreement {r.parity.label_agreement:.2%} "
+                  f"→ {r.onnx_dir}")
 
 
 @app.command("quantize")
-def quantize_cmd(
-    onnx: Annotated[Path, typer.Option("--onnx", help="An exported folder holding model.onnx.")],
-    data: OptData,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the quantized model.")],
-    mode: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | static-int8 | fp16 | int4 | auto.")] = "dynamic-int8",
-    per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
-    min_agreement: Annotated[float, typer.Option("--int8-min-agreement", help="Smallest label agreement with fp32.")] = 0.99,
-    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Largest validation accuracy drop vs fp32.")] = 0.01,
-    calibration_samples: OptCalSamples = 64,
-    calibration_method: OptCalMethod = "minmax",
-    int4_block_size: OptInt4Block = 32,
-    fallback: OptFallback = True,
-    device: Annotated[str, typer.Option("--device", help="Target: cpu | cuda (decides what auto tries).")] = "cpu",
-    name: Annotated[str, typer.Option("--name")] = "model",
-    max_length: OptMaxLen = 128,
-) -> None:
+@takes("onnx", "data", "out", *QUANTIZE, "device", "name")
+def quantize_cmd(**o: Any) -> None:
     """Quantize an ONNX model with ONNX Runtime and verify it against its fp32 self."""
-    from compresskit.quantize import QuantizeConfig, quantize
+    from compresskit.quantize import quantize
 
-    cfg = QuantizeConfig(mode=mode, per_channel=per_channel, min_agreement=min_agreement, max_length=max_length,
-                         calibration_samples=calibration_samples, calibration_method=calibration_method,
-                         int4_block_size=int4_block_size, device=device, max_accuracy_drop=max_accuracy_drop,
-                         fallback=fallback)
-    r = quantize(cfg, onnx, data, out, name)
+    # auto targets CUDA when ONNX Runtime can use it; cpu and cuda are taken as asked (quantize checks cuda)
+    device = _onnx_device("auto") if o["device"] == "auto" else o["device"]
+    r = quantize(quantize_config(o, device), o["onnx"], o["data"], o["out"], o["name"])
     console.print(f"quantize: {r.mode}, agreement with fp32 {r.parity.label_agreement:.2%} → {r.onnx_dir}")
 
 
 @app.command("bench")
-def bench_cmd(
-    run_dir: Annotated[Path, typer.Option("--run-dir", help="A run folder (see README: run layout).")],
-    batch_sizes: Annotated[str, typer.Option("--batch-sizes")] = "1,32",
-    sequence_length: Annotated[int, typer.Option("--sequence-length")] = 128,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Default: physical cores.")] = None,
-    iterations: Annotated[int, typer.Option("--iterations", help="Minimum timed runs per batch size.")] = 30,
-    min_seconds: Annotated[float, typer.Option("--min-seconds", help="Minimum timing per batch size.")] = 3.0,
-    device: OptDevice = "auto",
-    provider: Annotated[str, typer.Option("--provider", help="ONNX Runtime provider: auto | cpu | cuda | tensorrt.")] = "auto",
-) -> None:
+@takes("run_dir", *BENCH)
+def bench_cmd(**o: Any) -> None:
     """Benchmark every variant found in a run folder, each in its own process."""
-    from compresskit.bench import BenchConfig, bench
-    from compresskit.pipeline import discover_variants
+    from compresskit.bench import bench
     from compresskit.run import RunLayout
+    from compresskit.variants import discover_variants
 
-    cfg = BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
-                      min_seconds=min_seconds, threads=threads, device=device, provider=provider)
-    layout = RunLayout(run_dir)
-    bench(cfg, discover_variants(layout), layout.data, layout.bench)
+    layout = RunLayout(o["run_dir"])
+    bench(bench_config(o), discover_variants(layout), layout.data, layout.bench)
     console.print(f"bench → {layout.bench / 'bench.json'}")
 
 
 @app.command("report")
-def report_cmd(
-    run_dir: Annotated[Path, typer.Option("--run-dir", help="A benchmarked run folder.")],
-    max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="e.g. 0.01 = 1 point.")] = None,
-    min_speedup: Annotated[Optional[float], typer.Option("--min-speedup")] = None,
-    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms")] = None,
-) -> None:
+@takes("run_dir", *GATES)
+def report_cmd(**o: Any) -> None:
     """Write report.json/.md/.html for a benchmarked run and apply the quality gates."""
     from compresskit.pipeline import report_and_gates
 
-    raise typer.Exit(report_and_gates(run_dir, _gates(max_accuracy_drop, min_speedup, max_latency_ms), console))
-
-
-def _gates(max_accuracy_drop, min_speedup, max_latency_ms):
-    from compresskit.gates import GateConfig
-
-    try:
-        return GateConfig(max_accuracy_drop, min_speedup, max_latency_ms)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    raise typer.Exit(report_and_gates(o["run_dir"], gate_config(o), console))
 
 
 @app.command("predict")
-def predict_cmd(
-    folder: Annotated[Path, typer.Argument(help="An exported (or quantized) ONNX folder.")],
-    texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
-) -> None:
+@takes("json")
+def predict_cmd(folder: Annotated[Path, typer.Argument(help="An exported (or quantized) ONNX folder.")],
+                texts: Annotated[list[str], typer.Argument(help="Texts to classify.")], **o: Any) -> None:
     """Classify texts with an exported folder, using ONNX Runtime alone (torch is not imported)."""
     import json
 
@@ -312,158 +297,44 @@ def predict_cmd(
 
     clf = OnnxClassifier(folder)
     for text, p in zip(texts, clf.predict(texts)):
-        if as_json:
+        if o["json"]:
             print(json.dumps({"text": text, **p}))
         else:
             print(f"{p['label']}\t{p['score']:.3f}\t{text[:80]}")
 
 
 @app.command("sweep")
-def sweep_cmd(
-    teacher: Annotated[Path, typer.Option("--teacher", help="A fine-tuned teacher folder (e.g. a run's teacher/).")],
-    data: OptData,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the sweep's points and report.")],
-    students: Annotated[str, typer.Option("--students", help="';'-separated: teacher layer lists or shape:layers=2,hidden=128.")] = "0;0,5;0,2,5",
-    temperatures: Annotated[str, typer.Option("--temperatures")] = "1,2,4,8",
-    alphas: Annotated[str, typer.Option("--alphas", help="0 is the hard-label (no teacher) ablation.")] = "0,0.5,0.9",
-    epochs: Annotated[float, typer.Option("--epochs")] = 4.0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-4,
-    max_length: OptMaxLen = 128,
-    device: OptDevice = "auto",
-    seed: OptSeed = 42,
-    unlabeled_data: OptUnlabeled = None,
-    labeled_fraction: OptLabeledFraction = 1.0,
-    keep_models: Annotated[bool, typer.Option("--keep-models")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads")] = None,
-) -> None:
+@takes("teacher", "data", "out", "students", "temperatures", "alphas", "epochs", "batch_size", "learning_rate",
+       "max_length", "device", "seed", "unlabeled_data", "labeled_fraction", "keep_models", "threads")
+def sweep_cmd(**o: Any) -> None:
     """Distil a grid of students (architecture × T × α, with the α=0 ablation) and compare them."""
     from compresskit.bench import BenchConfig
     from compresskit.sweep import SweepConfig, sweep
 
-    def floats(flag: str, spec: str) -> tuple[float, ...]:
-        try:
-            return tuple(float(x) for x in spec.split(",") if x.strip())
-        except ValueError:
-            raise UserError(f"{flag} must be comma-separated numbers, got {spec!r}") from None
-
-    cfg = SweepConfig(tuple(s.strip() for s in students.split(";") if s.strip()), floats("--temperatures", temperatures),
-                      floats("--alphas", alphas), keep_models=keep_models)
-    base = _distill_cfg(2.0, 0.5, "0,5", None, None, 1.0, 0.0, 0.0, "mse", 0.0, 0.0, "auto", unlabeled_data,
-                        _train_cfg(epochs, batch_size, learning_rate, max_length, device, "auto", 1, seed),
-                        _load_opts(False, False), labeled_fraction)
-    bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=max_length, min_iterations=20, min_seconds=2.0,
-                            threads=threads, device=device)
-    result = sweep(cfg, base, teacher, data, out, bench_cfg, out / ".cache")
+    cfg = SweepConfig(tuple(s.strip() for s in o["students"].split(";") if s.strip()),
+                      _floats("--temperatures", o["temperatures"]), _floats("--alphas", o["alphas"]),
+                      keep_models=o["keep_models"])
+    bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=o["max_length"], min_iterations=20, min_seconds=2.0,
+                            threads=o["threads"], device=o["device"])
+    base = distill_config(o)  # every point's settings but its grid values; the distill flags not taken: defaults
+    result = sweep(cfg, base, Path(o["teacher"]), o["data"], o["out"], bench_cfg, o["out"] / ".cache")
     for c in result["comparisons"]:
-        console.print(f"{c['label']}: {c['diff'] * 100:+.2f} points, 95% CI [{c['low'] * 100:+.2f}, {c['high'] * 100:+.2f}]")
+        console.print(f"{c['label']}: {c['diff'] * 100:+.2f} points, "
+                      f"95% CI [{c['low'] * 100:+.2f}, {c['high'] * 100:+.2f}]")
     console.print(f"sweep report: {result['paths']['html']}")
 
 
 @app.command("distill-and-export")
-def distill_and_export_cmd(
-    teacher: Annotated[str, typer.Option("--teacher", help="Local folder or hub id; default: the bundled all-MiniLM-L6-v2.")] = "all-MiniLM-L6-v2",
-    dataset: Annotated[str, typer.Option("--dataset", help="bbc-news | CSV/JSONL/Parquet file or folder | datasets name.")] = "bbc-news",
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
-    output_root: Annotated[Path, typer.Option("--output-root", help="Where run folders go.")] = Path("export"),
-    run_name: Annotated[Optional[str], typer.Option("--run-name", help="Run folder name; default from data and teacher.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run folder that holds another run.")] = False,
-    finetune: Annotated[str, typer.Option("--finetune-teacher", help="auto (when it has no head) | always | never.")] = "auto",
-    teacher_epochs: Annotated[float, typer.Option("--teacher-epochs")] = 3.0,
-    teacher_learning_rate: Annotated[float, typer.Option("--teacher-learning-rate")] = 1e-4,
-    student_layers: Annotated[str, typer.Option("--student-layers", help="Teacher layers the student keeps.")] = "0,5",
-    student: Annotated[Optional[str], typer.Option("--student", help="Your own student model instead.")] = None,
-    student_shape: OptShape = None,
-    w_soft: OptWSoft = 1.0,
-    w_mse_logits: OptWMse = 0.0,
-    w_hidden: OptWHidden = 0.0,
-    hidden_loss: OptHiddenKind = "mse",
-    w_attention: OptWAttn = 0.0,
-    w_embedding: OptWEmb = 0.0,
-    layer_map: OptLayerMap = "auto",
-    unlabeled_data: OptUnlabeled = None,
-    labeled_fraction: OptLabeledFraction = 1.0,
-    temperature: Annotated[float, typer.Option("--temperature")] = 2.0,
-    alpha: Annotated[float, typer.Option("--alpha")] = 0.5,
-    epochs: Annotated[float, typer.Option("--epochs", help="Student epochs.")] = 4.0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Student learning rate.")] = 1e-4,
-    max_length: OptMaxLen = 128,
-    max_samples: Annotated[Optional[int], typer.Option("--max-samples", help="Stratified subsample, for quick runs.")] = None,
-    device: OptDevice = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = "auto",
-    gradient_accumulation: Annotated[int, typer.Option("--gradient-accumulation")] = 1,
-    seed: OptSeed = 42,
-    save_steps: OptSaveSteps = None,
-    early_stopping_patience: OptPatience = None,
-    exporter: Annotated[str, typer.Option("--exporter", help="auto | torchscript | dynamo.")] = "auto",
-    attention: Annotated[str, typer.Option("--attention", help="auto | eager | sdpa.")] = "auto",
-    opset: Annotated[int, typer.Option("--opset")] = 17,
-    optimize: Annotated[bool, typer.Option("--optimize/--no-optimize")] = True,
-    parity_tolerance: Annotated[float, typer.Option("--parity-tolerance")] = 1e-3,
-    parity_min_agreement: Annotated[float, typer.Option("--parity-min-agreement")] = 0.995,
-    external_data: OptExternalData = "auto",
-    cls_only: OptClsOnly = "auto",
-    skip_layer_norm: OptSkipLayerNorm = "auto",
-    cache_teacher_activations: OptCacheActs = True,
-    fsdp: OptFsdp = False,
-    quantize: Annotated[str, typer.Option("--quantize", help="dynamic-int8 | static-int8 | fp16 | int4 | auto | none.")] = "dynamic-int8",
-    per_channel: Annotated[bool, typer.Option("--per-channel")] = False,
-    int8_min_agreement: Annotated[float, typer.Option("--int8-min-agreement")] = 0.99,
-    calibration_samples: OptCalSamples = 64,
-    calibration_method: OptCalMethod = "minmax",
-    int4_block_size: OptInt4Block = 32,
-    fallback: OptFallback = True,
-    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Latency batch sizes.")] = "1,32",
-    sequence_length: Annotated[int, typer.Option("--sequence-length", help="Benchmark tokens per input.")] = 128,
-    threads: Annotated[Optional[int], typer.Option("--threads")] = None,
-    provider: Annotated[str, typer.Option("--provider", help="ONNX Runtime provider: auto | cpu | cuda | tensorrt.")] = "auto",
-    iterations: Annotated[int, typer.Option("--iterations")] = 30,
-    min_seconds: Annotated[float, typer.Option("--min-seconds")] = 3.0,
-    max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop")] = None,
-    min_speedup: Annotated[Optional[float], typer.Option("--min-speedup")] = None,
-    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms")] = None,
-    trust_remote_code: OptTrust = False,
-    allow_pickle: OptPickle = False,
-) -> None:
+@takes(*PIPELINE)
+def distill_and_export_cmd(ctx: typer.Context, **o: Any) -> None:
     """Run the whole pipeline: data → fine-tune teacher → distil → export → quantize → bench → report → gates."""
-    from compresskit.bench import BenchConfig
-    from compresskit.data import DataConfig
-    from compresskit.export import ExportConfig
-    from compresskit.finetune import FinetuneConfig
-    from compresskit.pipeline import PipelineConfig, run_pipeline
-    from compresskit.quantize import QuantizeConfig
+    from compresskit.pipeline import run_pipeline
 
-    if finetune not in ("auto", "always", "never"):
-        raise UserError(f"--finetune-teacher must be auto, always or never, got {finetune!r}")
-    load = _load_opts(trust_remote_code, allow_pickle)
-    cfg = PipelineConfig(
-        teacher=teacher,
-        finetune_mode=finetune,
-        data=DataConfig(dataset, text_column, label_column, seed=seed, max_samples=max_samples),
-        finetune=FinetuneConfig(_train_cfg(teacher_epochs, batch_size, teacher_learning_rate, max_length, device,
-                                           precision, gradient_accumulation, seed, fsdp=fsdp), load),
-        distill=_distill_cfg(temperature, alpha, student_layers, student, student_shape, w_soft, w_mse_logits,
-                             w_hidden, hidden_loss, w_attention, w_embedding, layer_map, unlabeled_data,
-                             _train_cfg(epochs, batch_size, learning_rate, max_length, device, precision,
-                                        gradient_accumulation, seed, save_steps, early_stopping_patience, fsdp), load,
-                             labeled_fraction, cache_teacher_activations),
-        export=ExportConfig(opset=opset, exporter=exporter, attention=attention, optimize=optimize,
-                            max_length=max_length, tolerance=parity_tolerance, min_agreement=parity_min_agreement,
-                            external_data=external_data, cls_only=cls_only, skip_layer_norm=skip_layer_norm),
-        quantize=QuantizeConfig(mode=quantize, per_channel=per_channel, min_agreement=int8_min_agreement,
-                                max_length=max_length, calibration_samples=calibration_samples,
-                                calibration_method=calibration_method, int4_block_size=int4_block_size,
-                                device=_onnx_device(device), fallback=fallback,
-                                # the same budget the accuracy gate applies, when one is set
-                                max_accuracy_drop=0.01 if max_accuracy_drop is None else max_accuracy_drop),
-        bench=BenchConfig(_parse_batch_sizes(batch_sizes), sequence_length, min_iterations=iterations,
-                          min_seconds=min_seconds, threads=threads, device=device, provider=provider),
-        load=load,
-    )
-    gates = _gates(max_accuracy_drop, min_speedup, max_latency_ms)
-    raise typer.Exit(run_pipeline(cfg, output_root, run_name, overwrite, gates, console))
+    o = with_config_file(ctx, o, PIPELINE)
+    cfg, gates = pipeline_config(o), gate_config(o)
+    settings = {n: o[n] for n in PIPELINE if n not in NOT_SAVED}  # saved as the run's config.toml
+    raise typer.Exit(run_pipeline(cfg, o["output_root"], o["run_name"], o["overwrite"], gates, console,
+                                  options=settings))
 
 
 def _close_process_group() -> None:

@@ -34,6 +34,7 @@ from compresskit.models import (
     match_labels,
     parse_layers,
     student_from_teacher_layers,
+    student_layers_rule,
     tokenizers_agree,
 )
 from compresskit.training import (
@@ -56,8 +57,9 @@ class DistillConfig:
     'dark knowledge' about wrong classes."""
     alpha: float = 0.5
     """Weight of the soft-target loss; 1 − α goes to hard-label cross-entropy (``--alpha``, 0..1)."""
-    student_layers: str = "0,5"
-    """Teacher layers the student keeps, DistilBERT-style (``--student-layers``)."""
+    student_layers: str = "auto"
+    """Teacher layers the student keeps, DistilBERT-style, e.g. ``0,5`` (``--student-layers``); ``auto`` keeps
+    ceil(n/3) of the teacher's n layers, spread from the first to the last (``models.auto_student_layers``)."""
     student: str | None = None
     """A student model folder or hub id to use instead of teacher layers (``--student``)."""
     student_shape: str | None = None
@@ -154,6 +156,15 @@ def build_student(cfg: DistillConfig, teacher: Any, teacher_tokenizer: Any, labe
         raise UserError(f"the tokenizer of --student {cfg.student} differs from the teacher's; distillation needs "
                         "both to see the same token ids (use a student built on the teacher's vocabulary)")
     return load_classifier(cfg.student, cfg.load, labels=labels), cfg.student
+
+
+def layer_choice(cfg: DistillConfig, n_teacher: int) -> dict[str, Any]:
+    """For distill.json: the teacher layers the student was built from and how they were chosen (``auto`` or given);
+    empty when the student is not built from teacher layers (``--student``, ``--student-shape``)."""
+    if cfg.student is not None or cfg.student_shape is not None:
+        return {}
+    return {"student_layers": parse_layers(cfg.student_layers, n_teacher),
+            "student_layers_rule": student_layers_rule(cfg.student_layers, n_teacher)}
 
 
 def hide_labels(texts: list[str], ids: list[int], fraction: float, seed: int, keep_unlabeled: bool
@@ -265,6 +276,7 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
 
     set_seed(cfg.train.seed)  # a user-given student may get a fresh head: same seed, same start
     student, origin = build_student(cfg, teacher, tokenizer, labels)
+    chosen = layer_choice(cfg, layer_count(teacher.config))
     model, objective = make_objective(cfg, teacher, student)
     needs, activations = plan_teacher_outputs(cfg, objective, teacher.config, len(train_texts), cache_root)
     cached = (teacher_outputs(teacher, tokenizer, source_fingerprint(str(teacher_dir)), train_texts,
@@ -289,5 +301,5 @@ def distill(cfg: DistillConfig, teacher_dir: Path, data_dir: Path, out: Path, ca
                              "activations": activations},
             labeled_examples=sum(i != IGNORE_LABEL for i in train_ids),
             unlabeled_examples=sum(i == IGNORE_LABEL for i in train_ids),
-            layers=layer_count(student.config), **history))
+            layers=layer_count(student.config), **chosen, **history))
     return DistillResult(out, history["best_validation_accuracy"], params)

@@ -188,12 +188,39 @@ def layer_count(config: Any) -> int:
     raise UserError(f"cannot tell how many layers a {type(config).__name__} has")
 
 
+def auto_student_layers(n_teacher: int) -> list[int]:
+    """The teacher layers ``--student-layers auto`` keeps: ceil(n/3) of them, spread evenly from the first layer to
+    the last (rounded half up), so the student starts from the teacher's lowest and highest features.
+    6 → [0, 5] (all-MiniLM-L6-v2, the default teacher), 12 → [0, 4, 7, 11], 2 → [0]."""
+    if n_teacher < 1:
+        raise UserError(f"--student-layers auto: the teacher has {n_teacher} layers")
+    depth = -(-n_teacher // 3)
+    if depth == 1:
+        return [0]
+    # round(i * (n-1) / (depth-1)) in integers: no float error, and ties go up rather than to the even neighbour
+    return [(2 * i * (n_teacher - 1) + depth - 1) // (2 * (depth - 1)) for i in range(depth)]
+
+
+def student_layers_rule(spec: str, n_teacher: int) -> str:
+    """How ``parse_layers`` chose, for the record: ``auto: ceil(6/3) = 2 layers spread from first to last``."""
+    if spec.strip().lower() != "auto":
+        return f"given: --student-layers {spec}"
+    depth = len(auto_student_layers(n_teacher))
+    if depth == 1:
+        return f"auto: ceil({n_teacher}/3) = 1 layer: the first"
+    return f"auto: ceil({n_teacher}/3) = {depth} layers spread from first to last"
+
+
 def parse_layers(spec: str, n_teacher: int) -> list[int]:
-    """Parse ``--student-layers`` ("0,5") into sorted unique teacher layer indices, checked against the teacher."""
+    """Parse ``--student-layers`` ("0,5", or "auto": ``auto_student_layers``) into sorted unique teacher layer
+    indices, checked against the teacher's ``n_teacher`` layers."""
+    if spec.strip().lower() == "auto":
+        return auto_student_layers(n_teacher)
     try:
         layers = sorted({int(x) for x in spec.split(",") if x.strip()})
     except ValueError:
-        raise UserError(f"--student-layers must be comma-separated layer numbers like 0,5, got {spec!r}") from None
+        raise UserError(f"--student-layers must be comma-separated layer numbers like 0,5, or auto, got {spec!r}"
+                        ) from None
     if not layers:
         raise UserError("--student-layers names no layer")
     bad = [i for i in layers if not 0 <= i < n_teacher]

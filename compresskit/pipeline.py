@@ -94,13 +94,20 @@ def _preflight(cfg: PipelineConfig) -> Preflight:
 
 
 def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, overwrite: bool,
-                 gates: GateConfig, console: Console) -> int:
-    """Run all stages into ``output_root/run_name``; returns the exit code (0, or 4 when a gate failed)."""
+                 gates: GateConfig, console: Console, options: dict | None = None) -> int:
+    """Run all stages into ``output_root/run_name``; returns the exit code (0, or 4 when a gate failed).
+
+    ``options``, the command's resolved flags, are saved as the run's ``config.toml`` (``--config`` repeats the run).
+    """
     started = time.time()
     pre = _preflight(cfg)
     source, needs_finetune = pre.source, pre.needs_finetune
     layout = RunLayout(Path(output_root) / (run_name or default_run_name(cfg)))
     resumed = claim_run_dir(layout, identity_config(cfg), overwrite)
+    if options is not None:
+        from compresskit.config_file import write_config_file
+
+        write_config_file(layout.root / "config.toml", options)
     cache = Path(output_root) / ".cache"
     step = _Steps(console, 7 if cfg.quantize.mode != "none" else 6)
     if resumed:

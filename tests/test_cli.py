@@ -157,3 +157,113 @@ def test_stage_subcommands_chain_through_folders(tmp_path, tiny_classifier, tiny
     assert {c["mode"] for c in record["candidates"]} == {"dynamic-int8", "static-int8", "int4"}
     p = cli("predict", str(tmp_path / "q"), "goal team match")
     assert p.returncode == 0 and p.stdout.split("\t")[0] in {"money", "sport", "tech"}, p.stderr[-2000:]
+
+
+# --- every flag has one home (compresskit.options)
+
+def test_every_flag_is_declared_once_and_named_after_its_option():
+    """One ``typer.Option("--flag"`` per flag in the whole package, and each option's name is its flag (the key a
+    config file uses)."""
+    import re
+    from collections import Counter
+    from pathlib import Path
+
+    import compresskit
+    from compresskit.options import OPTIONS, flag
+
+    package = Path(compresskit.__file__).parent
+    declared = Counter(m for p in package.rglob("*.py")
+                       for m in re.findall(r'typer\.Option\(\s*"(--[a-z0-9-]+)', p.read_text(encoding="utf-8")))
+    assert [f for f, n in declared.items() if n > 1] == []
+    assert set(declared) == {flag(name) for name in OPTIONS}
+    for name, opt in OPTIONS.items():
+        assert opt.declaration.default.split("/")[0] == flag(name)
+        assert opt.declaration.help, name
+
+
+def test_option_defaults_are_the_stage_config_defaults():
+    """The training and distillation defaults are written in the table (their modules import torch, which the CLI
+    does not load up front): they must be the dataclasses' own."""
+    from compresskit.bench import BenchConfig
+    from compresskit.distill import DistillConfig
+    from compresskit.export import ExportConfig
+    from compresskit.finetune import FinetuneConfig
+    from compresskit.options import OPTIONS
+    from compresskit.quantize import QuantizeConfig
+    from compresskit.sweep import SweepConfig
+
+    d, t, w, s = DistillConfig(), FinetuneConfig().train, DistillConfig().weights, SweepConfig()
+    want = {
+        "temperature": d.temperature, "alpha": d.alpha, "student_layers": d.student_layers, "student": d.student,
+        "student_shape": d.student_shape, "layer_map": d.layer_map, "unlabeled_data": d.unlabeled_data,
+        "labeled_fraction": d.labeled_fraction, "cache_teacher_activations": d.cache_teacher_activations,
+        "w_soft": w.soft, "w_mse_logits": w.mse_logits, "w_hidden": w.hidden, "hidden_loss": w.hidden_kind,
+        "w_attention": w.attention, "w_embedding": w.embedding,
+        "epochs": d.train.epochs, "learning_rate": d.train.learning_rate, "batch_size": d.train.batch_size,
+        "max_length": d.train.max_length, "device": d.train.device, "precision": d.train.precision,
+        "gradient_accumulation": d.train.gradient_accumulation, "seed": d.train.seed,
+        "save_steps": d.train.save_steps, "early_stopping_patience": d.train.early_stopping_patience,
+        "fsdp": d.train.fsdp, "teacher_epochs": t.epochs, "teacher_learning_rate": t.learning_rate,
+        "students": ";".join(s.students), "keep_models": s.keep_models,
+    }
+    assert {n: OPTIONS[n].default for n in want} == want
+    assert tuple(float(x) for x in OPTIONS["temperatures"].default.split(",")) == s.temperatures
+    assert tuple(float(x) for x in OPTIONS["alphas"].default.split(",")) == s.alphas
+    # the shared training flags are the same for the teacher's fine-tuning
+    assert (t.batch_size, t.max_length, t.precision, t.seed) == (d.train.batch_size, d.train.max_length,
+                                                                   d.train.precision, d.train.seed)
+    assert OPTIONS["max_length"].default == ExportConfig.max_length == QuantizeConfig.max_length
+    assert OPTIONS["device"].default == BenchConfig.device
+    assert OPTIONS["batch_sizes"].default == ",".join(map(str, BenchConfig.batch_sizes))
+
+
+def test_cli_start_up_does_not_import_torch():
+    """``predict`` runs on ONNX Runtime alone, and ``--help`` should not wait for torch."""
+    import sys
+
+    code = "import sys, compresskit.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_every_option_of_every_command_is_in_its_help():
+    import typer
+
+    from compresskit.cli import app
+    from compresskit.options import OPTIONS
+
+    for command in typer.main.get_command(app).commands.values():
+        taken = [p for p in command.params if p.name in OPTIONS]
+        proc = cli(command.name, "--help", env={"TERMINAL_WIDTH": "400"})
+        assert proc.returncode == 0, proc.stderr
+        for p in taken:
+            for f in (*p.opts, *p.secondary_opts):
+                assert f in proc.stdout, (command.name, f)
+
+
+def test_finetune_teacher_takes_the_teacher_flags():
+    """``--epochs`` and ``--learning-rate`` are the student's; the teacher's fine-tuning has its own flags."""
+    from compresskit.cli import distill_and_export_cmd, finetune_cmd
+
+    assert {"teacher_epochs", "teacher_learning_rate"} <= set(finetune_cmd.option_names)
+    assert not {"epochs", "learning_rate"} & set(finetune_cmd.option_names)
+    assert {"teacher_epochs", "epochs", "task", "config"} <= set(distill_and_export_cmd.option_names)
+
+
+def test_a_task_outside_the_choices_is_one_line(tmp_path, tiny_encoder, tiny_csv):
+    proc = cli("distill-and-export", "--teacher", str(tiny_encoder), "--dataset", str(tiny_csv),
+               "--task", "translation", "--output-root", str(tmp_path / "out"))
+    assert_one_line_error(proc, 2, "--task must be one of auto, text-classification, causal-lm, got 'translation'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_saved_config_repeats_the_run(run):
+    """config.toml holds every resolved flag (not --overwrite); given back with --config, it is the same run, so it
+    resumes (and the same gate fails again) instead of being refused as another run."""
+    root, _, _ = run
+    config = root / "tiny" / "config.toml"
+    text = config.read_text()
+    assert "temperature = 2.0" in text and 'student-layers = "1"' in text and "min-speedup = 1000000.0" in text
+    assert "overwrite" not in text and "config =" not in text and "run-name = \"tiny\"" in text
+    proc = cli("distill-and-export", "--config", str(config), env={"GITHUB_STEP_SUMMARY": str(root / "again.md")})
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "resuming the run" in proc.stderr and "holds another run" not in proc.stderr

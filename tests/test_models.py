@@ -45,6 +45,14 @@ def test_parse_layers():
         parse_layers("first", 6)
 
 
+def test_parse_layers_auto_follows_the_teacher_depth():
+    """``auto`` (the default) keeps 0,5 of the default 6-layer teacher, as the old default did, and fits any depth."""
+    assert parse_layers("auto", 6) == [0, 5]
+    assert parse_layers("auto", 12) == [0, 4, 7, 11] and parse_layers("auto", 2) == [0]
+    with pytest.raises(UserError, match="like 0,5, or auto"):
+        parse_layers("automatic", 6)
+
+
 def test_missing_teacher_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         resolve_model_source(str(tmp_path / "nope"))
