@@ -31,7 +31,9 @@ from compresskit.onnx_io import graph_record, move_graph
 from compresskit.onnx_runtime import SESSION_FILE, batched_logits, make_session, run_logits, tokenize_numpy
 from compresskit.timing import time_runs
 from compresskit.torch_export import optimize_graph, torch_export
-from compresskit.verify import Parity, compare, require
+from compresskit.tasks import Task
+from compresskit.tasks.classification import TEXT_CLASSIFICATION
+from compresskit.verify import Parity, require
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 ATTENTIONS = ("auto", "eager", "sdpa")
@@ -151,8 +153,8 @@ def _torch_logits(model: Any, arrays: dict[str, np.ndarray], batch_size: int = 3
 
 
 def verify_onnx(cfg: ExportConfig, onnx_path: Path, model: Any, tokenizer: Any, data_dir: Path,
-                name: str = "model", inputs: ParityInputs | None = None, reference: np.ndarray | None = None
-                ) -> Parity:
+                name: str = "model", inputs: ParityInputs | None = None, reference: np.ndarray | None = None,
+                task: Task = TEXT_CLASSIFICATION) -> Parity:
     """Run ``onnx_path`` and the PyTorch ``model`` on the validation split; raise VerificationError on mismatch.
 
     The inputs are longer and more than the few rows a graph is traced on, so the check also exercises the dynamic
@@ -165,8 +167,8 @@ def verify_onnx(cfg: ExportConfig, onnx_path: Path, model: Any, tokenizer: Any, 
     if reference is None:
         reference = _torch_logits(model, inputs.arrays)
     got = batched_logits(make_session(onnx_path), inputs.arrays)
-    return require(compare(f"{name}-onnx", f"{name}-pytorch", got, reference, cfg.tolerance, cfg.min_agreement,
-                           inputs.labels))
+    return require(task.parity(f"{name}-onnx", f"{name}-pytorch", got, reference, cfg.tolerance, cfg.min_agreement,
+                               inputs.labels))
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ def _skip_layer_norm(cfg: ExportConfig, path: Path, parity: Parity, check: Calla
 
 
 def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
-           load: LoadOptions = LoadOptions()) -> ExportResult:
+           load: LoadOptions = LoadOptions(), task: Task = TEXT_CLASSIFICATION) -> ExportResult:
     """Export the classifier in ``model_dir`` to ``out/model.onnx`` (weights in ``out/model.onnx.data`` when
     ``cfg.external_data`` says so) and verify it on the validation split.
 
@@ -288,7 +290,7 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
                 model.set_attn_implementation(cand.attention)
                 # the [CLS]-only graph is checked below against the full PyTorch model, not against itself
                 traced = ClsOnlyClassifier(model) if cand.cls_only else model
-                torch_export(traced, sample, path, cand.exporter, cfg.opset, external)
+                torch_export(traced, sample, path, cand.exporter, cfg.opset, external, task.export_spec(list(sample)))
             except Exception as e:  # exporter failures come in many types; the user needs the first line
                 entry["error"] = f"export failed: {first_line(e)}"
                 continue
@@ -303,7 +305,7 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
                 if cand.attention not in references:
                     references[cand.attention] = _torch_logits(model, validation.arrays)
                 parity = verify_onnx(cfg, path, model, tokenizer, data_dir, name, validation,
-                                     references[cand.attention])
+                                     references[cand.attention], task)
             except VerificationError as e:
                 entry["error"] = str(e)
                 continue
@@ -325,7 +327,7 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             chosen, path, fused, note, parity = next(iter(made.values()))
         reference = references[chosen.attention]
         path, parity, skip_record = _skip_layer_norm(
-            cfg, path, parity, lambda p: verify_onnx(cfg, p, model, tokenizer, data_dir, name, validation, reference),
+            cfg, path, parity, lambda p: verify_onnx(cfg, p, model, tokenizer, data_dir, name, validation, reference, task),
             timing, external)
         if skip_record["form"] == "unfused":
             fused = {k: v for k, v in fused.items() if k != "SkipLayerNormalization"}

@@ -146,7 +146,7 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
     step("export", f"{cfg.export.exporter}, opset {cfg.export.opset}, parity on validation")
     for name, folder in (("teacher", teacher_dir), ("student", layout.student)):
         if not (layout.onnx(name) / "export.json").is_file():
-            export(cfg.export, folder, layout.data, layout.onnx(name), name, cfg.load)
+            export(cfg.export, folder, layout.data, layout.onnx(name), name, cfg.load, pre.task)
         p = read_json(layout.onnx(name) / "export.json")["parity"]
         console.print(f"    {name}: max |Δlogit| {p['max_abs_diff']:.2e}, label agreement {p['label_agreement']:.2%}")
     record_stage(layout, "export", {"teacher": str(layout.onnx("teacher")), "student": str(layout.onnx("student"))})
@@ -154,7 +154,8 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
     if cfg.quantize.mode != "none":
         step("quantize", cfg.quantize.mode)
         if not (layout.onnx("student-quantized") / "quantize.json").is_file():
-            quantize(cfg.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student")
+            quantize(cfg.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student",
+                     pre.task)
         q = read_json(layout.onnx("student-quantized") / "quantize.json")
         p = q["parity"]
         console.print(f"    mode {q.get('mode', cfg.quantize.mode)}")

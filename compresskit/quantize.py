@@ -36,7 +36,9 @@ from compresskit.onnx_io import external_data_files, graph_record, move_graph, s
 from compresskit.onnx_runtime import (SESSION_FILE, available_providers, batched_logits, make_session,
                                       session_inputs, tokenize_numpy)
 from compresskit.timing import Latency, time_runs
-from compresskit.verify import Parity, compare
+from compresskit.tasks import Task
+from compresskit.tasks.classification import TEXT_CLASSIFICATION
+from compresskit.verify import Parity
 
 MODES = ("none", "dynamic-int8", "static-int8", "fp16", "int4", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -178,9 +180,12 @@ class ValidationSet:
     """The fp32 model's logits ``(n, classes)``."""
     padded: dict[str, np.ndarray]
     """The same texts as ``(n, max_length)`` tensors: the fixed shape latency is measured at."""
+    task: Task = TEXT_CLASSIFICATION
+    """The task whose parity rule judges a quantized model's outputs against the fp32 ones."""
 
 
-def load_validation(onnx_dir: Path, data_dir: Path, max_length: int) -> ValidationSet:
+def load_validation(onnx_dir: Path, data_dir: Path, max_length: int, task: Task = TEXT_CLASSIFICATION
+                    ) -> ValidationSet:
     """Tokenise the validation split with ``onnx_dir``'s tokenizer and run the fp32 ``model.onnx`` on it."""
     from transformers import AutoTokenizer
 
@@ -188,7 +193,7 @@ def load_validation(onnx_dir: Path, data_dir: Path, max_length: int) -> Validati
     texts, ids = read_split_for_head(data_dir, "validation", read_json(Path(onnx_dir) / "labels.json"))
     arrays = tokenize_numpy(tokenizer, texts, max_length)
     reference = batched_logits(make_session(Path(onnx_dir) / "model.onnx"), arrays)
-    return ValidationSet(arrays, np.array(ids), reference, tokenize_numpy(tokenizer, texts, max_length, True))
+    return ValidationSet(arrays, np.array(ids), reference, tokenize_numpy(tokenizer, texts, max_length, True), task)
 
 
 def budget_problems(p: Parity, cfg: QuantizeConfig) -> list[str]:
@@ -212,7 +217,7 @@ def _accuracy_drop(p: Parity) -> float | None:
 def _measure(model_path: Path, validation: ValidationSet, cfg: QuantizeConfig, model: str, reference: str) -> Parity:
     """Run ``model_path`` on the validation inputs and compare with fp32; NaN or inf raises VerificationError."""
     got = batched_logits(make_session(model_path), validation.arrays)
-    p = compare(model, reference, got, validation.reference, None, cfg.min_agreement, validation.labels)
+    p = validation.task.parity(model, reference, got, validation.reference, None, cfg.min_agreement, validation.labels)
     return dataclasses.replace(p, passed=not budget_problems(p, cfg))
 
 
@@ -639,7 +644,8 @@ def _auto(source: Path, workdir: Path, inputs: _Inputs, validation: ValidationSe
 # The stage
 
 
-def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, name: str = "model") -> QuantizeResult:
+def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, name: str = "model",
+             task: Task = TEXT_CLASSIFICATION) -> QuantizeResult:
     """Quantize ``onnx_dir/model.onnx`` into ``out`` (same self-contained layout) and verify on validation data."""
     if cfg.mode == "none":
         raise UserError("--quantize none: nothing to quantize")
@@ -651,7 +657,7 @@ def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, nam
         raise UserError("--device cuda: this onnxruntime has no CUDAExecutionProvider to measure candidates on; "
                         "install onnxruntime-gpu or use --device cpu")
     reduce_range = (not has_vnni()) if cfg.reduce_range is None else cfg.reduce_range
-    validation = load_validation(Path(onnx_dir), data_dir, cfg.max_length)
+    validation = load_validation(Path(onnx_dir), data_dir, cfg.max_length, task)
     needs_calibration = cfg.mode == "static-int8" or (cfg.mode == "auto" and "static-int8" in AUTO_MODES[cfg.device])
     source_data = external_data_files(source)
     inputs = _Inputs(cfg, reduce_range,

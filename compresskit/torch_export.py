@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from compresskit.onnx_io import move_graph, store_exported
+from compresskit.tasks import ExportSpec
 
 
 class _LogitsOnly:
@@ -34,9 +35,10 @@ class _LogitsOnly:
 
 
 def torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, exporter: str, opset: int,
-                 external: bool = False) -> None:
+                 external: bool = False, spec: ExportSpec | None = None) -> None:
     """Export the classifier ``model`` to ``path`` as a graph from token tensors (named as in ``sample``, each
-    ``(batch, sequence)`` int64, both axes dynamic) to ``logits`` ``(batch, classes)``.
+    ``(batch, sequence)`` int64) to ``logits`` ``(batch, classes)``; ``spec`` (the task's export spec; default the
+    text-classification one) names the inputs and outputs and says which axes stay dynamic.
 
     ``exporter`` is ``torchscript`` (``torch.onnx.export(dynamo=False)``) or ``dynamo``; ``sample`` is traced, so a
     few real rows do. The graph is left as one file, or with its weights in ``<path name>.data`` (``external``).
@@ -47,7 +49,11 @@ def torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, exporter
 
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be torchscript or dynamo, got {exporter!r}")
-    names = list(sample)
+    if spec is None:
+        from compresskit.tasks.classification import TEXT_CLASSIFICATION
+
+        spec = TEXT_CLASSIFICATION.export_spec(list(sample))
+    names = list(spec.inputs)
     args = tuple(torch.from_numpy(sample[n]) for n in names)
     wrapped = _LogitsOnly.wrap(model, names)
     # The tracer warns about every Python branch on shapes in transformers' mask code; the parity check on real
@@ -56,16 +62,20 @@ def torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, exporter
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             torch.onnx.export(
-                wrapped, args, str(path), input_names=names, output_names=["logits"], opset_version=opset,
-                dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+                wrapped, args, str(path), input_names=names, output_names=list(spec.outputs), opset_version=opset,
+                dynamic_axes=spec.dynamic_axes,
                 do_constant_folding=True, dynamo=False,
             )
         else:
-            batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
+            # one Dim per axis name, shared by every input that has that axis; a sequence of one token is a
+            # constant the exporter would specialise on, hence min=2
+            dims = {a: torch.export.Dim(a, min=2 if a == "sequence" else 1)
+                    for n in names for a in spec.dynamic_axes.get(n, {}).values()}
+            shapes = tuple({i: dims[a] for i, a in spec.dynamic_axes.get(n, {}).items()} for n in names)
             with contextlib.redirect_stdout(io.StringIO()):  # its step-by-step progress lines are not for users
                 program = torch.onnx.export(
-                    wrapped, args, input_names=names, output_names=["logits"], opset_version=opset,
-                    dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),), dynamo=True, optimize=True,
+                    wrapped, args, input_names=names, output_names=list(spec.outputs), opset_version=opset,
+                    dynamic_shapes=(shapes,), dynamo=True, optimize=True,
                 )
             program.save(str(path), external_data=external)
     store_exported(path, external)
