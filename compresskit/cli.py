@@ -180,6 +180,16 @@ def with_config_file(ctx: typer.Context, o: dict[str, Any], names: tuple[str, ..
     return o | {n: v for n, v in from_file.items() if n not in given}
 
 
+def fine_tuned_teacher(o: dict[str, Any]) -> Path:
+    """``--teacher`` for the commands that read a fine-tuned teacher (distill, sweep): a folder as it is (the stage
+    checks it); a name through ``resolve_model_source``, so the bundled default maps to its folder (a bare encoder,
+    which distill refuses with the way to fine-tune it) and a mistyped path is said to be missing."""
+    from compresskit.models import resolve_model_source
+
+    folder = Path(o["teacher"])
+    return folder if folder.exists() else Path(resolve_model_source(o["teacher"]))
+
+
 def _onnx_device(device: str) -> str:
     """Where ONNX models will run: CUDA only when asked for (or auto) and ONNX Runtime can use it."""
     from compresskit.onnx_runtime import available_providers
@@ -233,7 +243,7 @@ def distill_cmd(**o: Any) -> None:
     from compresskit.training import is_main_process
 
     out = o["out"]
-    r = distill(distill_config(o), Path(o["teacher"]), o["data"], out, o["cache_dir"] or out.parent / ".cache",
+    r = distill(distill_config(o), fine_tuned_teacher(o), o["data"], out, o["cache_dir"] or out.parent / ".cache",
                 load_options(o), resume=o["resume"])
     if not is_main_process():
         return
@@ -317,7 +327,7 @@ def sweep_cmd(**o: Any) -> None:
     bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=o["max_length"], min_iterations=20, min_seconds=2.0,
                             threads=o["threads"], device=o["device"])
     base = distill_config(o)  # every point's settings but its grid values; the distill flags not taken: defaults
-    result = sweep(cfg, base, Path(o["teacher"]), o["data"], o["out"], bench_cfg, o["out"] / ".cache")
+    result = sweep(cfg, base, fine_tuned_teacher(o), o["data"], o["out"], bench_cfg, o["out"] / ".cache")
     for c in result["comparisons"]:
         console.print(f"{c['label']}: {c['diff'] * 100:+.2f} points, "
                       f"95% CI [{c['low'] * 100:+.2f}, {c['high'] * 100:+.2f}]")
