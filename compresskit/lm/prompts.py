@@ -111,13 +111,13 @@ def read_bbc_articles(root: Path | None = None) -> list[Article]:
     """The BBC News articles under ``root`` (default: the embedded corpus), in path order, verbatim duplicates
     dropped (the corpus holds 98 files whose text repeats another's; kept, a duplicate could land in train and
     test at once)."""
-    from compresskit.data import _read_text, bbc_news_root  # _read_text: the corpus has one Latin-1 file
+    from compresskit.data import read_text, bbc_news_root  # read_text: the corpus has one Latin-1 file
 
     root = bbc_news_root() if root is None else Path(root)
     seen: set[str] = set()
     articles = []
     for path in sorted(root.glob("*/*.txt")):
-        text = _read_text(path)
+        text = read_text(path)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if digest in seen:
             continue
