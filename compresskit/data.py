@@ -91,6 +91,7 @@ def bbc_news_root() -> Path:
 
 
 def read_text(path: Path) -> str:
+    """A text file's content, stripped: UTF-8, or Latin-1 for the few files that are not (BBC News has one)."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8").strip()
@@ -108,6 +109,7 @@ def _load_label_folders(root: Path) -> tuple[list[str], list[str]]:
 
 
 def rows_from_file(path: Path) -> list[dict]:
+    """The rows of a CSV, JSONL/JSON or Parquet file as dicts; a file that cannot be read is a UserError."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
