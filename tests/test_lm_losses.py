@@ -93,10 +93,18 @@ def test_masked_positions_change_nothing():
 
 
 def test_no_position_gives_zero_that_backpropagates():
-    s = torch.randn(1, 3, 5, requires_grad=True)
-    loss = K.kd_loss(s, torch.randn(1, 3, 5), torch.full((1, 3), IGNORE_INDEX), LMKDConfig())
+    s = torch.randn(1, 3, 5)
+    s[0, 1] = float("nan")  # garbage at a masked position must not leak into the zero
+    s.requires_grad_(True)
+    loss = K.kd_loss(s, torch.randn(1, 3, 5), torch.full((1, 3), IGNORE_INDEX), LMKDConfig("jsd", alpha=0.5))
     loss.backward()
     assert loss.item() == 0.0 and s.grad is not None
+    hidden = torch.randn(1, 3, 4, requires_grad=True)
+    head = K.Head(torch.randn(5, 4))
+    chunked = K.kd_loss_chunked(hidden, head, torch.randn(1, 3, 4), head, torch.full((1, 3), IGNORE_INDEX),
+                                LMKDConfig())
+    chunked.backward()
+    assert chunked.item() == 0.0 and hidden.grad is not None
 
 
 def test_next_token_targets_shift_labels():

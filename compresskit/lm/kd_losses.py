@@ -214,8 +214,14 @@ def _check_topk(teacher: TopK, cfg: LMKDConfig, n_rows: int, vocab: int) -> None
 def _mean(total: torch.Tensor, n: int, anchor: torch.Tensor) -> torch.Tensor:
     """``total / n``; with no position to count, a zero that still belongs to the graph (backward() works)."""
     if n == 0:
-        return anchor.sum() * 0.0
+        return _graph_zero(anchor)
     return total / n
+
+
+def _graph_zero(anchor: torch.Tensor) -> torch.Tensor:
+    """A float zero on ``anchor``'s graph, so backward() works on a batch without a counted position; summing an
+    empty slice, not multiplying by 0, which a NaN at a masked position would turn into NaN."""
+    return anchor.reshape(-1)[:0].sum().float()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,7 +339,7 @@ def _chunked_mean(row_loss: Callable[..., torch.Tensor], row_inputs: list[torch.
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     if n == 0:
-        return anchor.sum() * 0.0
+        return _graph_zero(anchor)
     total = anchor.new_zeros((), dtype=torch.float32)
     grad = torch.is_grad_enabled()
     for start in range(0, n, chunk_size):

@@ -96,7 +96,7 @@ def embedded_teacher_record(folder: Path) -> dict:
 def resolve_causal_lm_source(source: str, cache_root: Path, allow_pickle: bool = False) -> str:
     """Turn ``--teacher``/``--student`` into a local folder or a hub id: the embedded name maps to its cached
     folder, a local folder is checked (``models.check_model_dir``), anything else goes to ``resolve_model_source``."""
-    if source in (EMBEDDED_TEACHER, f"HuggingFaceTB/{EMBEDDED_TEACHER}-gguf-q4_1"):
+    if source == EMBEDDED_TEACHER:
         return str(embedded_teacher_dir(cache_root))
     path = Path(source).expanduser()
     if path.exists():
