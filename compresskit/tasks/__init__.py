@@ -9,8 +9,9 @@ rule, the quality metrics, the benchmark workloads, the report columns and the m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,6 +54,28 @@ class Column:
     higher_is_better: bool = True
 
 
+@dataclass(frozen=True)
+class StageContext:
+    """What a task's stages work with: the run's configuration (a ``pipeline.PipelineConfig``), what the task's
+    preflight found, the run folder's layout, the shared cache folder, and whether an earlier run is resumed."""
+
+    cfg: Any
+    found: Any
+    layout: Any  # compresskit.run.RunLayout
+    cache: Path
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One numbered step of ``distill-and-export``: its name, the header detail, and the work, which reuses a
+    finished output of an earlier run and returns the lines to print under the header."""
+
+    name: str
+    detail: str
+    run: Callable[[], list[str]]
+
+
 class Task(Protocol):
     """What a task family provides to the shared pipeline."""
 
@@ -64,6 +87,19 @@ class Task(Protocol):
     """What a user must bring: the teacher's kind, the data's form."""
     quality_metric: str
     """The variant field the accuracy gate compares (higher is better)."""
+
+    def default_run_name(self, cfg: Any) -> str:
+        """The run folder's name when ``--run-name`` is not given, from the data and the teacher."""
+        ...
+
+    def preflight(self, cfg: Any) -> Any:
+        """Check the teacher and the data before anything is written (one-line UserError on bad input); returns
+        what the stages need of it."""
+        ...
+
+    def stages(self, ctx: StageContext) -> list[Stage]:
+        """The stages of ``distill-and-export`` before the report, in order (data, teacher, distill, …, bench)."""
+        ...
 
     def load_examples(self, cfg: Any) -> tuple[list[str], list[str], str]:
         """Load ``(inputs, targets, source description)`` of the data set ``cfg`` names; UserError on bad data."""

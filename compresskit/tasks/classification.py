@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from compresskit.artifacts import UserError
-from compresskit.tasks import Column, ExportSpec, Workload
+from compresskit.tasks import Column, ExportSpec, Stage, StageContext, Workload
 
 
 def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> float:
@@ -30,6 +31,16 @@ def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> float:
 
 
 @dataclass(frozen=True)
+class Found:
+    """What classification's preflight found: the teacher's resolved source, whether it is fine-tuned first, and
+    the loaded examples (the data stage writes them without loading again)."""
+
+    source: str
+    needs_finetune: bool
+    examples: Any  # compresskit.data.Examples
+
+
+@dataclass(frozen=True)
 class TextClassification:
     """The ``text-classification`` task family (see the module docstring)."""
 
@@ -38,6 +49,52 @@ class TextClassification:
     needs: str = ("an encoder teacher (a sequence classifier, or a bare encoder that is fine-tuned first) and "
                   "labelled texts: bbc-news, CSV/JSONL/Parquet with text and label columns, <label>/*.txt folders")
     quality_metric: str = "accuracy"
+
+    def default_run_name(self, cfg: Any) -> str:
+        """``<data>-<teacher>``, e.g. ``bbc-news-all-minilm-l6-v2``."""
+        from compresskit.data import BBC_NEWS
+        from compresskit.run import slug
+
+        data = cfg.data.dataset if cfg.data.dataset == BBC_NEWS else Path(cfg.data.dataset).stem
+        return slug(f"{data}-{Path(cfg.teacher.rstrip('/')).name}")
+
+    def preflight(self, cfg: Any) -> Found:
+        """The teacher's config and the data, checked before anything is written: labels, the student's layers,
+        whether the teacher's head fits, and whether the graph can be one ONNX file when ``--external-data never``."""
+        from compresskit.export import use_external_data
+        from compresskit.models import (estimated_weight_bytes, layer_count, parse_layers, read_config,
+                                        resolve_model_source)
+
+        source = resolve_model_source(cfg.teacher)
+        config = read_config(source, cfg.load)
+        examples = self.load_examples(cfg.data)
+        if cfg.distill.student is None and cfg.distill.student_shape is None:
+            parse_layers(cfg.distill.student_layers, layer_count(config))
+        if cfg.export.external_data == "never":
+            # export refuses a model over one protobuf file's limit; find out now, not after hours of distillation
+            weights = estimated_weight_bytes(config)
+            if weights is not None:
+                use_external_data(weights, "never")
+        return Found(source, self.check_teacher(config, examples.labels, cfg.finetune_mode, cfg.teacher), examples)
+
+    def stages(self, ctx: StageContext) -> list[Stage]:
+        """data → teacher (fine-tuned when it has no head) → distill → export → quantize (unless ``none``) → bench."""
+        cfg, found = ctx.cfg, ctx.found
+        origin = cfg.distill.student or (f"shape {cfg.distill.student_shape}" if cfg.distill.student_shape
+                                         else f"teacher layers {cfg.distill.student_layers}")
+        stages = [
+            Stage("data", found.examples.source, lambda: _data_stage(ctx)),
+            Stage("teacher", found.source, lambda: _teacher_stage(ctx)),
+            Stage("distill", f"T={cfg.distill.temperature}, α={cfg.distill.alpha}, student={origin}, "
+                             f"terms={cfg.distill.weights.active()}", lambda: _distill_stage(ctx)),
+            Stage("export", f"{cfg.export.exporter}, opset {cfg.export.opset}, parity on validation",
+                  lambda: _export_stage(ctx, self)),
+        ]
+        if cfg.quantize.mode != "none":
+            stages.append(Stage("quantize", cfg.quantize.mode, lambda: _quantize_stage(ctx, self)))
+        stages.append(Stage("bench", f"batch sizes {cfg.bench.sizes}, sequence {cfg.bench.sequence_length}, each "
+                                     "variant in its own process", lambda: _bench_stage(ctx, self)))
+        return stages
 
     def load_examples(self, cfg: Any) -> Any:
         """Texts and label names from ``cfg`` (a ``DataConfig``); at least two distinct labels."""
@@ -94,3 +151,108 @@ class TextClassification:
 
 
 TEXT_CLASSIFICATION = TextClassification()
+
+
+# ---------------------------------------------------------------- the stages of distill-and-export
+
+
+def _teacher_dir(layout: Any) -> Path:
+    """Where the teacher stage left the teacher (run.json records it: the run folder, or the user's own folder)."""
+    from compresskit.artifacts import read_json
+
+    return Path(read_json(layout.record)["stages"]["teacher"]["path"])
+
+
+def _data_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.data import prepare_data
+
+    if not (ctx.layout.data / "data.json").is_file():
+        prepare_data(ctx.cfg.data, ctx.layout.data, examples=ctx.found.examples)
+    data = read_json(ctx.layout.data / "data.json")
+    return [f"{data['sizes']} · labels: {', '.join(data['labels'])}"]
+
+
+def _teacher_stage(ctx: StageContext) -> list[str]:
+    from compresskit.finetune import cached_or_finetune
+    from compresskit.run import link_tree, record_stage
+
+    cfg, layout, source = ctx.cfg, ctx.layout, ctx.found.source
+    if ctx.found.needs_finetune:
+        ft = cached_or_finetune(cfg.finetune, source, layout.data, ctx.cache)
+        if not (layout.teacher / "finetune.json").is_file():
+            link_tree(ft.model_dir, layout.teacher)
+        teacher_dir = layout.teacher
+        line = f"fine-tuned{' (cached)' if ft.reused else ''}: validation accuracy {ft.validation_accuracy:.4f}"
+    else:
+        teacher_dir = Path(source) if Path(source).is_dir() else _download_teacher(source, layout, cfg.load)
+        line = "already a classifier: used as it is"
+    record_stage(layout, "teacher", {"path": str(teacher_dir), "source": cfg.teacher,
+                                     "finetuned": ctx.found.needs_finetune})
+    return [line]
+
+
+def _download_teacher(source: str, layout: Any, load: Any) -> Path:
+    """A hub-id classifier, saved into the run folder so every later stage reads a local folder."""
+    from compresskit.models import load_classifier, load_tokenizer
+
+    if not (layout.teacher / "config.json").is_file():
+        model, tok = load_classifier(source, load), load_tokenizer(source, load)
+        model.save_pretrained(layout.teacher)
+        tok.save_pretrained(layout.teacher)
+    return layout.teacher
+
+
+def _distill_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.distill import distill
+    from compresskit.run import record_stage
+
+    layout = ctx.layout
+    if not (layout.student / "distill.json").is_file():
+        distill(ctx.cfg.distill, _teacher_dir(layout), layout.data, layout.student, ctx.cache, ctx.cfg.load,
+                resume=ctx.resumed)
+    rec = read_json(layout.student / "distill.json")
+    record_stage(layout, "distill", {"path": str(layout.student)})
+    return [f"{rec['parameters']:,} parameters, {rec['layers']} layers, validation accuracy "
+            f"{rec['best_validation_accuracy']:.4f} ({rec['seconds']:.0f} s on {rec['device']}, {rec['precision']})"]
+
+
+def _export_stage(ctx: StageContext, task: TextClassification) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.export import export
+    from compresskit.run import record_stage
+
+    layout, lines = ctx.layout, []
+    for name, folder in (("teacher", _teacher_dir(layout)), ("student", layout.student)):
+        if not (layout.onnx(name) / "export.json").is_file():
+            export(ctx.cfg.export, folder, layout.data, layout.onnx(name), name, ctx.cfg.load, task)
+        p = read_json(layout.onnx(name) / "export.json")["parity"]
+        lines.append(f"{name}: max |Δlogit| {p['max_abs_diff']:.2e}, label agreement {p['label_agreement']:.2%}")
+    record_stage(layout, "export", {"teacher": str(layout.onnx("teacher")), "student": str(layout.onnx("student"))})
+    return lines
+
+
+def _quantize_stage(ctx: StageContext, task: TextClassification) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.quantize import quantize
+    from compresskit.run import record_stage
+
+    layout, cfg = ctx.layout, ctx.cfg
+    if not (layout.onnx("student-quantized") / "quantize.json").is_file():
+        quantize(cfg.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student",
+                 task)
+    q = read_json(layout.onnx("student-quantized") / "quantize.json")
+    p = q["parity"]
+    record_stage(layout, "quantize", {"path": str(layout.onnx("student-quantized"))})
+    return [f"mode {q.get('mode', cfg.quantize.mode)}",
+            f"label agreement with fp32 {p['label_agreement']:.2%}, accuracy {p['accuracy_reference']:.4f} → "
+            f"{p['accuracy_model']:.4f}"]
+
+
+def _bench_stage(ctx: StageContext, task: TextClassification) -> list[str]:
+    from compresskit.bench import bench
+    from compresskit.variants import discover_variants
+
+    bench(ctx.cfg.bench, discover_variants(ctx.layout), ctx.layout.data, ctx.layout.bench, task)
+    return []
