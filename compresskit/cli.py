@@ -38,7 +38,7 @@ console = Console(stderr=True)
 
 # The options of each stage, as the commands that run the stage take them.
 LOAD = ("trust_remote_code", "allow_pickle")
-DATA = ("dataset", "text_column", "label_column", "max_samples", "seed")
+DATA = ("dataset", "text_column", "label_column", "max_samples", "drop_unlabeled", "seed")
 TRAIN = ("batch_size", "max_length", "device", "precision", "gradient_accumulation", "seed", "save_steps",
          "early_stopping_patience", "fsdp")
 DISTILL = ("temperature", "alpha", "student_layers", "student", "student_shape", "w_soft", "w_mse_logits", "w_hidden",
@@ -71,7 +71,7 @@ def data_config(o: dict[str, Any]) -> DataConfig:
     from compresskit.data import DataConfig
 
     return DataConfig(dataset=o["dataset"], text_column=o["text_column"], label_column=o["label_column"],
-                      seed=o["seed"], max_samples=o["max_samples"])
+                      seed=o["seed"], max_samples=o["max_samples"], drop_unlabeled=o["drop_unlabeled"])
 
 
 def train_config(o: dict[str, Any], epochs: float, learning_rate: float, checkpoints: bool = True) -> TrainConfig:

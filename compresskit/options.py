@@ -109,6 +109,9 @@ OPTIONS: dict[str, Opt] = {
         "--label-column", help="Column holding the class label.")),
     "max_samples": Opt(Optional[int], DataConfig.max_samples, typer.Option(
         "--max-samples", help="Stratified subsample, for quick runs.")),
+    "drop_unlabeled": Opt(bool, DataConfig.drop_unlabeled, typer.Option(
+        "--drop-unlabeled", help="Leave out rows whose label is empty (counted in data.json) instead of refusing "
+                                 "the data.")),
     "seed": Opt(int, DataConfig.seed, typer.Option("--seed", help="Seed for splits, initialisation and shuffling.")),
 
     # --- training (TrainConfig; literals, see the module docstring)

@@ -25,7 +25,7 @@ from compresskit.finetune import FinetuneConfig
 from compresskit.gates import GateConfig, evaluate_gates, failed_gates
 from compresskit.models import LoadOptions, read_config, resolve_model_source
 from compresskit.quantize import QuantizeConfig
-from compresskit.run import RunLayout, claim_run_dir
+from compresskit.run import RunLayout, claim_run_dir, run_lock
 from compresskit.tasks import AUTO, StageContext, Task, get_task, resolve_task
 from compresskit.variants import discover_variants  # noqa: F401  (the bench command and benchmarks/ import it here)
 
@@ -84,22 +84,23 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
     started = time.time()
     pre = _preflight(cfg)
     layout = RunLayout(Path(output_root) / (run_name or pre.task.default_run_name(cfg)))
-    resumed = claim_run_dir(layout, identity_config(cfg), overwrite)
-    if options is not None:
-        from compresskit.config_file import write_config_file
+    with run_lock(layout):  # a second run on this folder is refused at once instead of mixing into this one
+        resumed = claim_run_dir(layout, identity_config(cfg), overwrite)
+        if options is not None:
+            from compresskit.config_file import write_config_file
 
-        write_config_file(layout.root / "config.toml", options)
-    if resumed:
-        console.print(f"[yellow]resuming the run in {layout.root}: finished stages are reused[/]")
-    stages = pre.task.stages(StageContext(cfg, pre.found, layout, Path(output_root) / ".cache", resumed))
-    step = _Steps(console, len(stages) + 1)
-    for stage in stages:
-        step(stage.name, stage.detail)
-        for line in stage.run():
-            console.print(f"    {line}", highlight=False)
+            write_config_file(layout.root / "config.toml", options)
+        if resumed:
+            console.print(f"[yellow]resuming the run in {layout.root}: finished stages are reused[/]")
+        stages = pre.task.stages(StageContext(cfg, pre.found, layout, Path(output_root) / ".cache", resumed))
+        step = _Steps(console, len(stages) + 1)
+        for stage in stages:
+            step(stage.name, stage.detail)
+            for line in stage.run():
+                console.print(f"    {line}", highlight=False)
 
-    step("report", str(layout.root))
-    code = report_and_gates(layout.root, gates, console)
+        step("report", str(layout.root))
+        code = report_and_gates(layout.root, gates, console)
     console.print(f"done in {time.time() - started:.0f} s")
     return code
 

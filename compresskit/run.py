@@ -11,13 +11,23 @@ Layout::
     onnx/student-quantized/
     bench/                per-variant measurements (bench.json)
     report.json, report.md, report.html
+
+While a run works in it, ``<run folder>.lock`` beside it is locked (``run_lock``): a second run on the folder is
+refused at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import re
 import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +66,11 @@ class RunLayout:
     def bench(self) -> Path:
         return self.root / "bench"
 
+    @property
+    def lock(self) -> Path:
+        """Beside the folder, not in it: ``--overwrite`` removes the folder while the lock is held."""
+        return self.root.with_name(f"{self.root.name}.lock")
+
 
 def slug(text: str) -> str:
     """A file-name-safe lower-case name."""
@@ -65,6 +80,60 @@ def slug(text: str) -> str:
 def run_identity(config: dict[str, Any]) -> str:
     """What makes two runs the same run: every artifact-shaping option and the compresskit version."""
     return sha256_json({"config": config, "compresskit": __version__})
+
+
+@contextlib.contextmanager
+def run_lock(layout: RunLayout) -> Iterator[Path]:
+    """Hold the run folder's lock file for the ``with`` block; a run that holds it already is a one-line UserError
+    naming it (pid, host, start time).
+
+    Why ``flock``: the kernel releases it when the holder's process ends however it ends, so a run killed with
+    ``kill -9`` (a cancelled CI job) leaves no lock that must be removed by hand; the pid written in the file only
+    serves the message. On release the file is removed while still locked, and a taker checks that the file it locked
+    is still the one at the path, so two runs can never each hold a different file of the same name.
+    """
+    path = layout.lock
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise UserError(f"{layout.root} is in use by another run ({holder}); wait for it to end, or choose "
+                            f"another --run-name (the lock, {path}, goes when that process ends)") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)  # the previous holder removed this file after we opened it: lock the path's new file
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "command": " ".join(sys.argv)[:2000]}).encode())
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """Who holds a lock file, from what it wrote into it: ``pid 123 on host, started 2026-01-31T12:00:00Z``."""
+    try:
+        info = json.loads(os.pread(fd, 1 << 16, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:  # taken a moment ago, its details not written yet
+        return "its details are not written yet"
+    return f"pid {info['pid']} on {info.get('host', '?')}, started {info.get('started', '?')}"
 
 
 def claim_run_dir(layout: RunLayout, config: dict[str, Any], overwrite: bool) -> bool:
