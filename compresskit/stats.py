@@ -67,6 +67,23 @@ def bootstrap_ci(correct: np.ndarray, n_boot: int = 2000, confidence: float = 0.
     return _interval(_resampled_means(values[:, None], n_boot, seed)[:, 0], confidence)
 
 
+def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, confidence: float = 0.95,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of continuous per-example scores ``values`` (shape (n,), e.g.
+    ROUGE-L per prompt or mean NLL per window); ``bootstrap_ci`` is its 0/1 counterpart.
+
+    Same resampling as ``bootstrap_ci``, so a 0/1 vector gets the same interval from both. Deterministic for a
+    given ``seed``. Returns (low, high).
+    """
+    _check_settings(n_boot, confidence)
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D vector of per-example scores, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("values must be finite numbers (drop the examples without a score first)")
+    return _interval(_resampled_means(arr[:, None], n_boot, seed)[:, 0], confidence)
+
+
 def paired_bootstrap_diff(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000,
                           confidence: float = 0.95, seed: int = 0) -> dict:
     """Paired bootstrap of mean(a) − mean(b) for two models scored on the same test examples (shapes (n,)).

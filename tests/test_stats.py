@@ -131,3 +131,24 @@ def test_pareto_front_edge_cases():
     assert pareto_front([(1.0, 0.5)]) == [0]
     with pytest.raises(ValueError, match="finite"):
         pareto_front([(1.0, float("nan"))])
+
+
+def test_bootstrap_mean_ci_covers_a_continuous_mean_and_matches_bootstrap_ci_on_0_1():
+    from compresskit.stats import bootstrap_mean_ci
+
+    values = np.random.default_rng(0).uniform(0, 1, 300)
+    low, high = bootstrap_mean_ci(values, seed=0)
+    assert low < values.mean() < high
+    assert (high - low) == pytest.approx(2 * 1.96 * values.std() / math.sqrt(300), rel=0.2)
+    v = _vector(0.8, 400, seed=1)
+    assert bootstrap_mean_ci(v, seed=3) == bootstrap_ci(v, seed=3)
+    assert bootstrap_mean_ci(np.full(5, 0.25)) == (0.25, 0.25)
+
+
+@pytest.mark.parametrize("bad, message", [(np.array([]), "non-empty"), (np.ones((2, 2)), "1-D"),
+                                          (np.array([0.5, float("nan")]), "finite")])
+def test_bootstrap_mean_ci_rejects_bad_vectors(bad, message):
+    from compresskit.stats import bootstrap_mean_ci
+
+    with pytest.raises(ValueError, match=message):
+        bootstrap_mean_ci(bad)
