@@ -22,8 +22,6 @@ import numpy as np
 from compresskit.artifacts import UserError, atomic_dir, folder_size_mb, read_json, stage_record, write_json
 from compresskit.data import read_split_for_head
 from compresskit.machine import default_threads, machine_info
-from compresskit.tasks import Task
-from compresskit.tasks.classification import TEXT_CLASSIFICATION, macro_f1  # noqa: F401  (macro_f1: public here too)
 from compresskit.timing import Latency  # noqa: F401  (public here too: its home before timing.py)
 from compresskit.variants import Variant, reference_teacher
 
@@ -60,7 +58,7 @@ class BenchConfig:
         if not 8 <= self.sequence_length <= 8192:
             problems.append(f"--sequence-length must be between 8 and 8192, got {self.sequence_length}")
         if self.warmup < 0 or self.min_iterations < 1 or self.min_seconds < 0:
-            problems.append("--warmup must be >= 0, --iterations >= 1 and --min-seconds >= 0")
+            problems.append("warmup must be >= 0, --iterations >= 1 and --min-seconds >= 0")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be >= 1, got {self.threads}")
         if self.provider not in ("auto", "cpu", "cuda", "tensorrt"):
@@ -74,6 +72,26 @@ class BenchConfig:
     def sizes(self) -> tuple[int, ...]:
         """Batch sizes to time, batch 1 first."""
         return tuple(sorted({1, *self.batch_sizes}))
+
+
+def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes present in gold or predictions."""
+    scores = []
+    for c in range(classes):
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp = int(((pred == c) & (gold != c)).sum())
+        fn = int(((pred != c) & (gold == c)).sum())
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def label_quality(pred: np.ndarray, gold: np.ndarray, reference: np.ndarray | None, classes: int
+                  ) -> dict[str, float | None]:
+    """Accuracy and macro-F1 of predicted labels against ``gold``, and agreement with the reference teacher's
+    predictions ``reference`` (None without one): text classification's quality metrics."""
+    return {"accuracy": float((pred == gold).mean()), "macro_f1": macro_f1(pred, gold, classes),
+            "agreement_with_teacher": float((pred == reference).mean()) if reference is not None else None}
 
 
 @dataclass(frozen=True)
@@ -132,12 +150,12 @@ def _run_worker(v: Variant, cfg: BenchConfig, inputs: Path, workdir: Path, threa
     return json.loads(result.read_text())
 
 
-def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path,
-          task: Task = TEXT_CLASSIFICATION) -> BenchResult:
+def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, task: Any = None) -> BenchResult:
     """Measure every variant on the test split; writes ``out/bench.json`` and returns it.
 
-    The task's quality metrics (for classification: accuracy, macro-F1, agreement with the teacher's predictions)
-    come from the same padded test inputs the latency runs use; agreement is with ``reference_teacher``.
+    The task's quality metrics (``task.quality``; None: text classification's ``label_quality``: accuracy, macro-F1,
+    agreement with the teacher's predictions) come from the same padded test inputs the latency runs use; agreement
+    is with ``reference_teacher``.
     """
     from rich.console import Console
 
@@ -170,7 +188,7 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path,
             rows.append({
                 "name": v.name, "model": v.model, "format": v.format, "precision": v.precision,
                 "device": r["device"], "providers": r.get("providers", []), "path": str(v.path),
-                **task.quality(pred, gold, teacher_pred, len(labels_order)),
+                **(task.quality if task else label_quality)(pred, gold, teacher_pred, len(labels_order)),
                 "size_mb": model_size_mb(v), "parameters": v.parameters,
                 "peak_rss_mb": r["peak_rss_mb"], "peak_gpu_mb": r.get("peak_gpu_mb"),
                 "load_seconds": r["load_seconds"],
@@ -179,7 +197,7 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path,
                 "throughput_per_s": {k: round(int(k.split("_")[1]) * 1000.0 / lat["mean"], 2)
                                      for k, lat in r["latency_ms"].items()},
             })
-        result = BenchResult(task.name, cfg.sequence_length, n, threads, teacher, machine_info(threads), rows)
+        result = BenchResult(task.name if task else "text-classification", cfg.sequence_length, n, threads, teacher, machine_info(threads), rows)
         write_json(tmp / "bench.json", result.to_dict())
         write_json(tmp / "bench_record.json", stage_record(
             "bench", dataclasses.asdict(cfg), {"data": str(data_dir), "variants": [v.name for v in variants]},

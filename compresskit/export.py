@@ -31,9 +31,8 @@ from compresskit.onnx_io import graph_record, move_graph
 from compresskit.onnx_runtime import SESSION_FILE, batched_logits, make_session, run_logits, tokenize_numpy
 from compresskit.timing import time_runs
 from compresskit.torch_export import optimize_graph, torch_export
-from compresskit.tasks import Task
-from compresskit.tasks.classification import TEXT_CLASSIFICATION
-from compresskit.verify import Parity, require
+from compresskit.torch_export import logits_export_spec
+from compresskit.verify import Parity, compare, require
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 ATTENTIONS = ("auto", "eager", "sdpa")
@@ -154,7 +153,7 @@ def _torch_logits(model: Any, arrays: dict[str, np.ndarray], batch_size: int = 3
 
 def verify_onnx(cfg: ExportConfig, onnx_path: Path, model: Any, tokenizer: Any, data_dir: Path,
                 name: str = "model", inputs: ParityInputs | None = None, reference: np.ndarray | None = None,
-                task: Task = TEXT_CLASSIFICATION) -> Parity:
+                task: Any = None) -> Parity:
     """Run ``onnx_path`` and the PyTorch ``model`` on the validation split; raise VerificationError on mismatch.
 
     The inputs are longer and more than the few rows a graph is traced on, so the check also exercises the dynamic
@@ -167,7 +166,8 @@ def verify_onnx(cfg: ExportConfig, onnx_path: Path, model: Any, tokenizer: Any, 
     if reference is None:
         reference = _torch_logits(model, inputs.arrays)
     got = batched_logits(make_session(onnx_path), inputs.arrays)
-    return require(task.parity(f"{name}-onnx", f"{name}-pytorch", got, reference, cfg.tolerance, cfg.min_agreement,
+    # the task's parity rule (``task.parity``); a classifier's, logit closeness and label agreement, by default
+    return require((task.parity if task else compare)(f"{name}-onnx", f"{name}-pytorch", got, reference, cfg.tolerance, cfg.min_agreement,
                                inputs.labels))
 
 
@@ -254,7 +254,7 @@ def _skip_layer_norm(cfg: ExportConfig, path: Path, parity: Parity, check: Calla
 
 
 def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: str = "model",
-           load: LoadOptions = LoadOptions(), task: Task = TEXT_CLASSIFICATION) -> ExportResult:
+           load: LoadOptions = LoadOptions(), task: Any = None) -> ExportResult:
     """Export the classifier in ``model_dir`` to ``out/model.onnx`` (weights in ``out/model.onnx.data`` when
     ``cfg.external_data`` says so) and verify it on the validation split.
 
@@ -290,7 +290,8 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
                 model.set_attn_implementation(cand.attention)
                 # the [CLS]-only graph is checked below against the full PyTorch model, not against itself
                 traced = ClsOnlyClassifier(model) if cand.cls_only else model
-                torch_export(traced, sample, path, cand.exporter, cfg.opset, external, task.export_spec(list(sample)))
+                torch_export(traced, sample, path, cand.exporter, cfg.opset, external,
+                             (task.export_spec if task else logits_export_spec)(list(sample)))
             except Exception as e:  # exporter failures come in many types; the user needs the first line
                 entry["error"] = f"export failed: {first_line(e)}"
                 continue

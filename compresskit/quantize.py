@@ -36,9 +36,7 @@ from compresskit.onnx_io import external_data_files, graph_record, move_graph, s
 from compresskit.onnx_runtime import (SESSION_FILE, available_providers, batched_logits, make_session,
                                       session_inputs, tokenize_numpy)
 from compresskit.timing import Latency, time_runs
-from compresskit.tasks import Task
-from compresskit.tasks.classification import TEXT_CLASSIFICATION
-from compresskit.verify import Parity
+from compresskit.verify import Parity, compare
 
 MODES = ("none", "dynamic-int8", "static-int8", "fp16", "int4", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -180,12 +178,12 @@ class ValidationSet:
     """The fp32 model's logits ``(n, classes)``."""
     padded: dict[str, np.ndarray]
     """The same texts as ``(n, max_length)`` tensors: the fixed shape latency is measured at."""
-    task: Task = TEXT_CLASSIFICATION
-    """The task whose parity rule judges a quantized model's outputs against the fp32 ones."""
+    task: Any = None
+    """The task whose parity rule (``task.parity``) judges a quantized model's outputs against the fp32 ones; None:
+    a classifier's (label agreement and accuracy)."""
 
 
-def load_validation(onnx_dir: Path, data_dir: Path, max_length: int, task: Task = TEXT_CLASSIFICATION
-                    ) -> ValidationSet:
+def load_validation(onnx_dir: Path, data_dir: Path, max_length: int, task: Any = None) -> ValidationSet:
     """Tokenise the validation split with ``onnx_dir``'s tokenizer and run the fp32 ``model.onnx`` on it."""
     from transformers import AutoTokenizer
 
@@ -217,7 +215,8 @@ def _accuracy_drop(p: Parity) -> float | None:
 def _measure(model_path: Path, validation: ValidationSet, cfg: QuantizeConfig, model: str, reference: str) -> Parity:
     """Run ``model_path`` on the validation inputs and compare with fp32; NaN or inf raises VerificationError."""
     got = batched_logits(make_session(model_path), validation.arrays)
-    p = validation.task.parity(model, reference, got, validation.reference, None, cfg.min_agreement, validation.labels)
+    judge = validation.task.parity if validation.task else compare
+    p = judge(model, reference, got, validation.reference, None, cfg.min_agreement, validation.labels)
     return dataclasses.replace(p, passed=not budget_problems(p, cfg))
 
 
@@ -645,7 +644,7 @@ def _auto(source: Path, workdir: Path, inputs: _Inputs, validation: ValidationSe
 
 
 def quantize(cfg: QuantizeConfig, onnx_dir: Path, data_dir: Path, out: Path, name: str = "model",
-             task: Task = TEXT_CLASSIFICATION) -> QuantizeResult:
+             task: Any = None) -> QuantizeResult:
     """Quantize ``onnx_dir/model.onnx`` into ``out`` (same self-contained layout) and verify on validation data."""
     if cfg.mode == "none":
         raise UserError("--quantize none: nothing to quantize")

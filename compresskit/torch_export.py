@@ -6,13 +6,29 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from compresskit.onnx_io import move_graph, store_exported
-from compresskit.tasks import ExportSpec
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What an exported graph takes and gives: names, and the axes that stay dynamic (a task's ``export_spec``)."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+def logits_export_spec(input_names: list[str] | tuple[str, ...]) -> ExportSpec:
+    """Token tensors ``(batch, sequence)`` in, one row of logits per input out: a classifier's graph."""
+    names = tuple(input_names)
+    return ExportSpec(inputs=names, outputs=("logits",),
+                      dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}})
 
 
 class _LogitsOnly:
@@ -50,9 +66,7 @@ def torch_export(model: Any, sample: dict[str, np.ndarray], path: Path, exporter
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be torchscript or dynamo, got {exporter!r}")
     if spec is None:
-        from compresskit.tasks.classification import TEXT_CLASSIFICATION
-
-        spec = TEXT_CLASSIFICATION.export_spec(list(sample))
+        spec = logits_export_spec(list(sample))
     names = list(spec.inputs)
     args = tuple(torch.from_numpy(sample[n]) for n in names)
     wrapped = _LogitsOnly.wrap(model, names)

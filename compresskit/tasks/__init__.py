@@ -17,17 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from compresskit.artifacts import UserError
+# Defined beside the exporter that reads it: the stages import nothing from tasks, so no module imports itself back.
+from compresskit.torch_export import ExportSpec  # noqa: F401  (part of the task interface)
 
 AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class ExportSpec:
-    """What an exported graph takes and gives: names and the axes that stay dynamic."""
-
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    dynamic_axes: dict[str, dict[int, str]]
 
 
 @dataclass(frozen=True)
@@ -92,9 +85,9 @@ class Task(Protocol):
         """The run folder's name when ``--run-name`` is not given, from the data and the teacher."""
         ...
 
-    def preflight(self, cfg: Any) -> Any:
+    def preflight(self, cfg: Any, cache: Path) -> Any:
         """Check the teacher and the data before anything is written (one-line UserError on bad input); returns
-        what the stages need of it."""
+        what the stages need of it. ``cache`` is the shared cache folder (an embedded teacher is built there)."""
         ...
 
     def stages(self, ctx: StageContext) -> list[Stage]:
@@ -134,13 +127,11 @@ class Task(Protocol):
 
 def families() -> dict[str, Task]:
     """The task families that run today, by ``--task`` name."""
+    from compresskit.tasks.causal_lm import CAUSAL_LM
     from compresskit.tasks.classification import TEXT_CLASSIFICATION
 
-    return {TEXT_CLASSIFICATION.name: TEXT_CLASSIFICATION}
+    return {TEXT_CLASSIFICATION.name: TEXT_CLASSIFICATION, CAUSAL_LM.name: CAUSAL_LM}
 
-
-# Families named here that are not built yet are refused with a message that says so, not as unknown names.
-PLANNED = {"causal-lm": "decoder LLM distillation (token-level KD, KV-cache export, generation benchmarks)"}
 
 
 def task_names() -> list[str]:
@@ -149,14 +140,11 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str) -> Task:
-    """The task family called ``name``; a one-line UserError for an unknown or unbuilt one."""
+    """The task family called ``name``; a one-line UserError for an unknown one."""
     built = families()
     if name in built:
         return built[name]
-    if name in PLANNED:
-        raise UserError(f"--task {name} ({PLANNED[name]}) is not available in this version; "
-                        f"available: {', '.join(built)}")
-    raise UserError(f"--task must be auto or one of {', '.join([*built, *PLANNED])}, got {name!r}")
+    raise UserError(f"--task must be auto or one of {', '.join(built)}, got {name!r}")
 
 
 def infer_task(config: Any) -> str:

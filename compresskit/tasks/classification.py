@@ -18,18 +18,6 @@ from compresskit.artifacts import UserError
 from compresskit.tasks import Column, ExportSpec, Stage, StageContext, Workload
 
 
-def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> float:
-    """Unweighted mean of per-class F1 over the classes present in gold or predictions."""
-    scores = []
-    for c in range(classes):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp = int(((pred == c) & (gold != c)).sum())
-        fn = int(((pred != c) & (gold == c)).sum())
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
-
-
 @dataclass(frozen=True)
 class Found:
     """What classification's preflight found: the teacher's resolved source, whether it is fine-tuned first, and
@@ -58,7 +46,7 @@ class TextClassification:
         data = cfg.data.dataset if cfg.data.dataset == BBC_NEWS else Path(cfg.data.dataset).stem
         return slug(f"{data}-{Path(cfg.teacher.rstrip('/')).name}")
 
-    def preflight(self, cfg: Any) -> Found:
+    def preflight(self, cfg: Any, cache: Path) -> Found:
         """The teacher's config and the data, checked before anything is written: labels, the student's layers,
         whether the teacher's head fits, and whether the graph can be one ONNX file when ``--external-data never``."""
         from compresskit.export import use_external_data
@@ -121,9 +109,9 @@ class TextClassification:
 
     def export_spec(self, input_names: Sequence[str]) -> ExportSpec:
         """Token tensors in, one row of logits per input out; batch and sequence stay dynamic."""
-        names = tuple(input_names)
-        return ExportSpec(inputs=names, outputs=("logits",),
-                          dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}})
+        from compresskit.torch_export import logits_export_spec
+
+        return logits_export_spec(input_names)
 
     def parity(self, model: str, reference: str, got: np.ndarray, want: np.ndarray, tolerance: float | None,
                min_agreement: float, targets: np.ndarray | None = None) -> Any:
@@ -137,8 +125,9 @@ class TextClassification:
                 ) -> dict[str, float | None]:
         """Accuracy and macro-F1 of the predicted labels ``outputs`` against ``gold``, and agreement with the
         reference teacher's predictions ``reference``."""
-        return {"accuracy": float((outputs == gold).mean()), "macro_f1": macro_f1(outputs, gold, classes),
-                "agreement_with_teacher": float((outputs == reference).mean()) if reference is not None else None}
+        from compresskit.bench import label_quality
+
+        return label_quality(outputs, gold, reference, classes)
 
     def workloads(self, batch_sizes: Sequence[int], sequence_length: int) -> list[Workload]:
         """One forward pass over ``batch`` padded inputs, for batch 1 and each requested size."""
