@@ -38,7 +38,8 @@ console = Console(stderr=True)
 
 # The options of each stage, as the commands that run the stage take them.
 LOAD = ("trust_remote_code", "allow_pickle")
-DATA = ("dataset", "text_column", "label_column", "max_samples", "drop_unlabeled", "seed")
+DATA = ("dataset", "text_column", "label_column", "max_samples", "drop_unlabeled", "validation_fraction",
+        "test_fraction", "seed")
 TRAIN = ("batch_size", "max_length", "device", "precision", "gradient_accumulation", "seed", "save_steps",
          "early_stopping_patience", "fsdp")
 DISTILL = ("temperature", "alpha", "student_layers", "student", "student_shape", "w_soft", "w_mse_logits", "w_hidden",
@@ -49,9 +50,13 @@ EXPORT = ("exporter", "attention", "opset", "optimize", "parity_tolerance", "par
 QUANTIZE = ("quantize", "per_channel", "int8_min_agreement", "max_accuracy_drop", "calibration_samples",
             "calibration_method", "int4_block_size", "fallback", "max_length")
 BENCH = ("batch_sizes", "sequence_length", "threads", "iterations", "min_seconds", "device", "provider")
-GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms")
+GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_ratio", "min_agreement")
+LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "max_steps", "student_depth",
+      "layer_choice", "lm_learning_rate", "lm_batch_size", "lm_max_length", "lm_window", "lm_tasks",
+      "max_article_words", "lm_train_prompts", "lm_train_texts", "lm_test_prompts", "lm_heldout_texts",
+      "max_new_tokens", "perplexity_window", "ttft_prompt_lengths", "lm_repeats", "decode_tokens")
 PIPELINE = ("config", "task", "teacher", *DATA, "output_root", "run_name", "overwrite", "finetune_teacher",
-            "teacher_epochs", "teacher_learning_rate", *DISTILL, *EXPORT, *QUANTIZE, *BENCH, *GATES, *LOAD)
+            "teacher_epochs", "teacher_learning_rate", *DISTILL, *EXPORT, *QUANTIZE, *BENCH, *LM, *GATES, *LOAD)
 NOT_SAVED = ("config", "overwrite")
 """Options of distill-and-export that are not settings of the run: its saved config.toml leaves them out (a reload
 with ``overwrite = true`` would delete the run it means to repeat)."""
@@ -71,7 +76,8 @@ def data_config(o: dict[str, Any]) -> DataConfig:
     from compresskit.data import DataConfig
 
     return DataConfig(dataset=o["dataset"], text_column=o["text_column"], label_column=o["label_column"],
-                      seed=o["seed"], max_samples=o["max_samples"], drop_unlabeled=o["drop_unlabeled"])
+                      seed=o["seed"], max_samples=o["max_samples"], drop_unlabeled=o["drop_unlabeled"],
+                      validation_fraction=o["validation_fraction"], test_fraction=o["test_fraction"])
 
 
 def train_config(o: dict[str, Any], epochs: float, learning_rate: float, checkpoints: bool = True) -> TrainConfig:
@@ -150,7 +156,8 @@ def gate_config(o: dict[str, Any]) -> GateConfig:
 
     try:
         return GateConfig(max_accuracy_drop=o["max_accuracy_drop"], min_speedup=o["min_speedup"],
-                          max_latency_ms=o["max_latency_ms"])
+                          max_latency_ms=o["max_latency_ms"], max_perplexity_ratio=o["max_perplexity_ratio"],
+                          min_agreement=o["min_agreement"])
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -164,7 +171,40 @@ def pipeline_config(o: dict[str, Any]) -> PipelineConfig:
                           # --save-steps and --early-stopping-patience are the student's here
                           finetune=finetune_config(o, checkpoints=False), distill=distill_config(o),
                           export=export_config(o), quantize=quantize_config(o, _onnx_device(o["device"])),
-                          bench=bench_config(o), load=load_options(o), task=o["task"])
+                          bench=bench_config(o), load=load_options(o), task=o["task"], lm=lm_config(o))
+
+
+def lm_config(o: dict[str, Any]) -> Any:
+    """The causal-LM family's settings (used when the task is causal-lm, given or inferred)."""
+    from compresskit.lm.bench import LMBenchConfig
+    from compresskit.lm.distill import LMDistillConfig
+    from compresskit.lm.kd_losses import LMKDConfig
+    from compresskit.lm.prepare import LMDataConfig
+    from compresskit.lm.prompts import BBCPromptConfig
+    from compresskit.tasks.causal_lm import LMConfig
+    from compresskit.training import TrainConfig
+
+    prompts = BBCPromptConfig(validation_fraction=o["validation_fraction"], test_fraction=o["test_fraction"],
+                              seed=o["seed"], max_article_words=o["max_article_words"], max_articles=o["max_samples"],
+                              kinds=tuple(k.strip() for k in o["lm_tasks"].split(",") if k.strip()))
+    data = LMDataConfig(dataset=o["dataset"], prompts=prompts, train_prompts=o["lm_train_prompts"],
+                        train_texts=o["lm_train_texts"], test_prompts=o["lm_test_prompts"],
+                        heldout_texts=o["lm_heldout_texts"], max_new_tokens=o["max_new_tokens"])
+    kd = LMKDConfig(divergence=o["kd_divergence"], beta=o["jsd_beta"], temperature=o["kd_temperature"],
+                    alpha=o["kd_alpha"])
+    train = TrainConfig(batch_size=o["lm_batch_size"], learning_rate=o["lm_learning_rate"],
+                        max_length=o["lm_max_length"], device=o["device"], precision=o["precision"],
+                        gradient_accumulation=o["gradient_accumulation"], seed=o["seed"], fsdp=o["fsdp"])
+    distill = LMDistillConfig(kd=kd, student_layers=o["student_layers"], student_depth=o["student_depth"],
+                              layer_choice=o["layer_choice"], on_policy_fraction=o["on_policy"],
+                              max_steps=o["max_steps"], window=o["lm_window"], train=train)
+    bench = LMBenchConfig(window=o["perplexity_window"], max_heldout=o["lm_heldout_texts"],
+                          max_prompts=o["lm_test_prompts"], max_new_tokens=o["max_new_tokens"],
+                          prompt_lengths=tuple(int(n) for n in _floats("--ttft-prompt-lengths",
+                                                                        o["ttft_prompt_lengths"])),
+                          decode_tokens=o["decode_tokens"], repeats=o["lm_repeats"], threads=o["threads"],
+                          device=o["device"])
+    return LMConfig(data=data, distill=distill, bench=bench)
 
 
 def with_config_file(ctx: typer.Context, o: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from compresskit.variants import reference_teacher
+from compresskit.variants import field_value, reference_teacher
 
 # Accuracies are ratios of counts and limits are typed as decimals, so 0.97 - 0.96 must not fail a 0.01 limit.
 _EPS = 1e-9
@@ -27,6 +27,10 @@ class GateConfig:
     """Smallest allowed teacher p50 / best student p50 at batch 1, > 0."""
     max_latency_ms: float | None = None
     """Largest allowed best student p50 at batch 1, in milliseconds, > 0."""
+    max_perplexity_ratio: float | None = None
+    """Largest allowed student / teacher perplexity on held-out text (causal LMs), >= 1."""
+    min_agreement: float | None = None
+    """Smallest allowed top-1 next-token agreement of the student with the teacher (causal LMs), in [0, 1]."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -37,6 +41,10 @@ class GateConfig:
             problems.append(f"--min-speedup must be > 0, got {self.min_speedup}")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:
             problems.append(f"--max-latency-ms must be > 0, got {self.max_latency_ms}")
+        if self.max_perplexity_ratio is not None and not self.max_perplexity_ratio >= 1:
+            problems.append(f"--max-perplexity-ratio must be >= 1, got {self.max_perplexity_ratio}")
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            problems.append(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -90,7 +98,7 @@ def _accuracy_gate(limit: float, variants: list[dict], metric: str) -> GateResul
     if teacher is None or student is None:
         missing = "teacher" if teacher is None else "student"
         return GateResult(name, limit, None, False, f"no {missing} variant in the report: cannot compare {metric}")
-    t_acc, s_acc = _number(teacher.get(metric)), _number(student.get(metric))
+    t_acc, s_acc = _number(field_value(teacher, metric)), _number(field_value(student, metric))
     if t_acc is None or s_acc is None:
         which = teacher["name"] if t_acc is None else student["name"]
         return GateResult(name, limit, None, False, f"{which} has no measured {metric}")
@@ -129,6 +137,36 @@ def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
     return GateResult(name, limit, p50, False, f"{head} > limit {limit:.2f} ms (by {p50 - limit:.2f} ms)")
 
 
+def _quality(variant: dict | None, key: str) -> float | None:
+    """A causal LM's quality figure (``quality.<key>``), or None."""
+    return _number(((variant or {}).get("quality") or {}).get(key))
+
+
+def _perplexity_gate(limit: float, variants: list[dict]) -> GateResult:
+    name = "max-perplexity-ratio"
+    teacher, student = reference_teacher(variants), _deployed_student(variants)
+    t, s = _quality(teacher, "perplexity"), _quality(student, "perplexity")
+    if t is None or s is None or t <= 0:
+        return GateResult(name, limit, None, False, "no teacher and student perplexity in the report")
+    ratio = s / t
+    head = f"{student['name']} perplexity {s:.2f} vs teacher {t:.2f}: ratio {ratio:.2f}"
+    if ratio <= limit + _EPS:
+        return GateResult(name, limit, ratio, True, f"{head} <= limit {limit:.2f}")
+    return GateResult(name, limit, ratio, False, f"{head} > limit {limit:.2f} (by {ratio - limit:.2f})")
+
+
+def _agreement_gate(limit: float, variants: list[dict]) -> GateResult:
+    name = "min-agreement"
+    student = _deployed_student(variants)
+    a = _quality(student, "top1_agreement")
+    if a is None:
+        return GateResult(name, limit, None, False, "no student top-1 agreement with the teacher in the report")
+    head = f"{student['name']} top-1 agreement with the teacher {a:.4f}"
+    if a >= limit - _EPS:
+        return GateResult(name, limit, a, True, f"{head} >= limit {limit:.4f}")
+    return GateResult(name, limit, a, False, f"{head} < limit {limit:.4f} (short by {limit - a:.4f})")
+
+
 def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accuracy") -> list[GateResult]:
     """Evaluate every gate set in ``cfg`` against the report's ``variants``, in a fixed order.
 
@@ -143,6 +181,10 @@ def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accurac
         results.append(_speedup_gate(cfg.min_speedup, variants))
     if cfg.max_latency_ms is not None:
         results.append(_latency_gate(cfg.max_latency_ms, variants))
+    if cfg.max_perplexity_ratio is not None:
+        results.append(_perplexity_gate(cfg.max_perplexity_ratio, variants))
+    if cfg.min_agreement is not None:
+        results.append(_agreement_gate(cfg.min_agreement, variants))
     return results
 
 

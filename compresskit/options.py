@@ -112,6 +112,11 @@ OPTIONS: dict[str, Opt] = {
     "drop_unlabeled": Opt(bool, DataConfig.drop_unlabeled, typer.Option(
         "--drop-unlabeled", help="Leave out rows whose label is empty (counted in data.json) instead of refusing "
                                  "the data.")),
+    "validation_fraction": Opt(float, DataConfig.validation_fraction, typer.Option(
+        "--validation-fraction", help="Share of each label (or of the articles) held out for validation: model "
+                                      "selection and parity checks.")),
+    "test_fraction": Opt(float, DataConfig.test_fraction, typer.Option(
+        "--test-fraction", help="Share of each label (or of the articles) held out for the final test metrics.")),
     "seed": Opt(int, DataConfig.seed, typer.Option("--seed", help="Seed for splits, initialisation and shuffling.")),
 
     # --- training (TrainConfig; literals, see the module docstring)
@@ -240,6 +245,58 @@ OPTIONS: dict[str, Opt] = {
     "provider": Opt(str, BenchConfig.provider, typer.Option(
         "--provider", help="ONNX Runtime provider: auto | cpu | cuda | tensorrt.")),
 
+    # --- causal LMs (--task causal-lm: compresskit.lm.prepare / distill / bench; literals, see the docstring)
+    "kd_divergence": Opt(str, "forward_kl", typer.Option(
+        "--kd-divergence", help="causal-lm: token-level divergence: forward_kl (mass-covering) | reverse_kl "
+                                "(mode-seeking) | jsd (generalized Jensen-Shannon, see --jsd-beta)."),
+        choices=("forward_kl", "reverse_kl", "jsd")),
+    "jsd_beta": Opt(float, 0.5, typer.Option(
+        "--jsd-beta", help="causal-lm: JSD weight β in [0, 1]: 0 is forward KL, 1 reverse KL.")),
+    "kd_temperature": Opt(float, 1.0, typer.Option(
+        "--kd-temperature", help="causal-lm: softmax temperature of both models in the divergence (scaled by T²).")),
+    "kd_alpha": Opt(float, 1.0, typer.Option(
+        "--kd-alpha", help="causal-lm: weight of the divergence; 1-α goes to cross-entropy on the target tokens.")),
+    "on_policy": Opt(float, 0.0, typer.Option(
+        "--on-policy", help="causal-lm: share λ of batches the student answers itself (sampled), scored by the "
+                            "teacher (GKD).")),
+    "max_steps": Opt(int, 120, typer.Option("--max-steps", help="causal-lm: optimiser steps of distillation.")),
+    "student_depth": Opt(Optional[int], None, typer.Option(
+        "--student-depth", help="causal-lm with --student-layers auto: keep this many teacher layers (default "
+                                "ceil(n/3)).")),
+    "layer_choice": Opt(str, "importance", typer.Option(
+        "--layer-choice", help="causal-lm with --student-layers auto: importance (measured block influence) | "
+                               "uniform."), choices=("importance", "uniform")),
+    "lm_learning_rate": Opt(float, 2e-4, typer.Option(
+        "--lm-learning-rate", help="causal-lm: peak AdamW learning rate of the student.")),
+    "lm_batch_size": Opt(int, 4, typer.Option("--lm-batch-size", help="causal-lm: sequences per optimiser step.")),
+    "lm_max_length": Opt(int, 192, typer.Option(
+        "--lm-max-length", help="causal-lm: tokens per training sequence (prompt + answer).")),
+    "lm_window": Opt(int, 128, typer.Option(
+        "--lm-window", help="causal-lm: tokens per plain-text training window.")),
+    "lm_train_prompts": Opt(int, 96, typer.Option(
+        "--lm-train-prompts", help="causal-lm: training instructions the teacher answers (sequence-level targets).")),
+    "lm_train_texts": Opt(int, 300, typer.Option(
+        "--lm-train-texts", help="causal-lm: training articles used as plain text (language-modelling KD).")),
+    "lm_tasks": Opt(str, "summary,headline,section", typer.Option(
+        "--lm-tasks", help="causal-lm with bbc-news: instructions per article, some of summary, headline, section.")),
+    "max_article_words": Opt(int, 60, typer.Option(
+        "--max-article-words", help="causal-lm with bbc-news: article bodies in prompts cut to this many words.")),
+    "lm_test_prompts": Opt(int, 30, typer.Option(
+        "--lm-test-prompts", help="causal-lm: held-out instructions for ROUGE-L, agreement and section choice.")),
+    "lm_heldout_texts": Opt(int, 24, typer.Option(
+        "--lm-heldout-texts", help="causal-lm: held-out articles for perplexity and next-token agreement.")),
+    "max_new_tokens": Opt(int, 48, typer.Option(
+        "--max-new-tokens", help="causal-lm: longest greedy answer, in tokens (teacher answers, student answers).")),
+    "perplexity_window": Opt(int, 256, typer.Option(
+        "--perplexity-window", help="causal-lm: perplexity and agreement on the first this many tokens of each "
+                                    "held-out text.")),
+    "ttft_prompt_lengths": Opt(str, "128,512", typer.Option(
+        "--ttft-prompt-lengths", help="causal-lm: prompt lengths (tokens) whose time to first token is measured.")),
+    "lm_repeats": Opt(int, 3, typer.Option(
+        "--lm-repeats", help="causal-lm: timed repeats of each generation-speed workload, after one warm-up.")),
+    "decode_tokens": Opt(int, 128, typer.Option(
+        "--decode-tokens", help="causal-lm: new tokens timed at batch 1 for decode tokens/s.")),
+
     # --- quality gates (GateConfig)
     "max_accuracy_drop": Opt(Optional[float], GateConfig.max_accuracy_drop, typer.Option(
         "--max-accuracy-drop", help="Largest allowed accuracy drop, e.g. 0.01 = 1 point: a gate on teacher minus "
@@ -249,6 +306,11 @@ OPTIONS: dict[str, Opt] = {
         "--min-speedup", help="Gate: smallest allowed teacher p50 / fastest student p50 at batch 1.")),
     "max_latency_ms": Opt(Optional[float], GateConfig.max_latency_ms, typer.Option(
         "--max-latency-ms", help="Gate: largest allowed fastest-student p50 at batch 1, in ms.")),
+    "max_perplexity_ratio": Opt(Optional[float], GateConfig.max_perplexity_ratio, typer.Option(
+        "--max-perplexity-ratio", help="Gate (causal-lm): largest allowed student / teacher perplexity on held-out "
+                                       "text.")),
+    "min_agreement": Opt(Optional[float], GateConfig.min_agreement, typer.Option(
+        "--min-agreement", help="Gate (causal-lm): smallest allowed top-1 next-token agreement with the teacher.")),
 
     # --- predict
     "json": Opt(bool, False, typer.Option("--json", help="Print JSON lines instead of a table.")),

@@ -47,11 +47,18 @@ class PipelineConfig:
     load: LoadOptions
     task: str = "auto"
     """The task family (``--task``): ``auto`` infers it from the teacher's config (see ``compresskit.tasks``)."""
+    lm: Any = None
+    """The causal-LM family's settings (``tasks.causal_lm.LMConfig``); None for classification runs."""
 
 
-def identity_config(cfg: PipelineConfig) -> dict[str, Any]:
-    """The options that shape artifacts (gates do not: they only judge a finished run)."""
-    return dataclasses.asdict(cfg)
+def identity_config(cfg: PipelineConfig, task: str = "text-classification") -> dict[str, Any]:
+    """The options that shape ``task``'s artifacts (gates do not: they only judge a finished run; one family's
+    settings do not shape another's run)."""
+    config = dataclasses.asdict(cfg)
+    if task == "causal-lm":
+        return {k: config[k] for k in ("teacher", "task", "load", "lm")}
+    config.pop("lm", None)
+    return config
 
 
 @dataclass(frozen=True)
@@ -64,14 +71,14 @@ class Preflight:
     found: Any
 
 
-def _preflight(cfg: PipelineConfig) -> Preflight:
+def _preflight(cfg: PipelineConfig, cache: Path) -> Preflight:
     """Check everything that can be checked before anything is written: the task (``--task``, or inferred from the
     teacher's config), then what the task checks (teacher, data, labels)."""
     if cfg.task == AUTO:
         task = resolve_task(AUTO, read_config(resolve_model_source(cfg.teacher), cfg.load))
     else:
         task = get_task(cfg.task)
-    return Preflight(task, task.preflight(cfg))
+    return Preflight(task, task.preflight(cfg, cache))
 
 
 def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, overwrite: bool,
@@ -82,10 +89,10 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
     ``options``, the command's resolved flags, are saved as the run's ``config.toml`` (``--config`` repeats the run).
     """
     started = time.time()
-    pre = _preflight(cfg)
+    pre = _preflight(cfg, Path(output_root) / ".cache")
     layout = RunLayout(Path(output_root) / (run_name or pre.task.default_run_name(cfg)))
     with run_lock(layout):  # a second run on this folder is refused at once instead of mixing into this one
-        resumed = claim_run_dir(layout, identity_config(cfg), overwrite)
+        resumed = claim_run_dir(layout, identity_config(cfg, pre.task.name), overwrite)
         if options is not None:
             from compresskit.config_file import write_config_file
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from compresskit.onnx_runtime import GPU_PROVIDERS
 from compresskit.tasks import Column
-from compresskit.variants import reference_teacher
+from compresskit.variants import field_value, reference_teacher
 
 MISSING = "—"
 
@@ -82,7 +82,7 @@ def _variant_table(report: dict) -> tuple[list[str], list[list[str]]]:
         p50 = b1.get("p50")
         ok = isinstance(base, (int, float)) and isinstance(p50, (int, float)) and p50 > 0
         row = [str(v.get("name", MISSING)), str(v.get("format", MISSING)), str(v.get("precision", MISSING)),
-               *(fmt(v.get(c.field), c.spec, c.scale) for c in quality),
+               *(fmt(field_value(v, c.field), c.spec, c.scale) for c in quality),
                fmt(p50), fmt(b1.get("p90")), fmt(b1.get("p99"))]
         if big:
             row.append(fmt(_batch(v, big).get("p50")))

@@ -47,11 +47,12 @@ _PLACEMENT = {
 }
 _VARIANT = {
     "type": "object",
-    "required": ["name", "format", "precision", "accuracy", "macro_f1", "agreement_with_teacher", "size_mb",
-                 "parameters", "peak_rss_mb", "latency_ms", "throughput_per_s"],
+    # what every task measures; each task's own quality fields are required below, by the report's task
+    "required": ["name", "format", "precision", "size_mb", "parameters", "peak_rss_mb", "latency_ms",
+                 "throughput_per_s"],
     "properties": {
         "name": {"type": "string", "minLength": 1},
-        "model": {"enum": ["teacher", "student"]},
+        "model": {"enum": ["teacher", "student", "baseline"]},
         "format": {"enum": ["pytorch", "onnx"]},
         "precision": {"enum": ["fp32", "int8", "int4", "bf16", "fp16"]},
         "device": {"type": "string"},
@@ -79,7 +80,7 @@ REPORT_SCHEMA: dict = {
                  "gates"],
     "properties": {
         "schema_version": {"const": 1},
-        "task": {"type": "string"},
+        "task": {"enum": ["text-classification", "causal-lm"]},
         "run_name": {"type": "string"},
         "created": {"type": "string"},
         "teacher": {"type": "object"},
@@ -107,6 +108,18 @@ REPORT_SCHEMA: dict = {
         },
     },
 }
+
+
+_TASK_FIELDS = {
+    "text-classification": ["accuracy", "macro_f1", "agreement_with_teacher"],
+    "causal-lm": ["quality", "generation"],
+}
+"""The quality fields each task's variants must carry."""
+REPORT_SCHEMA["allOf"] = [
+    {"if": {"properties": {"task": {"const": task}}, "required": ["task"]},
+     "then": {"properties": {"variants": {"items": {"required": fields}}}}}
+    for task, fields in _TASK_FIELDS.items()
+]
 
 
 def validate_report(report: dict) -> list[str]:

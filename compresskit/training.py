@@ -259,12 +259,17 @@ def train(
     checkpoints: Path,
     objective: Any | None = None,
     resume: bool = False,
+    collator: Any | None = None,
+    max_steps: int | None = None,
+    eval_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place, evaluating on ``eval_set`` and keeping the best evaluation's weights.
 
     ``checkpoints`` holds Trainer checkpoints (model, optimiser, scheduler, RNG states); with ``resume`` the
     run continues from the newest one there, e.g. after the process was killed. It is emptied on success.
-    Returns the training history.
+    Classifiers (the default ``collator``) are judged by validation accuracy; with another ``collator`` (a
+    language model's batches) by the objective's validation loss. ``max_steps`` replaces epochs with a fixed
+    number of optimiser steps, evaluated every ``eval_steps``. Returns the training history.
     """
     from transformers import EarlyStoppingCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
@@ -274,25 +279,31 @@ def train(
         raise UserError("--fsdp needs CUDA GPUs (accelerate runs CPU processes as DDP); drop --fsdp")
     precision = resolve_precision(cfg.precision, device)
     steps_per_epoch = math.ceil(len(train_set) / (cfg.batch_size * cfg.gradient_accumulation))
+    by_loss = collator is not None  # a language model has no labels to be accurate on: judge it by its loss
+    every = eval_steps or cfg.save_steps
+    total_steps = max_steps or steps_per_epoch * cfg.epochs
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
+        max_steps=max_steps or -1,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=max(32, cfg.batch_size),
         gradient_accumulation_steps=cfg.gradient_accumulation,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        warmup_steps=max(1, int(0.1 * steps_per_epoch * cfg.epochs)),
+        warmup_steps=max(1, int(0.1 * total_steps)),
         lr_scheduler_type="linear",
-        eval_strategy="steps" if cfg.save_steps else "epoch",
-        save_strategy="steps" if cfg.save_steps else "epoch",
-        eval_steps=cfg.save_steps,
-        save_steps=cfg.save_steps or 500,
+        eval_strategy="steps" if every else "epoch",
+        save_strategy="steps" if every else "epoch",
+        eval_steps=every,
+        save_steps=every or 500,
         save_total_limit=2,  # the best and the newest: resuming needs the newest, the end needs the best
         load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
-        logging_strategy="steps" if cfg.save_steps else "epoch",
-        logging_steps=cfg.save_steps or 500,
+        metric_for_best_model="loss" if by_loss else "accuracy",
+        greater_is_better=not by_loss,
+        prediction_loss_only=by_loss,
+        logging_strategy="steps" if every else "epoch",
+        logging_steps=every or 500,
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -322,8 +333,8 @@ def train(
             args=args,
             train_dataset=train_set,
             eval_dataset=eval_set,
-            data_collator=Collator(tokenizer),
-            compute_metrics=_accuracy,
+            data_collator=collator or Collator(tokenizer),
+            compute_metrics=None if by_loss else _accuracy,
             # no objective: hard-label cross-entropy (teacher fine-tuning)
             objective=objective or Objective(LossWeights(), temperature=1.0, alpha=0.0),
             callbacks=callbacks,
@@ -351,7 +362,8 @@ def train(
         "precision": precision,
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 2),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "best_validation_accuracy": best,
+        "best_validation_accuracy": None if by_loss else best,
+        "best_validation_loss": best if by_loss else None,
         "history": history,
     }
 

@@ -38,6 +38,14 @@ def reference_teacher(variants: Iterable[Any]) -> Any | None:
     return (named or [v for v in variants if _field(v, "model") == "teacher"] or [None])[0]
 
 
+def field_value(row: dict, path: str) -> Any:
+    """A report row's field by its dotted path (``quality.perplexity``); None where any part is missing."""
+    value: Any = row
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def precision_of(mode: str) -> str:
     """The number format a quantization mode leaves the weights in: ``dynamic-int8`` → ``int8``."""
     return {"fp16": "fp16", "int4": "int4"}.get(mode, "int8")

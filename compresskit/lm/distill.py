@@ -1,0 +1,233 @@
+"""Stage 2 of the causal-LM task: a student decoder from the teacher's layers, trained on the teacher's next-token
+distributions (token-level KD) through transformers' Trainer (resume, DDP/FSDP, bf16 on CUDA, as for classifiers).
+
+The student keeps a subset of the teacher's decoder blocks: by default ``ceil(n/3)`` of them, chosen by measured
+block influence on calibration text (``layers.block_influence``), or spread uniformly, or the ones the user names.
+Before training, that pruned student is saved as it is (``pruned_out``): pruning alone destroys a decoder, and the
+report shows that point beside the distilled one, so what distillation gives back is visible.
+
+The loss (``kd_losses``) is computed over response tokens only (prompt tokens masked) and over every token of
+plain-text windows, in chunks of positions, so memory does not grow with vocabulary × sequence. With
+``on_policy_fraction`` λ > 0, that share of batches replaces the given answer with one the student samples itself,
+scored by the teacher (on-policy distillation, GKD).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compresskit.artifacts import UserError, atomic_dir, stage_record, write_json
+from compresskit.lm.kd_losses import IGNORE_INDEX, LMKDConfig, final_hidden_states, kd_loss_chunked, lm_head
+from compresskit.lm.prompts import TokenizedExample, collate, text_windows, tokenize_example
+from compresskit.training import TrainConfig
+
+LAYER_CHOICES = ("importance", "uniform")
+
+
+@dataclass(frozen=True)
+class LMDistillConfig:
+    """Which student, which loss, how long."""
+
+    kd: LMKDConfig = field(default_factory=LMKDConfig)
+    """Divergence (forward KL, reverse KL, JSD with β), temperature T and the α mix with cross-entropy."""
+    student_layers: str = "auto"
+    """``auto`` (``ceil(n/3)`` teacher layers, chosen by ``layer_choice``), or teacher layer indices ``0,5,9``
+    (``--student-layers``)."""
+    student_depth: int | None = None
+    """With ``auto``: this many layers instead of ``ceil(n/3)`` (``--student-depth``)."""
+    layer_choice: str = "importance"
+    """How ``auto`` picks layers: ``importance`` (block influence on calibration text) or ``uniform``
+    (``--layer-choice``)."""
+    on_policy_fraction: float = 0.0
+    """Share λ of training batches answered by the student itself and scored by the teacher (``--on-policy``)."""
+    max_steps: int = 120
+    """Optimiser steps (``--max-steps``)."""
+    window: int = 128
+    """Tokens per plain-text training window (``--lm-window``)."""
+    calibration_texts: int = 16
+    """Training texts the block influence is measured on."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=4, learning_rate=2e-4, max_length=192))
+    """Optimiser and device settings (batch size, learning rate, max length, precision, …)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.layer_choice not in LAYER_CHOICES:
+            problems.append(f"--layer-choice must be importance or uniform, got {self.layer_choice!r}")
+        if not 0 <= self.on_policy_fraction <= 1:
+            problems.append(f"--on-policy must be in [0, 1], got {self.on_policy_fraction}")
+        if self.max_steps < 1:
+            problems.append(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.student_depth is not None and self.student_depth < 1:
+            problems.append(f"--student-depth must be >= 1, got {self.student_depth}")
+        if self.window < 8:
+            problems.append(f"--lm-window must be at least 8 tokens, got {self.window}")
+        if problems:
+            raise UserError("; ".join(problems))
+
+
+def choose_student_layers(cfg: LMDistillConfig, teacher: Any, calibration: list[TokenizedExample], pad_id: int
+                          ) -> Any:
+    """The teacher layers the student keeps and why (a ``layers.LayerChoice``)."""
+    from compresskit.lm.layers import LayerChoice, block_influence, choose_layers, uniform_layers
+    from compresskit.models import layer_count
+
+    n = layer_count(teacher.config)
+    if cfg.student_layers != "auto":
+        try:
+            layers = tuple(int(x) for x in cfg.student_layers.split(",") if x.strip())
+        except ValueError:
+            raise UserError(f"--student-layers must be auto or comma-separated layer indices, got "
+                            f"{cfg.student_layers!r}") from None
+        if not layers or any(not 0 <= i < n for i in layers) or len(set(layers)) != len(layers):
+            raise UserError(f"--student-layers must name distinct layers among 0..{n - 1}, got {cfg.student_layers}")
+        return LayerChoice(tuple(sorted(layers)), "given by --student-layers")
+    depth = cfg.student_depth or math.ceil(n / 3)
+    if cfg.layer_choice == "uniform":
+        return uniform_layers(n, depth)
+    batches = [collate(calibration[s:s + 4], pad_id) for s in range(0, len(calibration), 4)]
+    with torch.no_grad():
+        importance = block_influence(teacher, batches)
+    return choose_layers(importance, depth)
+
+
+class LMObjective:
+    """The Trainer's loss: token-level KD against the live teacher, chunked over positions; on a share λ of batches
+    the student first answers the prompts itself (sampled), and the teacher scores that answer."""
+
+    def __init__(self, teacher: Any, cfg: LMDistillConfig, pad_id: int, eos_id: int | None, seed: int):
+        self.teacher, self.cfg, self.pad_id, self.eos_id = teacher.eval(), cfg, pad_id, eos_id
+        self.rng = random.Random(seed)
+        self.on_policy_batches = 0
+
+    def __call__(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        from compresskit.lm.kd_losses import next_token_targets
+
+        ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+        if model.training and self.cfg.on_policy_fraction and self.rng.random() < self.cfg.on_policy_fraction:
+            ids, mask, labels = self._student_answers(model, ids, mask, labels)
+            self.on_policy_batches += 1
+        if self.teacher.device != ids.device:
+            self.teacher.to(ids.device)
+        targets = next_token_targets(labels)
+        student_hidden = final_hidden_states(model, ids, mask)
+        with torch.no_grad():
+            teacher_hidden = final_hidden_states(self.teacher, ids, mask)
+        loss = kd_loss_chunked(student_hidden, lm_head(model), teacher_hidden, lm_head(self.teacher), targets,
+                               self.cfg.kd)
+        return loss, {"loss": loss}
+
+    @torch.no_grad()
+    def _student_answers(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row's prompt (the tokens before its first label) followed by an answer the student samples, as
+        long as the given one; rows with no prompt (plain text) keep their text."""
+        rows = []
+        for r in range(ids.shape[0]):
+            n = int(mask[r].sum())
+            counted = (labels[r, :n] != IGNORE_INDEX).nonzero()
+            start = int(counted[0]) if len(counted) else n
+            if start == 0 or start == n:
+                rows.append(TokenizedExample(ids[r, :n].tolist(), labels[r, :n].tolist(), "given"))
+                continue
+            prompt = ids[r:r + 1, :start]
+            was_training = model.training
+            model.eval()
+            out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+                                 max_new_tokens=n - start, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+            model.train(was_training)
+            answer = out[0, start:].tolist()
+            rows.append(TokenizedExample(prompt[0].tolist() + answer, [IGNORE_INDEX] * start + answer, "sampled"))
+        batch = collate(rows, self.pad_id)
+        return (batch["input_ids"].to(ids.device), batch["attention_mask"].to(ids.device),
+                batch["labels"].to(ids.device))
+
+
+class _Examples(torch.utils.data.Dataset):
+    """Tokenised examples as the Trainer reads them; ``collate`` pads a batch."""
+
+    def __init__(self, examples: list[TokenizedExample]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> TokenizedExample:
+        return self.examples[i]
+
+
+def training_examples(tokenizer: Any, data_dir: Path, split: str, max_length: int, window: int, context: int
+                      ) -> list[TokenizedExample]:
+    """The instructions of ``split`` with their answers (prompt masked), and for ``train`` also the plain-text
+    windows (every token counts)."""
+    from compresskit.lm.prepare import read_jsonl, read_prompts
+
+    examples = [tokenize_example(tokenizer, ex, max_length, context) for ex in read_prompts(data_dir, split)
+                if ex.response is not None]
+    texts_file = Path(data_dir) / ("train_text.jsonl" if split == "train" else "heldout.jsonl")
+    if split == "train" and texts_file.is_file():
+        texts = [row["text"] for row in read_jsonl(texts_file)]
+        examples += text_windows(tokenizer, texts, min(window, max_length), max_windows_per_text=1)
+    return examples
+
+
+def distill_lm(cfg: LMDistillConfig, teacher_dir: Path, data_dir: Path, out: Path, pruned_out: Path,
+               resume: bool = False) -> dict[str, Any]:
+    """Build the student from ``teacher_dir``'s layers, save it untrained to ``pruned_out``, distil it on
+    ``data_dir`` into ``out`` (with ``distill.json``); returns the record."""
+    from transformers import AutoTokenizer
+
+    from compresskit.lm.prompts import context_length
+    from compresskit.lm.layers import student_from_layers
+    from compresskit.lm.teacher import load_causal_lm
+    from compresskit.models import count_parameters
+    from compresskit.training import checkpoint_dir, is_main_process, train
+
+    started = time.time()
+    torch.manual_seed(cfg.train.seed)
+    teacher = load_causal_lm(str(teacher_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    context = context_length(teacher.config)
+    train_set = training_examples(tokenizer, data_dir, "train", cfg.train.max_length, cfg.window, context)
+    eval_set = training_examples(tokenizer, data_dir, "validation", cfg.train.max_length, cfg.window, context)
+    if not train_set:
+        raise UserError(f"{data_dir} holds no training examples")
+    if not eval_set:  # plain-text data has no instructions: hold out a slice of the windows
+        eval_set, train_set = train_set[:max(1, len(train_set) // 10)], train_set[max(1, len(train_set) // 10):]
+    choice = choose_student_layers(cfg, teacher, train_set[-cfg.calibration_texts:], pad_id)
+    student = student_from_layers(teacher, list(choice.layers))
+    if is_main_process() and not (pruned_out / "config.json").is_file():
+        with atomic_dir(pruned_out) as tmp:
+            student.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "pruned.json", {"teacher": str(teacher_dir), "layers": list(choice.layers),
+                                             "rule": choice.rule, "parameters": count_parameters(student)})
+    student.train()
+    objective = LMObjective(teacher, cfg, pad_id, tokenizer.eos_token_id, cfg.train.seed)
+    eval_every = max(1, cfg.max_steps // 4)
+    history = train(student, tokenizer, _Examples(train_set), _Examples(eval_set), cfg.train, checkpoint_dir(out),
+                    objective=objective, resume=resume, collator=lambda b: collate(b, pad_id),
+                    max_steps=cfg.max_steps, eval_steps=eval_every)
+    params = count_parameters(student)
+    record = stage_record(
+        "distill", dataclasses.asdict(cfg), {"teacher": str(teacher_dir), "data": str(data_dir)}, started,
+        task="causal-lm", parameters=params, teacher_parameters=count_parameters(teacher),
+        layers=len(choice.layers), student_layers=list(choice.layers), student_layers_rule=choice.rule,
+        layer_importance=list(choice.importance) if choice.importance else None,
+        student_origin=f"teacher layers {','.join(map(str, choice.layers))}", train_examples=len(train_set),
+        validation_examples=len(eval_set), on_policy_batches=objective.on_policy_batches,
+        teacher_outputs="live teacher at every step", **history)
+    if is_main_process():
+        with atomic_dir(out) as tmp:
+            student.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "distill.json", record)
+    return record

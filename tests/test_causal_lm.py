@@ -1,0 +1,89 @@
+"""The causal-LM task through the real CLI, on a tiny random Llama and a tiny prompt file."""
+
+import json
+import math
+
+import pytest
+
+from compresskit.report import validate_report
+from conftest import cli
+from lm_models import save_lm, tiny_llama
+
+FAST = ["--max-steps", "4", "--lm-batch-size", "2", "--lm-max-length", "64", "--max-new-tokens", "6",
+        "--decode-tokens", "8", "--lm-test-prompts", "4", "--device", "cpu"]
+WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album", "chip", "bill"]
+
+
+@pytest.fixture(scope="module")
+def llm_teacher(tmp_path_factory):
+    return save_lm(tmp_path_factory.mktemp("lm") / "teacher", tiny_llama(layers=3, hidden=32, max_positions=512))
+
+
+@pytest.fixture
+def prompt_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"write about the {WORDS[i % 10]} and the {WORDS[i * 3 % 10]}"})
+                            + "\n" for i in range(24)))
+    return path
+
+
+def test_distill_and_export_runs_a_causal_lm_end_to_end(tmp_path, llm_teacher, prompt_file):
+    # --task auto infers causal-lm from the teacher's config (LlamaForCausalLM)
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(prompt_file),
+               "--output-root", str(tmp_path / "runs"), "--run-name", "lm", *FAST, "--min-agreement", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "lm"
+    report = json.loads((run / "report.json").read_text())
+    assert report["task"] == "causal-lm" and validate_report(report) == []
+    rows = {v["name"]: v for v in report["variants"]}
+    assert set(rows) == {"teacher-pytorch", "student-pruned-pytorch", "student-pytorch"}
+    assert rows["student-pruned-pytorch"]["model"] == "baseline"
+    # the teacher agrees with itself; its answers are the reference of ROUGE-L against the teacher
+    assert rows["teacher-pytorch"]["quality"]["rouge_l_vs_teacher"]["overall"] == pytest.approx(1.0)
+    for row in rows.values():
+        g = row["generation"]
+        assert g["decode_tokens_per_s"] > 0 and math.isfinite(g["decode_tokens_per_s"])
+    distill = json.loads((run / "student" / "distill.json").read_text())
+    assert distill["task"] == "causal-lm" and distill["layers"] == 1  # auto: ceil(3/3) layers of 3
+    assert distill["student_layers_rule"].startswith("block influence")
+    assert len(distill["layer_importance"]) == 3
+    # the pruned student keeps the same layers, untrained
+    pruned = json.loads((run / "student-pruned" / "pruned.json").read_text())
+    assert pruned["layers"] == distill["student_layers"]
+    data = json.loads((run / "data" / "data.json").read_text())
+    assert data["teacher_answers"] == data["sizes"]["train"] + data["sizes"]["validation"] + data["sizes"]["test"]
+    gates = {g["name"]: g for g in report["gates"]}
+    assert gates["min-agreement"]["passed"]
+
+
+def test_a_classifier_teacher_with_task_causal_lm_is_one_line(tmp_path, tiny_classifier, prompt_file):
+    out = tmp_path / "runs"
+    proc = cli("distill-and-export", "--task", "causal-lm", "--teacher", str(tiny_classifier), "--dataset",
+               str(prompt_file), "--output-root", str(out), *FAST)
+    assert proc.returncode == 2
+    assert "not a causal language model" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("", "is empty"),
+    ('{"prompt": "a"}\n{"text": "b"}\n', "line 2"),
+    ('{"prompt": "a"}\nnot json\n', "line 2"),
+])
+def test_bad_prompt_files_are_one_line_and_write_nothing(tmp_path, llm_teacher, content, needle):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(content)
+    out = tmp_path / "runs"
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(data), "--output-root",
+               str(out), *FAST)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "bad-teacher-lm").exists()
+
+
+def test_a_prompt_longer_than_the_context_is_refused_naming_it(tmp_path, prompt_file):
+    short = save_lm(tmp_path / "short", tiny_llama(layers=2, hidden=32, max_positions=16))
+    proc = cli("distill-and-export", "--teacher", str(short), "--dataset", str(prompt_file), "--output-root",
+               str(tmp_path / "runs"), *FAST)
+    assert proc.returncode == 2
+    assert "longer than the model's context" in proc.stderr and "Traceback" not in proc.stderr
