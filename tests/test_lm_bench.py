@@ -186,7 +186,7 @@ def test_select_prompts_is_stratified_by_kind_and_keeps_file_order():
 def test_config_names_every_bad_flag_at_once():
     with pytest.raises(UserError) as e:
         LMBenchConfig(window=1, max_prompts=0, decode_tokens=1, prompt_lengths=(), device="tpu")
-    for flag in ("--lm-window", "--lm-max-prompts", "--lm-decode-tokens", "--lm-prompt-lengths", "--device"):
+    for flag in ("--perplexity-window", "--lm-test-prompts", "--decode-tokens", "--ttft-prompt-lengths", "--device"):
         assert flag in str(e.value)
 
 

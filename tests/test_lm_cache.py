@@ -102,7 +102,7 @@ def test_a_failed_run_leaves_nothing_read_as_complete(tmp_path, tok, examples):
 
 
 def test_bad_k_and_long_examples_are_refused(tmp_path, tok, examples):
-    with pytest.raises(UserError, match="--topk must be between 1 and the teacher's vocabulary of 300"):
+    with pytest.raises(UserError, match="k .top-k. must be between 1 and the teacher's vocabulary of 300"):
         C.teacher_topk(tiny_llama(), "tiny", examples, 40, 301, tmp_path, tok.pad_token_id)
     with pytest.raises(UserError, match="q0: .* more than --max-length 8"):
         C.teacher_topk(tiny_llama(), "tiny", examples, 8, 4, tmp_path, tok.pad_token_id)

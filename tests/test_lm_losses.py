@@ -178,7 +178,7 @@ def test_topk_renormalized_matches_hand_computed_value():
 def test_topk_bucket_refuses_a_temperature():
     s, t = _tensors()
     teacher = K.topk_from_logits(t[MASK], k=2)
-    with pytest.raises(UserError, match="--topk-mode bucket needs --kd-temperature 1"):
+    with pytest.raises(UserError, match="topk_mode bucket needs --kd-temperature 1"):
         K.topk_kd_loss(s, teacher, torch.where(MASK, 0, IGNORE_INDEX), LMKDConfig(temperature=2.0))
 
 
@@ -186,7 +186,7 @@ def test_config_reports_all_problems_at_once():
     with pytest.raises(UserError) as e:
         LMKDConfig("kl", beta=2.0, temperature=0.0, alpha=-1.0, topk_mode="x")
     msg = str(e.value)
-    for flag in ("--kd-divergence", "--jsd-beta", "--kd-temperature", "--kd-alpha", "--topk-mode"):
+    for flag in ("--kd-divergence", "--jsd-beta", "--kd-temperature", "--kd-alpha", "topk_mode"):
         assert flag in msg
     assert "\n" not in msg
 

@@ -44,19 +44,19 @@ class LMBenchConfig:
     """What to measure for a causal LM, on how much data, and how long."""
 
     window: int = 256
-    """Perplexity windows: the first this many tokens of each held-out text (``--lm-window``)."""
+    """Perplexity windows: the first this many tokens of each held-out text (``--perplexity-window``)."""
     max_heldout: int = 24
-    """Held-out texts used for perplexity and agreement on text, the first in file order (``--lm-max-heldout``)."""
+    """Held-out texts used for perplexity and agreement on text, the first in file order (``--lm-heldout-texts``)."""
     max_prompts: int = 30
-    """Test prompts answered greedily and scored, stratified by kind (``--lm-max-prompts``)."""
+    """Test prompts answered greedily and scored, stratified by kind (``--lm-test-prompts``)."""
     max_new_tokens: int = 48
-    """Longest greedy answer to a test prompt, in tokens (``--lm-max-new-tokens``)."""
+    """Longest greedy answer to a test prompt, in tokens (``--max-new-tokens``)."""
     prompt_lengths: tuple[int, ...] = (128, 512)
     """Time-to-first-token workloads: prompts of exactly these many tokens of held-out text; a length over a
-    model's context is skipped for that model (``--lm-prompt-lengths``)."""
+    model's context is skipped for that model (``--ttft-prompt-lengths``)."""
     decode_tokens: int = 128
     """New tokens of the batch-1 decode workload after the first test prompt, forced (no stop at end of sequence)
-    (``--lm-decode-tokens``)."""
+    (``--decode-tokens``)."""
     repeats: int = 3
     """Timed repeats of each speed workload, after one warm-up (``--lm-repeats``)."""
     threads: int | None = None
@@ -67,16 +67,16 @@ class LMBenchConfig:
     def __post_init__(self) -> None:
         problems = []
         if not 2 <= self.window <= 131072:
-            problems.append(f"--lm-window must be between 2 and 131072 tokens, got {self.window}")
-        for flag, value in (("--lm-max-heldout", self.max_heldout), ("--lm-max-prompts", self.max_prompts),
-                            ("--lm-max-new-tokens", self.max_new_tokens), ("--lm-repeats", self.repeats)):
+            problems.append(f"--perplexity-window must be between 2 and 131072 tokens, got {self.window}")
+        for flag, value in (("--lm-heldout-texts", self.max_heldout), ("--lm-test-prompts", self.max_prompts),
+                            ("--max-new-tokens", self.max_new_tokens), ("--lm-repeats", self.repeats)):
             if value < 1:
                 problems.append(f"{flag} must be at least 1, got {value}")
         if not self.prompt_lengths or any(n < 1 for n in self.prompt_lengths) \
                 or len(set(self.prompt_lengths)) != len(self.prompt_lengths):
-            problems.append(f"--lm-prompt-lengths must be distinct positive token counts, got {self.prompt_lengths}")
+            problems.append(f"--ttft-prompt-lengths must be distinct positive token counts, got {self.prompt_lengths}")
         if self.decode_tokens < 2:
-            problems.append(f"--lm-decode-tokens must be at least 2 (one from the prefill, the rest decoded), "
+            problems.append(f"--decode-tokens must be at least 2 (one from the prefill, the rest decoded), "
                             f"got {self.decode_tokens}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be >= 1, got {self.threads}")

@@ -176,8 +176,8 @@ def generation_speed(model: Any, tokenizer: Any, cfg: dict, texts: list[str], de
 
         steps = cfg["decode_tokens"]
         if len(decode_prompt) + steps > context:
-            raise UserError(f"the decode workload needs {len(decode_prompt)} prompt tokens + --lm-decode-tokens "
-                            f"{steps}, more than the model's context of {context}; lower --lm-decode-tokens")
+            raise UserError(f"the decode workload needs {len(decode_prompt)} prompt tokens + --decode-tokens "
+                            f"{steps}, more than the model's context of {context}; lower --decode-tokens")
         prompt = torch.tensor([decode_prompt], device=device)
 
         def pick(out: Any) -> torch.Tensor:
@@ -263,8 +263,8 @@ def measure(spec: dict) -> dict[str, Any]:
 
     # held-out windows: perplexity and agreement on text
     if cfg["window"] > context:
-        raise UserError(f"--lm-window {cfg['window']} is longer than {v['name']}'s context of {context} tokens; "
-                        "lower --lm-window")
+        raise UserError(f"--perplexity-window {cfg['window']} is longer than {v['name']}'s context of {context} "
+                        "tokens; lower --perplexity-window")
     windows = text_windows(tokenizer, [h["text"] for h in heldout], cfg["window"], max_windows_per_text=1)
     window_ids = [heldout[int(w.source_id.split()[1])]["id"] for w in windows]  # "text {i} window 0"
     scored = teacher_forced(model, windows, pad_id, device)
@@ -280,7 +280,7 @@ def measure(spec: dict) -> dict[str, Any]:
     prompt_ids = [_prompt_ids(tokenizer, p, context) for p in prompts]
     for p, ids in zip(prompts, prompt_ids):
         if len(ids) + cfg["max_new_tokens"] > context:
-            raise UserError(f"{p['source_id']}: the prompt is {len(ids)} tokens; with --lm-max-new-tokens "
+            raise UserError(f"{p['source_id']}: the prompt is {len(ids)} tokens; with --max-new-tokens "
                             f"{cfg['max_new_tokens']} it exceeds {v['name']}'s context of {context}")
     responses = greedy_responses(model, tokenizer, prompt_ids, cfg["max_new_tokens"], device)
     section_idx = [i for i, p in enumerate(prompts) if p["kind"] == "section"]

@@ -53,7 +53,7 @@ class LMKDConfig:
     """Weight of the divergence; 1 − α goes to cross-entropy on the target tokens (``--kd-alpha``)."""
     topk_mode: str = "bucket"
     """With a top-k teacher: ``bucket`` (the teacher's mass outside its top k is one extra outcome) or
-    ``renormalize`` (both distributions renormalised over the top k) (``--topk-mode``)."""
+    ``renormalize`` (both distributions renormalised over the top k) (Python API: not a CLI flag yet)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -66,7 +66,7 @@ class LMKDConfig:
         if not 0.0 <= self.alpha <= 1.0:
             problems.append(f"--kd-alpha must lie in [0, 1], got {self.alpha}")
         if self.topk_mode not in TOPK_MODES:
-            problems.append(f"--topk-mode must be one of {', '.join(TOPK_MODES)}, got {self.topk_mode!r}")
+            problems.append(f"topk_mode must be one of {', '.join(TOPK_MODES)}, got {self.topk_mode!r}")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -202,8 +202,8 @@ def _topk_rows(student_logits: torch.Tensor, teacher: TopK, targets: torch.Tenso
 
 def _check_topk(teacher: TopK, cfg: LMKDConfig, n_rows: int, vocab: int) -> None:
     if cfg.alpha > 0 and cfg.topk_mode == "bucket" and cfg.temperature != 1.0:
-        raise UserError(f"--topk-mode bucket needs --kd-temperature 1 (a top-k teacher stores no tail to temper), "
-                        f"got {cfg.temperature}; use --topk-mode renormalize for another temperature")
+        raise UserError(f"topk_mode bucket needs --kd-temperature 1 (a top-k teacher stores no tail to temper), "
+                        f"got {cfg.temperature}; use topk_mode renormalize for another temperature")
     if teacher.logprobs.shape != teacher.indices.shape or teacher.logprobs.shape[0] != n_rows:
         raise ValueError(f"top-k teacher rows {tuple(teacher.logprobs.shape)} / {tuple(teacher.indices.shape)} do "
                          f"not match the {n_rows} masked positions")
@@ -400,7 +400,7 @@ def topk_from_logits(teacher_logits: torch.Tensor, k: int) -> TopK:
     V − k other tokens), not as log(1 − Σ top-k), which loses all precision when the top k hold nearly everything.
     """
     if not 1 <= k <= teacher_logits.shape[-1]:
-        raise UserError(f"--topk must be between 1 and the vocabulary size {teacher_logits.shape[-1]}, got {k}")
+        raise UserError(f"k (top-k) must be between 1 and the vocabulary size {teacher_logits.shape[-1]}, got {k}")
     logp = F.log_softmax(_wide(teacher_logits), dim=-1)
     values, indices = logp.topk(k, dim=-1)
     other = torch.logsumexp(logp.scatter(-1, indices, float("-inf")), dim=-1)

@@ -222,15 +222,15 @@ def shrunk_student(teacher_config: Any, hidden: int, layers: int, heads: int, in
                                                        or teacher_config.num_attention_heads)
         kv_heads = heads // ratio if not gpt2 and ratio >= 1 and heads % ratio == 0 else heads
     problems = [f"{flag} must be a positive integer, got {v}" for flag, v in
-                (("--student-hidden", hidden), ("--student-depth", layers), ("--student-heads", heads),
-                 ("--student-intermediate", intermediate), ("--student-kv-heads", kv_heads)) if v < 1]
+                (("hidden", hidden), ("layers", layers), ("heads", heads),
+                 ("intermediate", intermediate), ("kv_heads", kv_heads)) if v < 1]
     if not problems:
         if hidden % heads:
-            problems.append(f"--student-hidden {hidden} must be divisible by --student-heads {heads}")
+            problems.append(f"hidden {hidden} must be divisible by heads {heads}")
         elif not gpt2 and (hidden // heads) % 2:
-            problems.append(f"--student-hidden / --student-heads = {hidden // heads} must be even (rotary halves)")
+            problems.append(f"hidden / heads = {hidden // heads} must be even (rotary halves)")
         if heads % kv_heads:
-            problems.append(f"--student-heads {heads} must be divisible by --student-kv-heads {kv_heads}")
+            problems.append(f"heads {heads} must be divisible by kv_heads {kv_heads}")
     if problems:
         raise UserError("; ".join(problems))
     n = layer_count(teacher_config)

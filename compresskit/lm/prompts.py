@@ -322,7 +322,7 @@ def text_windows(tokenizer: Any, texts: list[str], window: int, max_windows_per_
     is dropped, having nothing to predict), every token a label: for language-modelling distillation and
     perplexity. ``max_windows_per_text=1`` keeps each text's first ``window`` tokens."""
     if window < 2:
-        raise UserError(f"--window must be at least 2 tokens, got {window}")
+        raise UserError(f"--lm-window must be at least 2 tokens, got {window}")
     out = []
     for i, text in enumerate(texts):
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]

@@ -126,7 +126,7 @@ def build(teacher: Any, examples: list[TokenizedExample], k: int, folder: Path, 
     """Compute the teacher's top-k cache of ``examples`` into ``folder``, atomically, and open it."""
     vocab = int(teacher.get_output_embeddings().weight.shape[0])
     if not 1 <= k <= vocab:
-        raise UserError(f"--topk must be between 1 and the teacher's vocabulary of {vocab:,}, got {k}")
+        raise UserError(f"k (top-k) must be between 1 and the teacher's vocabulary of {vocab:,}, got {k}")
     counts = [counted_positions(ex) for ex in examples]
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
     total = int(offsets[-1])
@@ -134,7 +134,7 @@ def build(teacher: Any, examples: list[TokenizedExample], k: int, folder: Path, 
     folder = Path(folder)
     if need > free_bytes(folder.parent):
         raise UserError(f"the teacher's top-{k} cache needs {need / 1e9:.1f} GB and {folder.parent} has "
-                        f"{free_bytes(folder.parent) / 1e9:.1f} GB free; lower --topk or free space")
+                        f"{free_bytes(folder.parent) / 1e9:.1f} GB free; lower k or free space")
     with atomic_dir(folder) as tmp:
         dtype = index_dtype(vocab)
         logprobs = np.lib.format.open_memmap(tmp / "logprobs.npy", "w+", np.float16, (total, k))
