@@ -135,19 +135,24 @@ def write_inputs(cfg: BenchConfig, data_dir: Path, tokenizer_dir: Path, labels_o
     return len(texts)
 
 
-def _run_worker(v: Variant, cfg: BenchConfig, inputs: Path, workdir: Path, threads: int) -> dict[str, Any]:
+def run_worker(module: str, v: Variant, cfg: Any, inputs: Path, workdir: Path, threads: int) -> dict[str, Any]:
+    """Measure ``v`` in a fresh ``python -m module SPEC RESULT`` process (its spec: the variant, ``cfg``, the inputs
+    file and the thread count) and return its result. A worker that exits 2 refused its input: a one-line UserError
+    naming the variant; any other failure is reported with its last line of stderr."""
     spec = workdir / f"{v.name}.spec.json"
     result = workdir / f"{v.name}.result.json"
     write_json(spec, {"variant": dataclasses.asdict(v), "config": dataclasses.asdict(cfg), "inputs": str(inputs),
                       "threads": threads})
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "compresskit.bench_worker", str(spec), str(result)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", module, str(spec), str(result)], env=env, capture_output=True,
+                          text=True, check=False)
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    if proc.returncode == UserError.exit_code:  # the worker's own one-line refusal
+        raise UserError(f"{v.name}: {last}")
     if proc.returncode != 0 or not result.is_file():
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"benchmark of {v.name} failed: {last}")
-    return json.loads(result.read_text())
+    return json.loads(result.read_text(encoding="utf-8"))
 
 
 def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, task: Any = None) -> BenchResult:
@@ -177,7 +182,7 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, 
         with console.status("") as status:
             for i, v in enumerate(variants, 1):
                 status.update(f"benchmarking {v.name} ({i}/{len(variants)}) on {n} test inputs, {threads} threads")
-                raw[v.name] = _run_worker(v, cfg, inputs, tmp, threads)
+                raw[v.name] = run_worker("compresskit.bench_worker", v, cfg, inputs, tmp, threads)
                 console.log(f"{v.name}: p50 @1 {raw[v.name]['latency_ms']['batch_1']['p50']:.2f} ms")
         teacher = getattr(reference_teacher(variants), "name", None)
         teacher_pred = np.array(raw[teacher]["predictions"]) if teacher else None

@@ -92,6 +92,19 @@ def _deployed_student(variants: list[dict]) -> dict | None:
     return _fastest_student(variants)
 
 
+def _judge(name: str, limit: float, value: float, head: str, at_most: bool, spec: str, unit: str = ""
+           ) -> GateResult:
+    """Pass when ``value`` is at most (``at_most``) or at least ``limit``, within _EPS; the detail is ``head`` with
+    the comparison, and on a failure the margin, each number through ``spec`` with ``unit``."""
+    passed = value <= limit + _EPS if at_most else value >= limit - _EPS
+    bound = f"limit {spec.format(limit)}{unit}"
+    if passed:
+        return GateResult(name, limit, value, True, f"{head} {'<=' if at_most else '>='} {bound}")
+    gap, how = (value - limit, "by") if at_most else (limit - value, "short by")
+    return GateResult(name, limit, value, False,
+                      f"{head} {'>' if at_most else '<'} {bound} ({how} {spec.format(gap)}{unit})")
+
+
 def _accuracy_gate(limit: float, variants: list[dict], metric: str) -> GateResult:
     name = "max-accuracy-drop"
     teacher, student = reference_teacher(variants), _deployed_student(variants)
@@ -104,9 +117,7 @@ def _accuracy_gate(limit: float, variants: list[dict], metric: str) -> GateResul
         return GateResult(name, limit, None, False, f"{which} has no measured {metric}")
     drop = t_acc - s_acc
     head = f"{student['name']} {metric} {s_acc:.4f} vs teacher {t_acc:.4f}: drop {drop:.4f}"
-    if drop <= limit + _EPS:
-        return GateResult(name, limit, drop, True, f"{head} <= limit {limit:.4f}")
-    return GateResult(name, limit, drop, False, f"{head} > limit {limit:.4f} (by {drop - limit:.4f})")
+    return _judge(name, limit, drop, head, at_most=True, spec="{:.4f}")
 
 
 def _speedup_gate(limit: float, variants: list[dict]) -> GateResult:
@@ -120,9 +131,7 @@ def _speedup_gate(limit: float, variants: list[dict]) -> GateResult:
     speedup = t_p50 / s_p50
     head = (f"{student['name']} p50 {s_p50:.2f} ms vs {teacher['name']} {t_p50:.2f} ms at batch 1: "
             f"speed-up {speedup:.2f}×")
-    if speedup >= limit - _EPS:
-        return GateResult(name, limit, speedup, True, f"{head} >= limit {limit:.2f}×")
-    return GateResult(name, limit, speedup, False, f"{head} < limit {limit:.2f}× (short by {limit - speedup:.2f}×)")
+    return _judge(name, limit, speedup, head, at_most=False, spec="{:.2f}", unit="×")
 
 
 def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
@@ -132,9 +141,7 @@ def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
         return GateResult(name, limit, None, False, "no student latency at batch 1 in the report")
     p50 = _p50_batch1(student)
     head = f"{student['name']} p50 {p50:.2f} ms at batch 1"
-    if p50 <= limit + _EPS:
-        return GateResult(name, limit, p50, True, f"{head} <= limit {limit:.2f} ms")
-    return GateResult(name, limit, p50, False, f"{head} > limit {limit:.2f} ms (by {p50 - limit:.2f} ms)")
+    return _judge(name, limit, p50, head, at_most=True, spec="{:.2f}", unit=" ms")
 
 
 def _quality(variant: dict | None, key: str) -> float | None:
@@ -150,9 +157,7 @@ def _perplexity_gate(limit: float, variants: list[dict]) -> GateResult:
         return GateResult(name, limit, None, False, "no teacher and student perplexity in the report")
     ratio = s / t
     head = f"{student['name']} perplexity {s:.2f} vs teacher {t:.2f}: ratio {ratio:.2f}"
-    if ratio <= limit + _EPS:
-        return GateResult(name, limit, ratio, True, f"{head} <= limit {limit:.2f}")
-    return GateResult(name, limit, ratio, False, f"{head} > limit {limit:.2f} (by {ratio - limit:.2f})")
+    return _judge(name, limit, ratio, head, at_most=True, spec="{:.2f}")
 
 
 def _agreement_gate(limit: float, variants: list[dict]) -> GateResult:
@@ -162,9 +167,7 @@ def _agreement_gate(limit: float, variants: list[dict]) -> GateResult:
     if a is None:
         return GateResult(name, limit, None, False, "no student top-1 agreement with the teacher in the report")
     head = f"{student['name']} top-1 agreement with the teacher {a:.4f}"
-    if a >= limit - _EPS:
-        return GateResult(name, limit, a, True, f"{head} >= limit {limit:.4f}")
-    return GateResult(name, limit, a, False, f"{head} < limit {limit:.4f} (short by {limit - a:.4f})")
+    return _judge(name, limit, a, head, at_most=False, spec="{:.4f}")
 
 
 def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accuracy") -> list[GateResult]:

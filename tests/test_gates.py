@@ -120,3 +120,23 @@ def test_gate_config_reports_all_problems_at_once():
     with pytest.raises(ValueError) as err:
         GateConfig(max_accuracy_drop=2, min_speedup=0, max_latency_ms=-5)
     assert all(flag in str(err.value) for flag in ("--max-accuracy-drop", "--min-speedup", "--max-latency-ms"))
+
+
+def _lm_row(name: str, model: str, perplexity: float | None, agreement: float | None) -> dict:
+    return {"name": name, "model": model, "format": "pytorch", "precision": "fp32",
+            "quality": {"perplexity": perplexity, "top1_agreement": agreement},
+            "latency_ms": {"batch_1": {"p50": 10.0 if model == "teacher" else 4.0}}}
+
+
+def test_causal_lm_gates_read_perplexity_ratio_and_agreement_of_the_student():
+    rows = [_lm_row("teacher-pytorch", "teacher", 30.0, 1.0), _lm_row("student-pruned-pytorch", "baseline", 9e4, 0.01),
+            _lm_row("student-pytorch", "student", 45.0, 0.62)]
+    ppl, agree = evaluate_gates(GateConfig(max_perplexity_ratio=1.5, min_agreement=0.7), rows)
+    assert ppl.passed and ppl.value == pytest.approx(1.5) and "student-pytorch" in ppl.detail
+    assert not agree.passed and agree.value == pytest.approx(0.62) and "short by 0.0800" in agree.detail
+    (strict,) = evaluate_gates(GateConfig(max_perplexity_ratio=1.4), rows)
+    assert not strict.passed and "(by 0.10)" in strict.detail
+    missing = [_lm_row("teacher-pytorch", "teacher", None, None), _lm_row("student-pytorch", "student", None, None)]
+    assert not any(r.passed for r in evaluate_gates(GateConfig(max_perplexity_ratio=2, min_agreement=0), missing))
+    with pytest.raises(ValueError, match="--max-perplexity-ratio must be >= 1"):
+        GateConfig(max_perplexity_ratio=0.5)

@@ -16,10 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from compresskit.artifacts import UserError, atomic_dir, stage_record, write_json
-from compresskit.bench import BenchResult, model_size_mb
+from compresskit.bench import BenchResult, model_size_mb, run_worker
 from compresskit.machine import default_threads, machine_info
 from compresskit.variants import Variant, reference_teacher
 
@@ -190,23 +187,6 @@ def _check_variants(variants: list[Variant]) -> None:
             raise UserError(f"{v.name}: {v.path} is not a model folder (no config.json)")
 
 
-def _run_worker(v: Variant, cfg: LMBenchConfig, inputs: Path, workdir: Path, threads: int) -> dict[str, Any]:
-    spec = workdir / f"{v.name}.spec.json"
-    result = workdir / f"{v.name}.result.json"
-    write_json(spec, {"variant": dataclasses.asdict(v), "config": dataclasses.asdict(cfg), "inputs": str(inputs),
-                      "threads": threads})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "compresskit.lm.bench_worker", str(spec), str(result)],
-                          env=env, capture_output=True, text=True, check=False)
-    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    if proc.returncode == UserError.exit_code:  # the worker's own one-line refusal
-        raise UserError(f"{v.name}: {last}")
-    if proc.returncode != 0 or not result.is_file():
-        raise RuntimeError(f"benchmark of {v.name} failed: {last}")
-    return json.loads(result.read_text(encoding="utf-8"))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Comparing with the teacher
 
@@ -363,7 +343,7 @@ def bench_lm(cfg: LMBenchConfig, variants: list[Variant], data_dir: Path, out: P
             for i, v in enumerate(variants, 1):
                 status.update(f"benchmarking {v.name} ({i}/{len(variants)}): {len(heldout)} held-out texts, "
                               f"{len(prompts)} prompts, {threads} threads")
-                raw[v.name] = _run_worker(v, cfg, inputs, work, threads)
+                raw[v.name] = run_worker("compresskit.lm.bench_worker", v, cfg, inputs, work, threads)
                 g = raw[v.name]["generation"]
                 console.log(f"{v.name}: decode {g['decode_tokens_per_s']:.1f} tokens/s, "
                             f"generate {g['generate_tokens_per_s']:.1f} tokens/s")

@@ -87,32 +87,11 @@ def _prompt_ids(tokenizer: Any, record: dict, context: int) -> list[int]:
 
 def greedy_responses(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int, device: str
                      ) -> list[str]:
-    """Greedy answers (at most ``max_new_tokens``, stopped at EOS) to prompts given as ids, in batches of
-    similar length, left-padded; special tokens and surrounding white space removed."""
-    import torch
+    """Greedy answers (at most ``max_new_tokens``, stopped at EOS) to prompts given as ids, batched as the data
+    stage wrote the teacher's cached answers (``lm.generate``), so the teacher's fresh answers match them."""
+    from compresskit.lm.generate import greedy_from_ids
 
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # little padding per batch
-    answers: dict[int, str] = {}
-    with torch.inference_mode():
-        for s in range(0, len(order), _GENERATE_BATCH):
-            idx = order[s:s + _GENERATE_BATCH]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[r, width - len(prompts[i]):] = 1
-            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                       max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
-                                       top_p=None, top_k=None, eos_token_id=eos, pad_token_id=pad)
-            for r, i in enumerate(idx):
-                new = generated[r, width:].tolist()
-                if eos is not None and eos in new:
-                    new = new[:new.index(eos)]  # what follows EOS is padding
-                answers[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
-    return [answers[i] for i in range(len(prompts))]
+    return greedy_from_ids(model, tokenizer, prompts, max_new_tokens, _GENERATE_BATCH)
 
 
 def _section_choices(model: Any, tokenizer: Any, prompts: list[list[int]], pad_id: int, device: str
