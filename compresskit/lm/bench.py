@@ -14,7 +14,6 @@ per-window NLL and per-prompt scores. Speed is batch 1: time to first token, pre
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -88,28 +87,11 @@ class LMBenchConfig:
 
 
 def _jsonl(path: Path) -> list[tuple[str, dict]]:
-    """(``file line n``, object) for each non-blank line of a JSONL file (none for an empty file: the data stage
-    writes no test prompts for plain-text data and no held-out text for a prompt file); problems are one-line
-    UserErrors."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: run the LM data stage first") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start})") from None
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path.name} line {n}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{where}: not a JSON object")
-        out.append((where, record))
-    return out
+    """(``file line n``, object) for each non-blank line of a JSONL file the data stage wrote (none for an empty
+    file: it writes no test prompts for plain-text data); problems are one-line UserErrors."""
+    from compresskit.lm.prompts import jsonl_records
+
+    return jsonl_records(path, f"{path} does not exist: run the LM data stage first")
 
 
 def _string(record: dict, key: str, where: str, optional: bool = False) -> str | None:

@@ -174,6 +174,28 @@ def bbc_prompt_splits(tokenizer: Any, cfg: BBCPromptConfig, root: Path | None = 
 # User files
 
 
+def read_utf8(path: Path, missing: str) -> str:
+    """A text file's content; ``missing`` is the one-line message when it does not exist."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(missing) from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start})") from None
+
+
+def jsonl_records(path: Path, missing: str) -> list[tuple[str, dict]]:
+    """(``<file> line <n>``, object) for each non-blank line of a JSONL file; a line that is not a JSON object is a
+    one-line UserError naming it, and ``missing`` the message when the file does not exist."""
+    path = Path(path)
+    out = []
+    for n, line in enumerate(read_utf8(path, missing).splitlines(), 1):
+        if line.strip():
+            where = f"{path.name} line {n}"
+            out.append((where, _record(line, where)))
+    return out
+
+
 def _record(line: str, where: str) -> dict:
     try:
         record = json.loads(line)
@@ -221,18 +243,8 @@ def read_prompt_file(path: Path, tokenizer: Any) -> list[PromptExample]:
     UserError naming the file and line; an empty file is refused.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"prompt file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start})") from None
     examples = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path.name} line {n}"
-        record = _record(line, where)
+    for where, record in jsonl_records(path, f"prompt file {path} does not exist"):
         if "messages" in record:
             prompt, response = _from_messages(record, tokenizer, where)
         elif "prompt" in record:
@@ -250,12 +262,7 @@ def read_text_files(paths: list[Path]) -> list[str]:
     """The documents of plain ``.txt`` files, for language-modelling distillation; an empty file is refused."""
     texts = []
     for path in map(Path, paths):
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise UserError(f"text file {path} does not exist") from None
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path} is not UTF-8 text (byte {e.start})") from None
+        text = read_utf8(path, f"text file {path} does not exist").strip()
         if not text:
             raise UserError(f"{path} is empty")
         texts.append(text)
