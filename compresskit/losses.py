@@ -225,12 +225,6 @@ def embedding_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torc
     return F.mse_loss(student_emb.float(), teacher_emb.float())
 
 
-@torch.no_grad()
-def cosine_fidelity(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> float:
-    """Mean cosine similarity between student and teacher embeddings ``(batch, dim)``; 1.0 is a perfect copy."""
-    return F.cosine_similarity(student_emb.float(), teacher_emb.float(), dim=-1).mean().item()
-
-
 @dataclass(frozen=True)
 class LossWeights:
     """How much each distillation term counts in the training loss; a weight of 0 switches a term off."""

@@ -9,7 +9,6 @@ from compresskit.losses import (
     LossWeights,
     attention_transfer_loss,
     combine,
-    cosine_fidelity,
     embedding_loss,
     heads_compatible,
     hidden_state_loss,
@@ -316,15 +315,6 @@ def test_embedding_loss_by_hand():
     assert embedding_loss(s, t).item() == pytest.approx(13 / 4)
     with pytest.raises(ValueError, match="embedding shapes differ"):
         embedding_loss(s, torch.zeros(2, 3))
-
-
-def test_cosine_fidelity_by_hand():
-    s = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
-    t = torch.tensor([[0.0, 1.0], [4.0, 3.0]])
-    got = cosine_fidelity(s, t)
-    assert isinstance(got, float)
-    assert got == pytest.approx((0 + 24 / 25) / 2)
-    assert cosine_fidelity(s, s.clone()) == pytest.approx(1.0)
 
 
 # --- weights and combination ----------------------------------------------------------------------------------
