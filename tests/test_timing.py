@@ -27,7 +27,8 @@ def test_warmup_runs_untimed_then_timing_starts_over_from_the_first_input():
 def test_min_iterations_and_min_seconds_are_both_honoured():
     assert len(time_runs(lambda x: None, [0], min_iterations=7)) == 7  # min_seconds 0: exactly min_iterations
     started = time.perf_counter()
-    samples = time_runs(lambda x: None, [0], min_iterations=1, min_seconds=0.05)
+    # no cap in reach: 100 000 trivial calls (the default cap) can take less than 0.05 s on a fast core
+    samples = time_runs(lambda x: None, [0], min_iterations=1, min_seconds=0.05, max_iterations=10**9)
     assert time.perf_counter() - started >= 0.05 and len(samples) > 1  # a trivial call: many more than one
     slow = time_runs(lambda x: time.sleep(0.002), [0], min_iterations=5, min_seconds=0.001)
     assert len(slow) == 5 and min(slow) >= 2.0  # milliseconds; iterations outlast the seconds here
