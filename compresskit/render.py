@@ -111,7 +111,8 @@ def _header(report: dict) -> list[tuple[str, str]]:
     sha = (data.get("sha256") or "")[:12]
     return [
         ("Models", f"{_model_line(report.get('teacher') or {})} → {_model_line(report.get('student') or {})}"),
-        ("Data", f"{data.get('source', MISSING)}, {len(data.get('labels') or [])} labels, {sizes}"
+        ("Data", f"{data.get('source', MISSING)}, "
+                 + (f"{len(data['labels'])} labels, " if data.get("labels") else "") + sizes
                  + (f", sha256 {sha}…" if sha else "")),
         ("Machine", f"{mach.get('cpu') or MISSING}, {fmt(mach.get('physical_cores'), '{}')} physical / "
                     f"{fmt(mach.get('logical_cores'), '{}')} logical cores, {fmt(mach.get('threads'), '{}')} "

@@ -239,7 +239,9 @@ def build_report(run_dir: Path) -> Report:
         task=bench.get("task", "text-classification"),
         run_name=layout.root.name,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        teacher=_model_info(teacher_dir, "finetune.json", config.get("teacher")),
+        # the teacher stage records the source it resolved (a task's embedded default, not the flag's value)
+        teacher=_model_info(teacher_dir, "finetune.json",
+                            run.get("stages", {}).get("teacher", {}).get("source", config.get("teacher"))),
         student=_model_info(layout.student, "distill.json", None),
         data={"source": data.get("inputs", {}).get("source"), "labels": data.get("labels"),
               "sizes": data.get("sizes"), "sha256": data.get("sha256")},

@@ -153,7 +153,7 @@ class CausalLM:
                 Column("top-1 agreement (%)", "quality.top1_agreement", scale=100),
                 Column("ROUGE-L vs teacher", "quality.rouge_l_vs_teacher.overall", "{:.3f}"),
                 Column("headline ROUGE-L", "quality.headline_rouge_l.mean", "{:.3f}"),
-                Column("section acc. (%)", "quality.section_accuracy.accuracy", scale=100),
+                Column("section acc. (%)", "quality.section_accuracy.mean", scale=100),
                 Column("TTFT @128 p50 (ms)", "generation.ttft_ms.prompt_128.p50", "{:.1f}", higher_is_better=False),
                 Column("decode (tok/s)", "generation.decode_tokens_per_s", "{:.1f}")]
 
