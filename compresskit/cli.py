@@ -318,12 +318,22 @@ def quantize_cmd(**o: Any) -> None:
 @takes("run_dir", *BENCH)
 def bench_cmd(**o: Any) -> None:
     """Benchmark every variant found in a run folder, each in its own process."""
+    from compresskit.artifacts import read_json
     from compresskit.bench import bench
     from compresskit.run import RunLayout
     from compresskit.variants import discover_variants
 
     layout = RunLayout(o["run_dir"])
-    bench(bench_config(o), discover_variants(layout), layout.data, layout.bench)
+    data = layout.data / "data.json"
+    if data.is_file() and read_json(data).get("task") == "causal-lm":  # a causal-LM run measures generation
+        from compresskit.lm.bench import LMBenchConfig, bench_lm
+        from compresskit.tasks.causal_lm import lm_variants
+
+        teacher = Path(read_json(layout.record)["stages"]["teacher"]["path"])
+        bench_lm(LMBenchConfig(threads=o["threads"], device=o["device"]), lm_variants(layout, teacher), layout.data,
+                 layout.bench)
+    else:
+        bench(bench_config(o), discover_variants(layout), layout.data, layout.bench)
     console.print(f"bench → {layout.bench / 'bench.json'}")
 
 

@@ -54,6 +54,12 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(tmp_path, llm_teacher, p
     assert data["teacher_answers"] == data["sizes"]["train"] + data["sizes"]["validation"] + data["sizes"]["test"]
     gates = {g["name"]: g for g in report["gates"]}
     assert gates["min-agreement"]["passed"]
+    # the stage commands work on a causal-LM run folder too: bench measures it again, report re-applies gates
+    proc = cli("bench", "--run-dir", str(run), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    agreement = json.loads((run / "report.json").read_text())["variants"][2]["quality"]["top1_agreement"]
+    proc = cli("report", "--run-dir", str(run), "--min-agreement", "1")
+    assert (proc.returncode == 4) == (agreement < 1) and "min-agreement" in proc.stderr
 
 
 def test_a_classifier_teacher_with_task_causal_lm_is_one_line(tmp_path, tiny_classifier, prompt_file):
