@@ -220,14 +220,11 @@ def lm_variants(layout: Any, teacher_dir: Path) -> list[Any]:
     from compresskit.artifacts import read_json
     from compresskit.variants import Variant
 
-    def params(folder: Path, record: str) -> int | None:
-        p = folder / record
-        return read_json(p).get("parameters") if p.is_file() else None
-
-    student_params = params(layout.student, "distill.json")
+    record = layout.student / "distill.json"  # the distillation records both models' parameter counts
+    distilled = read_json(record) if record.is_file() else {}
+    student_params = distilled.get("parameters")
     found = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir,
-                     params(layout.student, "distill.json") and read_json(layout.student / "distill.json").get(
-                         "teacher_parameters")),
+                     distilled.get("teacher_parameters")),
              Variant(f"{PRUNED}-pytorch", "baseline", "pytorch", "fp32", layout.root / PRUNED, student_params),
              Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, student_params)]
     return [v for v in found if (Path(v.path) / "config.json").is_file()]
