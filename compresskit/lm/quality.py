@@ -209,8 +209,8 @@ def paired_difference(student: np.ndarray | list[float], teacher: np.ndarray | l
     ``diff``, ``low``, ``high``.
 
     0/1 scores (section right or wrong) go to ``stats.paired_bootstrap_diff``; continuous ones (ROUGE-L, mean NLL,
-    agreement rate) use the same resampling (``stats._resampled_means``, ``stats._interval``), which
-    ``paired_bootstrap_diff`` only offers for 0/1 values. Examples where either score is NaN are dropped.
+    agreement rate) get the same interval from ``stats.bootstrap_mean_ci`` of the per-example differences.
+    Examples where either score is NaN are dropped.
     """
     from compresskit import stats
 
@@ -224,9 +224,8 @@ def paired_difference(student: np.ndarray | list[float], teacher: np.ndarray | l
     if np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():
         r = stats.paired_bootstrap_diff(a, b, n_boot=n_boot, confidence=confidence, seed=seed)
         return {"diff": r["diff"], "low": r["low"], "high": r["high"]}
-    stats._check_settings(n_boot, confidence)
-    means = stats._resampled_means(np.stack([a, b], axis=1), n_boot, seed)
-    low, high = stats._interval(means[:, 0] - means[:, 1], confidence)
+    # resampling the per-example differences draws the same pairs as resampling both columns together
+    low, high = stats.bootstrap_mean_ci(a - b, n_boot=n_boot, confidence=confidence, seed=seed)
     return {"diff": float(a.mean() - b.mean()), "low": low, "high": high}
 
 
