@@ -85,15 +85,6 @@ def _prompt_ids(tokenizer: Any, record: dict, context: int) -> list[int]:
     return tokenize_example(tokenizer, example, context, context).input_ids
 
 
-def greedy_responses(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int, device: str
-                     ) -> list[str]:
-    """Greedy answers (at most ``max_new_tokens``, stopped at EOS) to prompts given as ids, batched as the data
-    stage wrote the teacher's cached answers (``lm.generate``), so the teacher's fresh answers match them."""
-    from compresskit.lm.generate import greedy_from_ids
-
-    return greedy_from_ids(model, tokenizer, prompts, max_new_tokens, _GENERATE_BATCH)
-
-
 def _section_choices(model: Any, tokenizer: Any, prompts: list[list[int]], pad_id: int, device: str
                      ) -> list[tuple[str, list[float]]]:
     """For each prompt (ids), the section name of highest summed log-likelihood as its continuation, and the five
@@ -261,7 +252,10 @@ def measure(spec: dict) -> dict[str, Any]:
         if len(ids) + cfg["max_new_tokens"] > context:
             raise UserError(f"{p['source_id']}: the prompt is {len(ids)} tokens; with --max-new-tokens "
                             f"{cfg['max_new_tokens']} it exceeds {v['name']}'s context of {context}")
-    responses = greedy_responses(model, tokenizer, prompt_ids, cfg["max_new_tokens"], device)
+    # batched as the data stage wrote the teacher's cached answers, so the teacher's fresh answers match them
+    from compresskit.lm.generate import greedy_from_ids
+
+    responses = greedy_from_ids(model, tokenizer, prompt_ids, cfg["max_new_tokens"], _GENERATE_BATCH)
     section_idx = [i for i, p in enumerate(prompts) if p["kind"] == "section"]
     sections = _section_choices(model, tokenizer, [prompt_ids[i] for i in section_idx], pad_id, device)
 
