@@ -22,7 +22,7 @@ from pathlib import Path
 
 from compresskit.bench import BenchConfig, bench
 from compresskit.machine import library_versions, machine_info
-from compresskit.pipeline import discover_variants
+from compresskit.variants import discover_variants
 from compresskit.run import RunLayout
 
 

@@ -27,7 +27,6 @@ from compresskit.models import LoadOptions, read_config, resolve_model_source
 from compresskit.quantize import QuantizeConfig
 from compresskit.run import RunLayout, claim_run_dir, run_lock
 from compresskit.tasks import AUTO, StageContext, Task, get_task, resolve_task
-from compresskit.variants import discover_variants  # noqa: F401  (the bench command and benchmarks/ import it here)
 
 GATE_EXIT = 4
 
