@@ -22,7 +22,6 @@ import numpy as np
 from compresskit.artifacts import UserError, atomic_dir, folder_size_mb, read_json, stage_record, write_json
 from compresskit.data import read_split_for_head
 from compresskit.machine import default_threads, machine_info
-from compresskit.timing import Latency  # noqa: F401  (public here too: its home before timing.py)
 from compresskit.variants import Variant, reference_teacher
 
 

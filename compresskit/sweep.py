@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from compresskit.artifacts import UserError, folder_size_mb, read_json, write_json
-from compresskit.bench import BenchConfig, Variant, bench
+from compresskit.bench import BenchConfig, bench
+from compresskit.variants import Variant
 from compresskit.data import read_labels, read_split
 from compresskit.distill import DistillConfig, distill
 from compresskit.models import LoadOptions, count_parameters, head_labels, load_classifier, load_tokenizer
