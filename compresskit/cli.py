@@ -51,8 +51,8 @@ QUANTIZE = ("quantize", "per_channel", "int8_min_agreement", "max_accuracy_drop"
             "calibration_method", "int4_block_size", "fallback", "max_length")
 BENCH = ("batch_sizes", "sequence_length", "threads", "iterations", "min_seconds", "device", "provider")
 GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_ratio", "min_agreement")
-LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "max_steps", "student_depth",
-      "layer_choice", "lm_learning_rate", "lm_batch_size", "lm_max_length", "lm_window", "lm_tasks",
+LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "max_steps", "teacher_topk",
+      "student_depth", "layer_choice", "lm_learning_rate", "lm_batch_size", "lm_max_length", "lm_window", "lm_tasks",
       "max_article_words", "lm_train_prompts", "lm_train_texts", "lm_test_prompts", "lm_heldout_texts",
       "max_new_tokens", "perplexity_window", "ttft_prompt_lengths", "lm_repeats", "decode_tokens")
 PIPELINE = ("config", "task", "teacher", *DATA, "output_root", "run_name", "overwrite", "finetune_teacher",
@@ -196,8 +196,10 @@ def lm_config(o: dict[str, Any]) -> Any:
                         max_length=o["lm_max_length"], device=o["device"], precision=o["precision"],
                         gradient_accumulation=o["gradient_accumulation"], seed=o["seed"], fsdp=o["fsdp"])
     distill = LMDistillConfig(kd=kd, student_layers=o["student_layers"], student_depth=o["student_depth"],
-                              layer_choice=o["layer_choice"], on_policy_fraction=o["on_policy"],
-                              max_steps=o["max_steps"], window=o["lm_window"], train=train)
+                              layer_choice=o["layer_choice"], student=o["student"],
+                              student_shape=o["student_shape"], on_policy_fraction=o["on_policy"],
+                              max_steps=o["max_steps"], teacher_topk=o["teacher_topk"],
+                              window=o["lm_window"], train=train)
     bench = LMBenchConfig(window=o["perplexity_window"], max_heldout=o["lm_heldout_texts"],
                           max_prompts=o["lm_test_prompts"], max_new_tokens=o["max_new_tokens"],
                           prompt_lengths=tuple(int(n) for n in _floats("--ttft-prompt-lengths",

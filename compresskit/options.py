@@ -260,6 +260,10 @@ OPTIONS: dict[str, Opt] = {
         "--on-policy", help="causal-lm: share λ of batches the student answers itself (sampled), scored by the "
                             "teacher (GKD).")),
     "max_steps": Opt(int, 120, typer.Option("--max-steps", help="causal-lm: optimiser steps of distillation.")),
+    "teacher_topk": Opt(int, 0, typer.Option(
+        "--teacher-topk", help="causal-lm: 0 runs the teacher at every step; k > 0 runs it once and trains on an "
+                               "offline cache of its top-k next-token probabilities per position (k*4+4 bytes a "
+                               "token for a vocabulary up to 65,536).")),
     "student_depth": Opt(Optional[int], None, typer.Option(
         "--student-depth", help="causal-lm with --student-layers auto: keep this many teacher layers (default "
                                 "ceil(n/3)).")),

@@ -55,7 +55,9 @@ def identity_config(cfg: PipelineConfig, task: str = "text-classification") -> d
     settings do not shape another's run)."""
     config = dataclasses.asdict(cfg)
     if task == "causal-lm":
-        return {k: config[k] for k in ("teacher", "task", "load", "lm")}
+        shaping = ("teacher", "task", "load", "lm") + (("finetune_mode", "finetune")
+                                                       if cfg.finetune_mode == "always" else ())
+        return {k: config[k] for k in shaping}
     config.pop("lm", None)
     return config
 

@@ -93,3 +93,43 @@ def test_a_prompt_longer_than_the_context_is_refused_naming_it(tmp_path, prompt_
                str(tmp_path / "runs"), *FAST)
     assert proc.returncode == 2
     assert "longer than the model's context" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_student_with_another_vocabulary_is_one_line_and_writes_nothing(tmp_path, llm_teacher, prompt_file):
+    from lm_models import tiny_tokenizer
+
+    other = save_lm(tmp_path / "other", tiny_llama(vocab_size=280, layers=1), tiny_tokenizer(280))
+    out = tmp_path / "runs"
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(prompt_file), "--student",
+               str(other), "--output-root", str(out), *FAST)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "different tokenizer from the teacher" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_finetune_teacher_always_trains_the_teacher_on_real_answers_first(tmp_path, llm_teacher):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"which word is {WORDS[i % 10]}?", "response": WORDS[i % 10]})
+                            + "\n" for i in range(24)))
+    run = tmp_path / "runs" / "ft"
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(data), "--finetune-teacher",
+               "always", "--teacher-epochs", "2", "--output-root", str(tmp_path / "runs"), "--run-name", "ft", *FAST,
+               "--min-agreement", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage = json.loads((run / "run.json").read_text())["stages"]["teacher"]
+    assert stage["finetuned"] and stage["path"] == str(run / "teacher")
+    record = json.loads((run / "teacher" / "finetune.json").read_text())
+    assert record["train_examples"] > 0 and record["kinds"] == ["user"]
+    assert record["best_validation_loss"] < record["validation_loss_before"]  # it learnt the answers
+    # the student was distilled from, and is measured against, the fine-tuned teacher
+    assert json.loads((run / "student" / "distill.json").read_text())["inputs"]["teacher"] == str(run / "teacher")
+    report = json.loads((run / "report.json").read_text())
+    assert next(v for v in report["variants"] if v["name"] == "teacher-pytorch")["path"] == str(run / "teacher")
+
+
+def test_finetune_teacher_always_without_real_answers_is_one_line(tmp_path, llm_teacher, prompt_file):
+    out = tmp_path / "runs"
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(prompt_file),
+               "--finetune-teacher", "always", "--output-root", str(out), *FAST)
+    assert proc.returncode == 2 and "needs training prompts with real answers" in proc.stderr
+    assert "Traceback" not in proc.stderr and (not out.exists() or not any(out.iterdir()))

@@ -393,6 +393,22 @@ def topk_kd_loss_chunked(student_hidden: torch.Tensor, student_head: Head, teach
     return _chunked_mean(_topk_chunk, rows, extra, s.shape[0], chunk_size, student_hidden)
 
 
+def _ce_chunk(s_hidden, y, s_weight, s_bias):
+    return F.cross_entropy(_wide(F.linear(s_hidden, s_weight, s_bias)), y, reduction="none")
+
+
+def cross_entropy_chunked(student_hidden: torch.Tensor, student_head: Head, targets: torch.Tensor,
+                          chunk_size: int = 256) -> torch.Tensor:
+    """Mean cross-entropy of the student on the target tokens, ``chunk_size`` positions at a time: the loss at
+    α = 0 (sequence-level fine-tuning on the teacher's answers), where no teacher distribution is needed at all.
+    Equal to ``kd_loss_chunked`` with ``alpha=0``, without running the teacher."""
+    mask = targets != IGNORE_INDEX
+    _check_mask(mask, student_hidden)
+    s, y = _rows(student_hidden, mask), _rows(targets, mask)
+    return _chunked_mean(_ce_chunk, [s, y], (student_head.weight, student_head.bias), s.shape[0], chunk_size,
+                         student_hidden)
+
+
 def topk_from_logits(teacher_logits: torch.Tensor, k: int) -> TopK:
     """The teacher's top-k log-probabilities, token ids and log mass of the rest, from rows ``(N, V)``.
 

@@ -52,6 +52,9 @@ class Found:
     teacher_dir: Path
     source: str
     data: Any  # compresskit.lm.prepare.LMData
+    finetune: bool = False
+    """Whether the teacher is fine-tuned on the prompts' real answers before it answers them (``--finetune-teacher
+    always``)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class CausalLM:
         teacher is built into the cache once (about 20 s)."""
         from transformers import AutoTokenizer
 
+        from compresskit.lm.distill import check_student
         from compresskit.lm.prepare import check_context, load_lm_data
         from compresskit.lm.prompts import context_length
         from compresskit.lm.teacher import EMBEDDED_TEACHER, is_causal_lm_config, resolve_causal_lm_source
@@ -98,20 +102,27 @@ class CausalLM:
         if teacher_dir is None:
             raise UserError(f"--task causal-lm needs a local teacher folder (or {EMBEDDED_TEACHER}); got {source}")
         tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+        check_student(cfg.lm.distill, config, tokenizer, cfg.load)
         data = load_lm_data(cfg.lm.data, tokenizer)
         check_context(data, tokenizer, context_length(config))
-        return Found(teacher_dir, source, data)
+        finetune = self.check_teacher(config, [], cfg.finetune_mode, source)
+        if finetune:
+            from compresskit.lm.finetune import check_finetune_data
+            check_finetune_data(data.prompts)
+        return Found(teacher_dir, source, data, finetune)
 
     def stages(self, ctx: StageContext) -> list[Stage]:
-        """data (prompts, the teacher's answers) → teacher → distill (pruned student saved first) → bench."""
+        """teacher (fine-tuned on the real answers with ``--finetune-teacher always``) → data (prompts, the teacher's
+        answers) → distill (pruned student saved first) → bench."""
         lm = ctx.cfg.lm
         kd = lm.distill.kd
         return [
+            Stage("teacher", f"{ctx.found.source}{', fine-tuned on the real answers' if ctx.found.finetune else ''}",
+                  lambda: _teacher_stage(ctx)),
             Stage("data", f"{lm.data.dataset}: teacher answers, held-out text", lambda: _data_stage(ctx)),
-            Stage("teacher", ctx.found.source, lambda: _teacher_stage(ctx)),
             Stage("distill", f"{kd.divergence}{f' β={kd.beta}' if kd.divergence == 'jsd' else ''}, T={kd.temperature}, "
                              f"α={kd.alpha}, λ={lm.distill.on_policy_fraction}, {lm.distill.max_steps} steps, "
-                             f"student layers {lm.distill.student_layers} ({lm.distill.layer_choice})",
+                             f"{_student_detail(lm.distill)}",
                   lambda: _distill_stage(ctx)),
             Stage("bench", "quality and generation speed, each variant in its own process", lambda: _bench_stage(ctx)),
         ]
@@ -121,10 +132,9 @@ class CausalLM:
         raise UserError("causal-lm data is made by its data stage (compresskit.lm.prepare)")
 
     def check_teacher(self, config: Any, targets: list[str], finetune_mode: str, source: str) -> bool:
-        """A causal LM teacher is used as it is (fine-tuning it on the instructions is not in this version)."""
-        if finetune_mode == "always":
-            raise UserError("--finetune-teacher always is not available for --task causal-lm in this version")
-        return False
+        """A causal LM teacher is used as it is unless ``--finetune-teacher always``: an instruct LLM already
+        answers, so ``auto`` does not fine-tune it."""
+        return finetune_mode == "always"
 
     def export_spec(self, input_names: Sequence[str]) -> ExportSpec:
         """Not in this version (the KV-cache decoder export comes with the ONNX part of this family)."""
@@ -161,6 +171,14 @@ class CausalLM:
 CAUSAL_LM = CausalLM()
 
 
+def _student_detail(d: Any) -> str:
+    if d.student is not None:
+        return f"student {d.student}"
+    if d.student_shape is not None:
+        return f"student shape {d.student_shape} (random init)"
+    return f"student layers {d.student_layers} ({d.layer_choice})"
+
+
 def _teacher_name(teacher: str) -> str:
     """``--teacher`` for this family: the classification default (the bundled encoder) means the embedded LLM."""
     from compresskit.lm.teacher import EMBEDDED_TEACHER
@@ -172,6 +190,14 @@ def _teacher_name(teacher: str) -> str:
 # ---------------------------------------------------------------- the stages of distill-and-export
 
 
+def teacher_dir(ctx: StageContext) -> Path:
+    """The teacher the later stages use: the one the teacher stage recorded (fine-tuned or as given)."""
+    from compresskit.artifacts import read_json
+
+    stage = read_json(ctx.layout.record).get("stages", {}).get("teacher")
+    return Path(stage["path"]) if stage else ctx.found.teacher_dir
+
+
 def _data_stage(ctx: StageContext) -> list[str]:
     from transformers import AutoTokenizer
 
@@ -180,9 +206,9 @@ def _data_stage(ctx: StageContext) -> list[str]:
     from compresskit.lm.teacher import load_causal_lm
 
     if not (ctx.layout.data / "data.json").is_file():
-        teacher_dir = ctx.found.teacher_dir
-        prepare_lm_data(ctx.cfg.lm.data, load_causal_lm(str(teacher_dir)), AutoTokenizer.from_pretrained(
-            str(teacher_dir)), ctx.layout.data, ctx.found.data)
+        folder = teacher_dir(ctx)
+        prepare_lm_data(ctx.cfg.lm.data, load_causal_lm(str(folder)), AutoTokenizer.from_pretrained(str(folder)),
+                        ctx.layout.data, ctx.found.data)
     rec = read_json(ctx.layout.data / "data.json")
     return [f"{rec['sizes']} · {rec['teacher_answers']} teacher answers in {rec['teacher_seconds']:.0f} s"]
 
@@ -190,12 +216,24 @@ def _data_stage(ctx: StageContext) -> list[str]:
 def _teacher_stage(ctx: StageContext) -> list[str]:
     from compresskit.lm.teacher import load_causal_lm
     from compresskit.models import count_parameters, layer_count
-    from compresskit.run import record_stage
+    from compresskit.run import link_tree, record_stage
 
-    teacher = load_causal_lm(str(ctx.found.teacher_dir))
-    record_stage(ctx.layout, "teacher", {"path": str(ctx.found.teacher_dir), "source": ctx.found.source,
-                                         "finetuned": False})
-    return [f"{count_parameters(teacher):,} parameters, {layer_count(teacher.config)} layers: used as it is"]
+    layout, path, line = ctx.layout, ctx.found.teacher_dir, "used as it is"
+    if ctx.found.finetune:
+        from compresskit.lm.finetune import cached_or_finetune_lm
+
+        train = ctx.cfg.lm.distill.train
+        folder, rec, reused = cached_or_finetune_lm(ctx.cfg.finetune, ctx.found.teacher_dir, ctx.found.data.prompts,
+                                                    ctx.cache, train.batch_size, train.max_length)
+        if not (layout.teacher / "finetune.json").is_file():
+            link_tree(folder, layout.teacher)
+        path = layout.teacher
+        line = (f"fine-tuned{' (cached)' if reused else ''} on {rec['train_examples']} real answers "
+                f"({', '.join(rec['kinds'])}): answer loss {rec['validation_loss_before']:.3f} → "
+                f"{rec['best_validation_loss']:.3f} on validation")
+    teacher = load_causal_lm(str(path))
+    record_stage(layout, "teacher", {"path": str(path), "source": ctx.found.source, "finetuned": ctx.found.finetune})
+    return [f"{count_parameters(teacher):,} parameters, {layer_count(teacher.config)} layers: {line}"]
 
 
 def _distill_stage(ctx: StageContext) -> list[str]:
@@ -205,8 +243,8 @@ def _distill_stage(ctx: StageContext) -> list[str]:
 
     layout = ctx.layout
     if not (layout.student / "distill.json").is_file():
-        distill_lm(ctx.cfg.lm.distill, ctx.found.teacher_dir, layout.data, layout.student, layout.root / PRUNED,
-                   resume=ctx.resumed)
+        distill_lm(ctx.cfg.lm.distill, teacher_dir(ctx), layout.data, layout.student, layout.root / PRUNED,
+                   resume=ctx.resumed, cache_root=ctx.cache)
     rec = read_json(layout.student / "distill.json")
     record_stage(layout, "distill", {"path": str(layout.student), "pruned": str(layout.root / PRUNED)})
     return [f"{rec['parameters']:,} parameters, layers {rec['student_layers']} ({rec['student_layers_rule']})",
@@ -233,5 +271,5 @@ def lm_variants(layout: Any, teacher_dir: Path) -> list[Any]:
 def _bench_stage(ctx: StageContext) -> list[str]:
     from compresskit.lm.bench import bench_lm
 
-    bench_lm(ctx.cfg.lm.bench, lm_variants(ctx.layout, ctx.found.teacher_dir), ctx.layout.data, ctx.layout.bench)
+    bench_lm(ctx.cfg.lm.bench, lm_variants(ctx.layout, teacher_dir(ctx)), ctx.layout.data, ctx.layout.bench)
     return []
