@@ -399,6 +399,25 @@ def distill_and_export_cmd(ctx: typer.Context, **o: Any) -> None:
                                   options=settings))
 
 
+@app.command("generate")
+@takes("max_new_tokens", "chat", "threads")
+def generate_cmd(folder: Annotated[Path, typer.Argument(help="An exported LLM folder (genai_config.json, "
+                                                              "model.onnx, tokenizer.json).")],
+                 prompt: Annotated[str, typer.Argument(help="The prompt to answer.")], **o: Any) -> None:
+    """Stream a greedy answer from an exported decoder LLM, using ONNX Runtime GenAI alone (torch is not imported)."""
+    from compresskit.lm.onnx_generate import generate
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    r = generate(folder, prompt, o["max_new_tokens"], chat=o["chat"], threads=o["threads"], on_piece=show)
+    print(flush=True)
+    console.print(f"generate: {len(r.tokens)} tokens after a {r.prompt_tokens}-token prompt, time to first token "
+                  f"{r.first_token_s * 1000:.0f} ms, decode {r.decode_tokens_per_s:.1f} tokens/s "
+                  f"(load {r.load_s:.2f} s)", highlight=False, soft_wrap=True)
+
+
 def _close_process_group() -> None:
     """Destroy the torch.distributed process group that a launcher's run (torchrun, accelerate launch) made the
     Trainer create; neither transformers nor accelerate destroys it. Left alive, gloo's worker threads meet

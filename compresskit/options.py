@@ -318,6 +318,11 @@ OPTIONS: dict[str, Opt] = {
 
     # --- predict
     "json": Opt(bool, False, typer.Option("--json", help="Print JSON lines instead of a table.")),
+
+    # --- generate
+    "chat": Opt(bool, True, typer.Option(
+        "--chat/--no-chat", help="generate: send the prompt as a user turn of the folder's chat template (when it "
+                                 "has one); --no-chat sends it as it is.")),
 }
 
 DEFAULTS: dict[str, Any] = {name: o.default for name, o in OPTIONS.items() if o.default is not REQUIRED}
