@@ -1,7 +1,7 @@
 """Benchmark: what does each distillation choice give a student LLM back, and what does depth cost and buy?
 
     python benchmarks/lm_ablation.py [--run-dir export/bbc-news-smollm2-135m-instruct-lm] [--out export/lm-ablation]
-                                     [--arms sft,forward-kl,reverse-kl,jsd,on-policy,top64] [--depths 15,20]
+                                     [--arms sft,forward-kl,reverse-kl,on-policy,top64] [--depths 5,20]
 
 Starts from a finished `compresskit distill-and-export --task causal-lm` run (made first when the folder has no
 report): its data, its teacher, its pruned-untrained student and its distilled (forward-KL) student. Every arm
@@ -111,8 +111,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", type=Path, default=Path("export/bbc-news-smollm2-135m-instruct-lm"))
     ap.add_argument("--out", type=Path, default=Path("export/lm-ablation"))
-    ap.add_argument("--arms", default=",".join(ARMS))
-    ap.add_argument("--depths", default="15,20")
+    ap.add_argument("--arms", default="sft,forward-kl,reverse-kl,on-policy,top64")
+    ap.add_argument("--depths", default="5,20")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     run, out = args.run_dir, args.out

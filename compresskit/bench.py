@@ -134,14 +134,15 @@ def write_inputs(cfg: BenchConfig, data_dir: Path, tokenizer_dir: Path, labels_o
     return len(texts)
 
 
-def run_worker(module: str, v: Variant, cfg: Any, inputs: Path, workdir: Path, threads: int) -> dict[str, Any]:
+def run_worker(module: str, v: Variant, cfg: Any, inputs: Path, workdir: Path, threads: int,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure ``v`` in a fresh ``python -m module SPEC RESULT`` process (its spec: the variant, ``cfg``, the inputs
-    file and the thread count) and return its result. A worker that exits 2 refused its input: a one-line UserError
-    naming the variant; any other failure is reported with its last line of stderr."""
+    file, the thread count and ``extra``) and return its result. A worker that exits 2 refused its input: a one-line
+    UserError naming the variant; any other failure is reported with its last line of stderr."""
     spec = workdir / f"{v.name}.spec.json"
     result = workdir / f"{v.name}.result.json"
     write_json(spec, {"variant": dataclasses.asdict(v), "config": dataclasses.asdict(cfg), "inputs": str(inputs),
-                      "threads": threads})
+                      "threads": threads, **(extra or {})})
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, "-m", module, str(spec), str(result)], env=env, capture_output=True,

@@ -54,7 +54,9 @@ GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_r
 LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "max_steps", "teacher_topk",
       "student_depth", "layer_choice", "lm_learning_rate", "lm_batch_size", "lm_max_length", "lm_window", "lm_tasks",
       "max_article_words", "lm_train_prompts", "lm_train_texts", "lm_test_prompts", "lm_heldout_texts",
-      "max_new_tokens", "perplexity_window", "ttft_prompt_lengths", "lm_repeats", "decode_tokens")
+      "max_new_tokens", "perplexity_window", "ttft_prompt_lengths", "lm_repeats", "decode_tokens",
+      "lm_export_candidates", "verify_steps", "verify_prompts", "lm_quantize", "int4_accuracy_level",
+      "lm_quant_min_agreement", "lm_quant_max_perplexity_ratio")
 PIPELINE = ("config", "task", "teacher", *DATA, "output_root", "run_name", "overwrite", "finetune_teacher",
             "teacher_epochs", "teacher_learning_rate", *DISTILL, *EXPORT, *QUANTIZE, *BENCH, *LM, *GATES, *LOAD)
 NOT_SAVED = ("config", "overwrite")
@@ -178,8 +180,11 @@ def lm_config(o: dict[str, Any]) -> Any:
     """The causal-LM family's settings (used when the task is causal-lm, given or inferred)."""
     from compresskit.lm.bench import LMBenchConfig
     from compresskit.lm.distill import LMDistillConfig
+    from compresskit.lm.export import LMExportConfig
     from compresskit.lm.kd_losses import LMKDConfig
+    from compresskit.lm.onnx_verify import DecoderParity
     from compresskit.lm.prepare import LMDataConfig
+    from compresskit.lm.quantize import LMQuantizeConfig
     from compresskit.lm.prompts import BBCPromptConfig
     from compresskit.tasks.causal_lm import LMConfig
     from compresskit.training import TrainConfig
@@ -206,7 +211,19 @@ def lm_config(o: dict[str, Any]) -> Any:
                                                                         o["ttft_prompt_lengths"])),
                           decode_tokens=o["decode_tokens"], repeats=o["lm_repeats"], threads=o["threads"],
                           device=o["device"])
-    return LMConfig(data=data, distill=distill, bench=bench)
+    export = LMExportConfig(candidates=_names(o["lm_export_candidates"]), verify_prompts=o["verify_prompts"],
+                            parity=DecoderParity(steps=o["verify_steps"]), threads=o["threads"])
+    quantize = LMQuantizeConfig(precisions=() if o["lm_quantize"].strip() == "none" else _names(o["lm_quantize"]),
+                                block_size=o["int4_block_size"], accuracy_level=o["int4_accuracy_level"],
+                                min_agreement=o["lm_quant_min_agreement"],
+                                max_perplexity_ratio=o["lm_quant_max_perplexity_ratio"],
+                                max_fallbacks=LMQuantizeConfig.max_fallbacks if o["fallback"] else 0)
+    return LMConfig(data=data, distill=distill, bench=bench, export=export, quantize=quantize)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``a, b`` → ``("a", "b")``."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def with_config_file(ctx: typer.Context, o: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

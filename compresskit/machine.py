@@ -77,10 +77,36 @@ def library_versions() -> dict[str, str | None]:
     """Installed versions of the libraries that decide the numbers."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("compresskit", "torch", "transformers", "accelerate", "onnx", "onnxruntime", "onnxruntime-gpu",
-                 "optimum", "numpy", "tokenizers"):
+                 "onnxruntime-genai", "optimum", "numpy", "tokenizers"):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            if name != "onnxruntime-gpu":
+            if name not in ("onnxruntime-gpu", "onnxruntime-genai"):
                 out[name] = None
     return out
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
+    """The machine's usable memory bandwidth as one thread sees it: the best of ``repeats`` copies of a
+    ``megabytes`` array (far larger than any cache), counting the bytes read and the bytes written.
+
+    Why one thread and a copy: decoding one token at batch 1 streams every weight once, and on a small machine one
+    core's loads are what a decode step gets; the copy is the simplest workload that does nothing but move memory.
+    A decoder's bandwidth use is then its tokens/s × bytes read per token, and that over this figure says how close
+    it runs to the memory limit.
+    """
+    import time
+
+    import numpy as np
+
+    n = megabytes * 2**20 // 8
+    src, dst = np.ones(n), np.empty(n)
+    np.copyto(dst, src)  # touch both: page faults are not bandwidth
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    moved = 2 * n * 8
+    return {"gb_per_s": moved / best / 1e9, "megabytes": megabytes, "repeats": repeats,
+            "method": "single-thread numpy copy, read + write bytes, best of repeats"}

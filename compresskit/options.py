@@ -300,6 +300,25 @@ OPTIONS: dict[str, Opt] = {
         "--lm-repeats", help="causal-lm: timed repeats of each generation-speed workload, after one warm-up.")),
     "decode_tokens": Opt(int, 128, typer.Option(
         "--decode-tokens", help="causal-lm: new tokens timed at batch 1 for decode tokens/s.")),
+    "lm_export_candidates": Opt(str, "genai,torch", typer.Option(
+        "--lm-export-candidates", help="causal-lm: decoder-graph routes to try, the fastest verified kept: genai "
+                                       "(ONNX Runtime GenAI builder) | torch (torch.onnx with past key values).")),
+    "verify_steps": Opt(int, 16, typer.Option(
+        "--verify-steps", help="causal-lm: greedy tokens per validation prompt whose logits the decoder graph must "
+                               "match (prefill + steps through the KV cache).")),
+    "verify_prompts": Opt(int, 4, typer.Option(
+        "--verify-prompts", help="causal-lm: validation prompts the decoder graph is verified on.")),
+    "lm_quantize": Opt(str, "int8,int4", typer.Option(
+        "--lm-quantize", help="causal-lm: weight-only precisions to build (int8, int4), or none.")),
+    "int4_accuracy_level": Opt(int, 4, typer.Option(
+        "--int4-accuracy-level", help="causal-lm: MatMulNBits accuracy level: 4 computes in int8 (fastest on "
+                                      "CPU), 1 in fp32.")),
+    "lm_quant_min_agreement": Opt(float, 0.7, typer.Option(
+        "--lm-quant-min-agreement", help="causal-lm: top-1 agreement a quantized graph keeps with the fp32 graph "
+                                         "on validation answers (else more MatMuls stay in full precision).")),
+    "lm_quant_max_perplexity_ratio": Opt(float, 1.5, typer.Option(
+        "--lm-quant-max-perplexity-ratio", help="causal-lm: a quantized graph's answer perplexity at most this "
+                                                "times the fp32 graph's.")),
 
     # --- quality gates (GateConfig)
     "max_accuracy_drop": Opt(Optional[float], GateConfig.max_accuracy_drop, typer.Option(

@@ -205,7 +205,8 @@ def _model_info(folder: Path, record_name: str, source: str | None) -> dict:
 def _exports(layout: Any) -> tuple[list[dict], dict[str, dict]]:
     """Each ONNX graph's parity check and how it was built, from its export.json / quantize.json."""
     verification, exports = [], {}
-    for name, stage in (("teacher", "export.json"), ("student", "export.json"), ("student-quantized", "quantize.json")):
+    for name, stage in (("teacher", "export.json"), ("student", "export.json"), ("student-quantized", "quantize.json"),
+                        ("student-int8", "quantize.json"), ("student-int4", "quantize.json")):  # the last two: LLMs
         record = _read(layout.onnx(name) / stage)
         if not record:
             continue

@@ -16,7 +16,7 @@ WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album",
 
 @pytest.fixture(scope="module")
 def llm_teacher(tmp_path_factory):
-    return save_lm(tmp_path_factory.mktemp("lm") / "teacher", tiny_llama(layers=3, hidden=32, max_positions=512))
+    return save_lm(tmp_path_factory.mktemp("lm") / "teacher", tiny_llama(layers=3, hidden=64, max_positions=512))
 
 
 @pytest.fixture
@@ -36,8 +36,18 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(tmp_path, llm_teacher, p
     report = json.loads((run / "report.json").read_text())
     assert report["task"] == "causal-lm" and validate_report(report) == []
     rows = {v["name"]: v for v in report["variants"]}
-    assert set(rows) == {"teacher-pytorch", "student-pruned-pytorch", "student-pytorch"}
+    assert set(rows) == {"teacher-pytorch", "teacher-onnx-int4", "student-pruned-pytorch", "student-pytorch",
+                         "student-onnx", "student-onnx-int8", "student-onnx-int4"}
     assert rows["student-pruned-pytorch"]["model"] == "baseline"
+    # the fp32 decoder graph was verified against PyTorch and computes what the student computes
+    export = json.loads((run / "onnx" / "student" / "export.json").read_text())
+    assert export["verification"]["passed"] and export["chosen"] in ("genai", "torch")
+    assert rows["student-onnx"]["quality"]["perplexity"] == pytest.approx(rows["student-pytorch"]["quality"]
+                                                                          ["perplexity"], rel=1e-3)
+    for name in ("student-onnx", "student-onnx-int8", "student-onnx-int4", "teacher-onnx-int4"):
+        assert rows[name]["bandwidth"]["bytes_per_token"] > 0 and rows[name]["bandwidth"]["gb_per_s"] > 0
+    quant = json.loads((run / "onnx" / "student-int4" / "quantize.json").read_text())
+    assert quant["attempts"] and "agreement" in quant["chosen"]
     # the teacher agrees with itself; its answers are the reference of ROUGE-L against the teacher
     assert rows["teacher-pytorch"]["quality"]["rouge_l_vs_teacher"]["overall"] == pytest.approx(1.0)
     for row in rows.values():
@@ -57,7 +67,8 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(tmp_path, llm_teacher, p
     # the stage commands work on a causal-LM run folder too: bench measures it again, report re-applies gates
     proc = cli("bench", "--run-dir", str(run), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    agreement = json.loads((run / "report.json").read_text())["variants"][2]["quality"]["top1_agreement"]
+    agreement = next(v for v in json.loads((run / "report.json").read_text())["variants"]
+                     if v["name"] == "student-pytorch")["quality"]["top1_agreement"]
     proc = cli("report", "--run-dir", str(run), "--min-agreement", "1")
     assert (proc.returncode == 4) == (agreement < 1) and "min-agreement" in proc.stderr
 

@@ -159,7 +159,9 @@ def _check_variants(variants: list[Variant]) -> None:
         raise UserError(f"variant names must be unique, got {', '.join(names)}")
     for v in variants:
         if v.format == "onnx":
-            raise UserError(f"{v.name}: ONNX causal LMs are not benchmarked yet; measure the PyTorch variants only")
+            if not (Path(v.path) / "genai_config.json").is_file():
+                raise UserError(f"{v.name}: {v.path} is not an exported LLM folder (no genai_config.json)")
+            continue
         if v.format != "pytorch":
             raise UserError(f"{v.name}: unknown format {v.format!r} (pytorch or onnx)")
         if v.precision not in PRECISIONS:
@@ -167,6 +169,48 @@ def _check_variants(variants: list[Variant]) -> None:
                             f"not {v.precision}")
         if not (Path(v.path) / "config.json").is_file():
             raise UserError(f"{v.name}: {v.path} is not a model folder (no config.json)")
+
+
+def _context(v: Variant) -> int:
+    """The context length of a variant: its config's, or for an exported folder its GenAI config's."""
+    from compresskit.artifacts import read_json
+
+    if v.format == "onnx":
+        return int(read_json(Path(v.path) / "genai_config.json")["model"]["context_length"])
+    from transformers import AutoConfig
+
+    from compresskit.lm.prompts import context_length
+    return context_length(AutoConfig.from_pretrained(str(v.path)))
+
+
+def _worker_tokens(variants: list[Variant], inputs: Path, cfg: LMBenchConfig, out: Path) -> tuple[Path, Any]:
+    """For the ONNX workers (which load no tokenizer): every token sequence, made with the first variant's
+    tokenizer (every variant reads the teacher's) within the shortest context; and that tokenizer, which decodes
+    their answers."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from compresskit.lm.bench_worker import tokenized_inputs
+
+    tokenizer = AutoTokenizer.from_pretrained(str(variants[0].path))
+    context = min(_context(v) for v in variants)
+    tokens = tokenized_inputs(tokenizer, json.loads(inputs.read_text(encoding="utf-8")), dataclasses.asdict(cfg),
+                              context)
+    write_json(out, tokens)
+    return out, tokenizer
+
+
+def _decoded(tokenizer: Any, response_ids: list[list[int]]) -> list[str]:
+    """An ONNX worker's greedy answers as ``generate.greedy_from_ids`` writes them: cut at EOS, no special
+    tokens, stripped."""
+    eos = tokenizer.eos_token_id
+    out = []
+    for ids in response_ids:
+        if eos is not None and eos in ids:
+            ids = ids[:ids.index(eos)]
+        out.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,7 +322,18 @@ def _quality(name: str, r: dict, teacher_name: str | None, t: dict | None, promp
     return quality, examples
 
 
-def _row(v: Variant, r: dict, quality: dict) -> dict[str, Any]:
+def _bandwidth(r: dict, machine_gb_s: float | None) -> dict[str, Any] | None:
+    """How close an ONNX decoder runs to the memory limit: each decode step reads every weight once, so decode
+    tokens/s × weight bytes is the bandwidth it uses (a lower bound: the KV cache and activations are left out), and
+    that over the machine's measured bandwidth is the share of the limit it reaches."""
+    if r.get("weight_bytes") is None:
+        return None
+    used = r["generation"]["decode_tokens_per_s"] * r["weight_bytes"] / 1e9
+    return {"bytes_per_token": r["weight_bytes"], "gb_per_s": used, "machine_gb_per_s": machine_gb_s,
+            "fraction_of_limit": used / machine_gb_s if machine_gb_s else None}
+
+
+def _row(v: Variant, r: dict, quality: dict, machine_gb_s: float | None = None) -> dict[str, Any]:
     generation = {k: val for k, val in r["generation"].items() if k != "decode_token_ids"}
     return {
         "name": v.name, "model": v.model, "format": v.format, "precision": v.precision, "device": r["device"],
@@ -287,6 +342,7 @@ def _row(v: Variant, r: dict, quality: dict) -> dict[str, Any]:
         "context": r["context"],
         "quality": quality,
         "generation": generation,
+        "bandwidth": _bandwidth(r, machine_gb_s),
         # the report's generic columns: batch-1 latency and throughput are decode's
         "latency_ms": {"batch_1": generation["decode_ms_per_token"]},
         "throughput_per_s": {"batch_1": generation["decode_tokens_per_s"]},
@@ -321,20 +377,34 @@ def bench_lm(cfg: LMBenchConfig, variants: list[Variant], data_dir: Path, out: P
         work = tmp / "workers"
         work.mkdir()
         raw: dict[str, dict[str, Any]] = {}
+        tokens = tokenizer = None
+        if any(v.format == "onnx" for v in variants):
+            tokens, tokenizer = _worker_tokens(variants, inputs, cfg, work / "tokens.json")
         with console.status("") as status:
             for i, v in enumerate(variants, 1):
                 status.update(f"benchmarking {v.name} ({i}/{len(variants)}): {len(heldout)} held-out texts, "
                               f"{len(prompts)} prompts, {threads} threads")
-                raw[v.name] = run_worker("compresskit.lm.bench_worker", v, cfg, inputs, work, threads)
+                if v.format == "onnx":
+                    raw[v.name] = run_worker("compresskit.lm.bench_worker_onnx", v, cfg, inputs, work, threads,
+                                             {"tokens": str(tokens)})
+                    raw[v.name]["responses"] = _decoded(tokenizer, raw[v.name].pop("response_ids"))
+                else:
+                    raw[v.name] = run_worker("compresskit.lm.bench_worker", v, cfg, inputs, work, threads)
                 g = raw[v.name]["generation"]
                 console.log(f"{v.name}: decode {g['decode_tokens_per_s']:.1f} tokens/s, "
                             f"generate {g['generate_tokens_per_s']:.1f} tokens/s")
         t = raw[teacher_name] if teacher_name else None
+        machine = machine_info(threads)
+        bandwidth = None
+        if any(v.format == "onnx" for v in variants):
+            from compresskit.machine import memory_bandwidth
+            machine["memory_bandwidth"] = memory_bandwidth()
+            bandwidth = machine["memory_bandwidth"]["gb_per_s"]
         rows, examples = [], {}
         for v in variants:
             quality, examples[v.name] = _quality(v.name, raw[v.name], teacher_name, t, prompts)
-            rows.append(_row(v, raw[v.name], quality))
-        result = BenchResult(TASK, cfg.window, len(prompts), threads, teacher_name, machine_info(threads), rows)
+            rows.append(_row(v, raw[v.name], quality, bandwidth))
+        result = BenchResult(TASK, cfg.window, len(prompts), threads, teacher_name, machine, rows)
         write_json(tmp / "bench.json", result.to_dict())
         write_json(tmp / "examples.json", {"reference_teacher": teacher_name, "variants": examples})
         write_json(tmp / "bench_record.json", stage_record(

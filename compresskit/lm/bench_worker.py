@@ -183,7 +183,17 @@ def generation_speed(model: Any, tokenizer: Any, cfg: dict, texts: list[str], de
         sync()
         generate_s = time.perf_counter() - t0
     generate_new = generated[0, prompt.shape[1]:].tolist()
+    batch = prompt.repeat(8, 1)  # 8 requests answered together, prefill included
+    sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=steps,
+                       min_new_tokens=steps, do_sample=False, temperature=None, top_p=None, top_k=None,
+                       eos_token_id=eos, pad_token_id=pad)
+    sync()
+    batch8 = 8 * steps / (time.perf_counter() - t0)
     return {
+        "batch8_tokens_per_s": batch8,
         "ttft_ms": ttft,
         "prefill_tokens_per_s": prefill,
         "decode_tokens_per_s": 1000.0 / per_token.mean,
@@ -279,6 +289,40 @@ def measure(spec: dict) -> dict[str, Any]:
         "responses": responses,
         "sections": [{"index": i, "choice": c, "scores": s} for i, (c, s) in zip(section_idx, sections)],
         "generation": generation,
+    }
+
+
+def tokenized_inputs(tokenizer: Any, inputs: dict, cfg: dict, context: int) -> dict[str, Any]:
+    """Every token sequence ``measure`` reads, made the way it makes them, for a worker that has no tokenizer of
+    its own (``lm.bench_worker_onnx``: transformers' tokenizers import torch, which would count in its memory).
+
+    ``windows`` and ``forced``: ids and labels (-100 where a position does not count) with their hashes, which the
+    parent compares across variants; ``prompts``: each test prompt's ids; ``sections``: the section prompts'
+    indices and the five names' ids; ``speed``: the time-to-first-token prompts per length and the decode prompt.
+    """
+    from compresskit.lm.prompts import SECTIONS, PromptExample, text_windows, tokenize_example
+
+    heldout, prompts = inputs["heldout"], inputs["prompts"]
+    windows = text_windows(tokenizer, [h["text"] for h in heldout], cfg["window"], max_windows_per_text=1)
+    with_response = [i for i, p in enumerate(prompts) if p.get("response") is not None]
+    forced = [tokenize_example(tokenizer, PromptExample(prompts[i]["prompt"], prompts[i]["kind"],
+                                                        prompts[i]["source_id"]), context, context,
+                               response=prompts[i]["response"]) for i in with_response]
+    prompt_ids = [_prompt_ids(tokenizer, p, context) for p in prompts]
+    texts = [h["text"] for h in heldout] or [p["prompt"] + (p["response"] or "") for p in prompts]
+    return {
+        "windows": [{"id": heldout[int(w.source_id.split()[1])]["id"], "input_ids": w.input_ids,
+                     "labels": w.labels} for w in windows],
+        "windows_sha256": _ids_sha256([w.input_ids for w in windows]),
+        "forced": [{"index": i, "input_ids": e.input_ids, "labels": e.labels} for i, e in zip(with_response, forced)],
+        "forced_sha256": _ids_sha256([e.input_ids for e in forced]),
+        "prompts": prompt_ids,
+        "sections": {"index": [i for i, p in enumerate(prompts) if p["kind"] == "section"],
+                     "names": list(SECTIONS),
+                     "name_ids": [tokenizer(c, add_special_tokens=False)["input_ids"] for c in SECTIONS]},
+        "speed": {f"prompt_{n}": _speed_prompt(tokenizer, texts, n) for n in cfg["prompt_lengths"] if n <= context},
+        "decode_prompt": prompt_ids[0] if prompt_ids else _speed_prompt(tokenizer, texts, 16),
+        "eos_id": tokenizer.eos_token_id,
     }
 
 

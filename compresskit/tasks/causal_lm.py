@@ -32,14 +32,19 @@ class LMConfig:
     data: Any = None  # compresskit.lm.prepare.LMDataConfig
     distill: Any = None  # compresskit.lm.distill.LMDistillConfig
     bench: Any = None  # compresskit.lm.bench.LMBenchConfig
+    export: Any = None  # compresskit.lm.export.LMExportConfig
+    quantize: Any = None  # compresskit.lm.quantize.LMQuantizeConfig
 
     def __post_init__(self) -> None:
         # Built here rather than as field defaults: their modules import torch, which the CLI's --help must not pay.
         from compresskit.lm.bench import LMBenchConfig
         from compresskit.lm.distill import LMDistillConfig
+        from compresskit.lm.export import LMExportConfig
         from compresskit.lm.prepare import LMDataConfig
+        from compresskit.lm.quantize import LMQuantizeConfig
 
-        for name, default in (("data", LMDataConfig), ("distill", LMDistillConfig), ("bench", LMBenchConfig)):
+        for name, default in (("data", LMDataConfig), ("distill", LMDistillConfig), ("bench", LMBenchConfig),
+                              ("export", LMExportConfig), ("quantize", LMQuantizeConfig)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default())
 
@@ -124,6 +129,10 @@ class CausalLM:
                              f"α={kd.alpha}, λ={lm.distill.on_policy_fraction}, {lm.distill.max_steps} steps, "
                              f"{_student_detail(lm.distill)}",
                   lambda: _distill_stage(ctx)),
+            Stage("export", f"decoder graph with KV cache: {', '.join(lm.export.candidates)}, verified over "
+                            f"{lm.export.parity.steps} greedy steps", lambda: _export_stage(ctx)),
+            Stage("quantize", f"weight-only {', '.join(lm.quantize.precisions) or 'none'} (block "
+                              f"{lm.quantize.block_size}); teacher int4", lambda: _quantize_stage(ctx)),
             Stage("bench", "quality and generation speed, each variant in its own process", lambda: _bench_stage(ctx)),
         ]
 
@@ -165,7 +174,9 @@ class CausalLM:
                 Column("headline ROUGE-L", "quality.headline_rouge_l.mean", "{:.3f}"),
                 Column("section acc. (%)", "quality.section_accuracy.mean", scale=100),
                 Column("TTFT @128 p50 (ms)", "generation.ttft_ms.prompt_128.p50", "{:.1f}", higher_is_better=False),
-                Column("decode (tok/s)", "generation.decode_tokens_per_s", "{:.1f}")]
+                Column("decode (tok/s)", "generation.decode_tokens_per_s", "{:.1f}"),
+                Column("batch 8 (tok/s)", "generation.batch8_tokens_per_s", "{:.1f}"),
+                Column("memory bandwidth (% of limit)", "bandwidth.fraction_of_limit", scale=100)]
 
 
 CAUSAL_LM = CausalLM()
@@ -252,20 +263,65 @@ def _distill_stage(ctx: StageContext) -> list[str]:
             f"{rec['precision']})"]
 
 
+def _export_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.lm.export import export_lm
+
+    layout, out = ctx.layout, ctx.layout.onnx("student")
+    if not (out / "export.json").is_file():
+        export_lm(ctx.cfg.lm.export, layout.student, layout.data, out, ctx.cache)
+    rec = read_json(out / "export.json")
+    lines = []
+    for name, c in rec["candidates"].items():
+        if not c["built"]:
+            lines.append(f"{name}: not built ({c['error']})")
+            continue
+        v = c["verification"]
+        speed = f", {c['decode_ms_per_token']:.2f} ms/token" if "decode_ms_per_token" in c else ""
+        lines.append(f"{name}: {'verified' if v['passed'] else 'FAILED'}: max |Δ| {v['prefill']['max_abs']:.2g} "
+                     f"prefill, {v['decode']['max_abs']:.2g} decode, agreement {v['agreement']:.3f}{speed}")
+    return lines + [f"chosen: {rec['chosen']}"]
+
+
+def _quantize_stage(ctx: StageContext) -> list[str]:
+    from compresskit.lm.quantize import quantize_lm, teacher_int4
+    from compresskit.machine import default_threads
+
+    cfg, layout = ctx.cfg.lm.quantize, ctx.layout
+    threads = ctx.cfg.lm.bench.threads or default_threads()
+    records = quantize_lm(cfg, layout.student, layout.onnx("student"), layout.data, layout.root / "onnx", ctx.cache,
+                          threads)
+    lines = []
+    for precision, rec in records.items():
+        c = rec["chosen"]
+        kept = ", ".join(c["full_precision_groups"]) or "none"
+        lines.append(f"{precision}: agreement {c['agreement']:.3f} with fp32, perplexity ×{c['perplexity_ratio']:.3f}"
+                     f"; full precision: {kept}{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}")
+    if cfg.teacher_int4:
+        build = teacher_int4(teacher_dir(ctx), layout.onnx("teacher-int4"), ctx.cache)
+        lines.append(f"teacher int4: {build['onnx_bytes'] / 1e6:.1f} MB of graph and weights")
+    return lines
+
+
 def lm_variants(layout: Any, teacher_dir: Path) -> list[Any]:
-    """The variants of a causal-LM run: the teacher, the pruned-untrained student (the baseline distillation starts
-    from) and the distilled student, PyTorch fp32."""
+    """The variants of a causal-LM run: the teacher (PyTorch, and its int4 graph), the pruned-untrained student (the
+    baseline distillation starts from) and the distilled student in PyTorch and as fp32, int8 and int4 graphs."""
     from compresskit.artifacts import read_json
     from compresskit.variants import Variant
 
     record = layout.student / "distill.json"  # the distillation records both models' parameter counts
     distilled = read_json(record) if record.is_file() else {}
     student_params = distilled.get("parameters")
-    found = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir,
-                     distilled.get("teacher_parameters")),
+    teacher_params = distilled.get("teacher_parameters")
+    found = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir, teacher_params),
+             Variant("teacher-onnx-int4", "teacher", "onnx", "int4", layout.onnx("teacher-int4"), teacher_params),
              Variant(f"{PRUNED}-pytorch", "baseline", "pytorch", "fp32", layout.root / PRUNED, student_params),
-             Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, student_params)]
-    return [v for v in found if (Path(v.path) / "config.json").is_file()]
+             Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, student_params),
+             Variant("student-onnx", "student", "onnx", "fp32", layout.onnx("student"), student_params),
+             Variant("student-onnx-int8", "student", "onnx", "int8", layout.onnx("student-int8"), student_params),
+             Variant("student-onnx-int4", "student", "onnx", "int4", layout.onnx("student-int4"), student_params)]
+    return [v for v in found
+            if (Path(v.path) / ("genai_config.json" if v.format == "onnx" else "config.json")).is_file()]
 
 
 def _bench_stage(ctx: StageContext) -> list[str]:

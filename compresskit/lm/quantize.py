@@ -1,0 +1,197 @@
+"""Quantize stage of the causal-LM task: weight-only int8 and int4 decoder graphs (MatMulNBits, built by ONNX
+Runtime GenAI's builder), each judged against the verified fp32 graph, with a measured fallback.
+
+Weight-only int4 of a small LLM is lossy: rounding every MatMul of SmolLM2-135M to 4 bits (blocks of 32) keeps the
+fp32 model's greedy token at only about two thirds of positions. The fallback keeps the most sensitive MatMuls at
+full precision, one group at a time: the LM head first (its error lands directly on the logits), then the first
+and last decoder layers, then the next ones inwards; after each build the graph is measured on the validation
+prompts with the teacher's answers (teacher-forced, plain ONNX Runtime) against the fp32 graph: top-1 agreement
+and answer perplexity. The first build within both budgets is kept; when none is, the last one is kept and its
+record says it is outside the budget (the report shows it, a gate can fail on it).
+
+The teacher's own int4 build (``teacher_int4``) is made here too, with the builder's default options: it is the
+"teacher on ONNX Runtime" every speed-up of the student is also compared with.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from compresskit.artifacts import UserError, atomic_dir, read_json, stage_record, write_json
+
+PRECISIONS = ("int8", "int4")
+
+
+@dataclass(frozen=True)
+class LMQuantizeConfig:
+    """Which weight-only precisions to build and what each must keep of the fp32 graph."""
+
+    precisions: tuple[str, ...] = PRECISIONS
+    """Weight-only precisions to build: int8, int4, or none (``--lm-quantize``)."""
+    block_size: int = 32
+    """Weights per quantization block of MatMulNBits (``--int4-block-size``)."""
+    accuracy_level: int = 4
+    """MatMulNBits accuracy level: 4 multiplies in int8 (fastest on CPU), 1 in fp32 (``--int4-accuracy-level``)."""
+    min_agreement: float = 0.7
+    """Top-1 agreement with the fp32 graph, teacher-forced on the validation answers; the default is the budget a
+    student has against its teacher (``--lm-quant-min-agreement``)."""
+    max_perplexity_ratio: float = 1.5
+    """Answer perplexity at most this times the fp32 graph's; the default is the student's budget against its
+    teacher (``--lm-quant-max-perplexity-ratio``)."""
+    max_fallbacks: int = 4
+    """Builds after the first, each keeping one more group of MatMuls at full precision (``--lm-quant-fallbacks``)."""
+    examples: int = 12
+    """Validation prompts with answers the budget is measured on."""
+    teacher_int4: bool = True
+    """Also build the teacher's int4 graph (builder defaults), the teacher-on-ONNX-Runtime reference."""
+
+    def __post_init__(self) -> None:
+        from compresskit.lm.onnx_build import BLOCK_SIZES
+
+        problems = []
+        if any(p not in PRECISIONS for p in self.precisions):
+            problems.append(f"--lm-quantize must name some of {', '.join(PRECISIONS)} or none, got "
+                            f"{','.join(self.precisions)}")
+        if self.block_size not in BLOCK_SIZES:
+            problems.append(f"--int4-block-size must be one of {', '.join(map(str, BLOCK_SIZES))}, got "
+                            f"{self.block_size}")
+        if self.accuracy_level not in (1, 2, 3, 4):
+            problems.append(f"--int4-accuracy-level must be 1, 2, 3 or 4, got {self.accuracy_level}")
+        if not 0 <= self.min_agreement <= 1:
+            problems.append(f"--lm-quant-min-agreement must lie in [0, 1], got {self.min_agreement}")
+        if not self.max_perplexity_ratio >= 1:
+            problems.append(f"--lm-quant-max-perplexity-ratio must be at least 1, got {self.max_perplexity_ratio}")
+        if self.max_fallbacks < 0:
+            problems.append(f"--lm-quant-fallbacks must be >= 0, got {self.max_fallbacks}")
+        if problems:
+            raise UserError("; ".join(problems))
+
+
+def fallback_groups(layers: int) -> list[str]:
+    """The MatMul groups kept at full precision, in the order they are added: the LM head, then the first and last
+    layers, then inwards from both ends."""
+    order = ["lm_head"]
+    lo, hi = 0, layers - 1
+    while lo <= hi:
+        order.append(f"layer {lo}")
+        if hi != lo:
+            order.append(f"layer {hi}")
+        lo, hi = lo + 1, hi - 1
+    return order
+
+
+def answer_examples(model_dir: Path, data_dir: Path, n: int) -> list[dict[str, list[int]]]:
+    """``n`` validation prompts with their (teacher's) answers as ids and labels (-100 on the prompt)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from compresskit.lm.prepare import read_prompts
+    from compresskit.lm.prompts import context_length, tokenize_example
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    context = context_length(AutoConfig.from_pretrained(str(model_dir)))
+    rows = [ex for ex in (read_prompts(data_dir, "validation") or read_prompts(data_dir, "test"))
+            if ex.response][:n]
+    if not rows:
+        raise UserError(f"{data_dir} holds no validation prompts with answers to judge the quantized graphs on")
+    out = []
+    for ex in rows:
+        t = tokenize_example(tokenizer, ex, context, context)
+        out.append({"input_ids": t.input_ids, "labels": t.labels})
+    return out
+
+
+def _scores(folder: Path, examples: list[dict], threads: int) -> tuple[float, list[list[int]]]:
+    """Answer perplexity of a graph and its argmax ids at the answer positions."""
+    from compresskit.lm.bench_worker_onnx import teacher_forced
+    from compresskit.lm.onnx_decoder import OnnxDecoder
+
+    scored = teacher_forced(OnnxDecoder(folder, threads=threads), examples)
+    nll, n = sum(s[0] for s in scored), sum(s[1] for s in scored)
+    return math.exp(nll / max(n, 1)), [s[2] for s in scored]
+
+
+def judge(folder: Path, reference: tuple[float, list[list[int]]], examples: list[dict], threads: int,
+          cfg: LMQuantizeConfig) -> dict[str, Any]:
+    """Agreement and perplexity ratio of a quantized graph against the fp32 graph's ``reference`` scores."""
+    ppl, argmax = _scores(folder, examples, threads)
+    same = sum(a == b for x, y in zip(argmax, reference[1]) for a, b in zip(x, y))
+    total = sum(len(x) for x in reference[1])
+    agreement = same / total if total else 1.0
+    ratio = ppl / reference[0]
+    return {"agreement": agreement, "perplexity": ppl, "perplexity_ratio": ratio,
+            "within_budget": agreement >= cfg.min_agreement and ratio <= cfg.max_perplexity_ratio}
+
+
+def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir: Path, out_dir: Path,
+                cache_dir: Path, threads: int, name: str = "student") -> dict[str, Any]:
+    """Build ``model_dir`` at each precision into ``out_dir/<name>-<precision>`` (with ``quantize.json``), falling
+    back group by group until the budget against the fp32 graph in ``fp32_dir`` holds; returns the records."""
+    from compresskit.lm.onnx_build import GenAIBuild, build_genai
+    from compresskit.models import layer_count
+
+    examples = answer_examples(model_dir, data_dir, cfg.examples)
+    reference = _scores(fp32_dir, examples, threads)
+    layers = layer_count(_config(model_dir))
+    records = {}
+    for precision in cfg.precisions:
+        out = out_dir / f"{name}-{precision}"
+        if (out / "quantize.json").is_file():
+            records[precision] = read_json(out / "quantize.json")
+            continue
+        started = time.time()
+        groups = fallback_groups(layers)
+        attempts, kept = [], []
+        work = out_dir / f".{name}-{precision}.attempts"
+        for i in range(min(cfg.max_fallbacks, len(groups)) + 1):
+            from compresskit.lm.onnx_build import matmul_groups
+
+            build = GenAIBuild(precision=precision, block_size=cfg.block_size, accuracy_level=cfg.accuracy_level,
+                               exclude=())
+            folder = work / f"attempt-{i}"
+            if kept:  # node names as the builder writes them (a torch-exported fp32 graph names them otherwise)
+                names = matmul_groups(work / "attempt-0" / "model.onnx")
+                build = replace(build, exclude=tuple(n for g in kept for n in names.get(g, {})))
+            build_genai(model_dir, folder, build, cache_dir)
+            verdict = judge(folder, reference, examples, threads, cfg)
+            attempts.append({"full_precision_groups": list(kept), **verdict})
+            if verdict["within_budget"] or i == min(cfg.max_fallbacks, len(groups)):
+                break
+            kept.append(groups[i])
+        record = stage_record("quantize", asdict(cfg), {"model": str(model_dir), "fp32": str(fp32_dir),
+                                                        "data": str(data_dir)}, started, task="causal-lm",
+                              precision=precision, attempts=attempts, chosen=attempts[-1],
+                              within_budget=attempts[-1]["within_budget"],
+                              reference={"perplexity": reference[0]}, mode=precision,
+                              kept_fp32=attempts[-1]["full_precision_groups"],
+                              parity={"model": f"{name}-onnx-{precision}", "reference": f"{name}-onnx",
+                                      "samples": len(examples), "max_abs_diff": None, "mean_abs_diff": None,
+                                      "label_agreement": attempts[-1]["agreement"], "tolerance": None,
+                                      "min_agreement": cfg.min_agreement,
+                                      "passed": attempts[-1]["within_budget"]})
+        import shutil
+        with atomic_dir(out) as tmp:
+            for f in (work / f"attempt-{len(attempts) - 1}").iterdir():
+                shutil.move(str(f), tmp / f.name)
+            write_json(tmp / "quantize.json", record)
+        shutil.rmtree(work, ignore_errors=True)
+        records[precision] = record
+    return records
+
+
+def teacher_int4(model_dir: Path, out: Path, cache_dir: Path) -> dict[str, Any]:
+    """The teacher's int4 graph with the builder's defaults (LM head at full precision), built once."""
+    from compresskit.lm.onnx_build import GenAIBuild, build_genai
+
+    if (out / "build.json").is_file():
+        return read_json(out / "build.json")
+    return build_genai(model_dir, out, GenAIBuild(precision="int4"), cache_dir)
+
+
+def _config(model_dir: Path) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(model_dir))

@@ -1,0 +1,95 @@
+"""The causal-LM export and quantize stages on a tiny random Llama (heads 16 wide: ONNX Runtime's attention kernel
+needs that): the verified graph is kept, a broken one stops the stage, quantization falls back group by group."""
+
+import json
+import shutil
+
+import pytest
+from lm_models import save_lm, tiny_llama
+
+from compresskit.artifacts import VerificationError
+from compresskit.lm import export as lm_export
+from compresskit.lm.export import LMExportConfig, export_lm
+from compresskit.lm.onnx_verify import DecoderParity
+from compresskit.lm.quantize import LMQuantizeConfig, fallback_groups, quantize_lm
+
+WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_lm(tmp_path_factory.mktemp("lm") / "student", tiny_llama(layers=2, hidden=64, max_positions=256))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    rows = [{"prompt": f"tell me of the {WORDS[i % 8]}", "kind": "user", "source_id": f"v {i}", "reference": None,
+             "response": f"the {WORDS[(i * 3) % 8]} and the {WORDS[(i + 5) % 8]}"} for i in range(6)]
+    (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "onnx" / "student"
+    export_lm(LMExportConfig(candidates=("genai",), verify_prompts=2, parity=DecoderParity(steps=6)), model_dir,
+              data_dir, out, tmp_path_factory.mktemp("cache"))
+    return out
+
+
+def test_the_verified_graph_is_kept_with_its_record(exported):
+    record = json.loads((exported / "export.json").read_text())
+    assert record["chosen"] == "genai" and record["verification"]["passed"]
+    assert record["parity"]["passed"] and record["parity"]["max_abs_diff"] < 1e-4
+    assert record["candidates"]["genai"]["decode_ms_per_token"] > 0
+    assert (exported / "model.onnx").is_file() and (exported / "genai_config.json").is_file()
+    assert not list(exported.parent.glob(".*candidates"))  # the candidates' work folder is gone
+
+
+def test_a_graph_with_wrong_cache_wiring_stops_the_stage_and_writes_nothing(model_dir, data_dir, tmp_path,
+                                                                            monkeypatch):
+    import onnx
+
+    build = lm_export._build
+
+    def miswired(candidate, model, out, cache):  # the real build, then layer 0's key and value swapped
+        record = build(candidate, model, out, cache)
+        graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
+        swap = {"present.0.key": "present.0.value", "present.0.value": "present.0.key"}
+        for node in graph.graph.node:
+            node.output[:] = [swap.get(o, o) for o in node.output]
+        onnx.save(graph, str(out / "model.onnx"))
+        return record
+
+    monkeypatch.setattr(lm_export, "_build", miswired)
+    out = tmp_path / "onnx" / "student"
+    with pytest.raises(VerificationError, match="decode steps"):
+        export_lm(LMExportConfig(candidates=("genai",), verify_prompts=2, parity=DecoderParity(steps=6)), model_dir,
+                  data_dir, out, tmp_path / "cache")
+    assert not out.exists() and not list((tmp_path / "onnx").glob(".*"))
+
+
+def test_fallback_order_is_head_then_outer_layers_inwards():
+    assert fallback_groups(4) == ["lm_head", "layer 0", "layer 3", "layer 1", "layer 2"]
+    assert fallback_groups(1) == ["lm_head", "layer 0"]
+
+
+def test_quantize_falls_back_until_the_budget_holds_and_records_each_attempt(model_dir, data_dir, exported,
+                                                                              tmp_path):
+    # an impossible budget: every allowed fallback is tried, the last build is kept and says it is outside
+    strict = LMQuantizeConfig(precisions=("int4",), min_agreement=1.0, max_perplexity_ratio=1.0, max_fallbacks=2)
+    rec = quantize_lm(strict, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1)["int4"]
+    assert [a["full_precision_groups"] for a in rec["attempts"]] == [[], ["lm_head"], ["lm_head", "layer 0"]]
+    assert not rec["within_budget"] and not rec["parity"]["passed"]
+    q = json.loads((tmp_path / "student-int4" / "quantize.json").read_text())
+    assert q["kept_fp32"] == ["lm_head", "layer 0"]
+    from compresskit.lm.onnx_build import matmul_groups
+    groups = matmul_groups(tmp_path / "student-int4" / "model.onnx")
+    assert not any(groups["lm_head"].values()) and not any(groups["layer 0"].values())  # kept in full precision
+    assert all(groups["layer 1"].values())
+    # a loose budget holds at once: nothing kept back
+    shutil.rmtree(tmp_path / "student-int4")
+    loose = LMQuantizeConfig(precisions=("int8",), min_agreement=0.0, max_perplexity_ratio=100.0)
+    rec = quantize_lm(loose, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1)["int8"]
+    assert len(rec["attempts"]) == 1 and rec["within_budget"] and rec["chosen"]["agreement"] > 0.5
