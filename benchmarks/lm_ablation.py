@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--arms", default="sft,forward-kl,reverse-kl,on-policy,top64")
     ap.add_argument("--depths", default="5,20")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rebench", action="store_true", help="measure again even when <out>/bench holds these models")
     args = ap.parse_args()
     run, out = args.run_dir, args.out
     arms = [a for a in args.arms.split(",") if a]
@@ -152,7 +153,11 @@ def main() -> None:
     variants += [Variant(f"{name}-pytorch", "baseline" if name == "pruned" else "student", "pytorch", "fp32", path,
                          None) for name, path in models.items()]
     bench_dir = out / "bench"
-    result = bench_lm(bench_cfg, variants, data_dir, bench_dir).to_dict()
+    done = read_json(bench_dir / "bench.json") if (bench_dir / "bench.json").is_file() else None
+    if done and [r["name"] for r in done["variants"]] == [v.name for v in variants] and not args.rebench:
+        result = done  # the same models were measured already: rendering again needs no new measurement
+    else:
+        result = bench_lm(bench_cfg, variants, data_dir, bench_dir).to_dict()
     examples = read_json(bench_dir / "examples.json")
     rows = {r["name"].removesuffix("-pytorch"): r for r in result["variants"]}
     teacher = rows["teacher"]
@@ -202,7 +207,7 @@ def main() -> None:
                                        "seconds": time.time() - started, "comparisons": comparisons,
                                        "rows": {n: {"quality": r["quality"], "generation": r["generation"]}
                                                 for n, r in rows.items()},
-                                       "records": {n: {k: r[k] for k in ("layers", "student_layers",
+                                       "records": {n: {k: r.get(k) for k in ("layers", "student_layers",
                                                                           "teacher_outputs", "teacher_cache",
                                                                           "train_seconds", "best_validation_loss")}
                                                    for n, r in records.items()}})

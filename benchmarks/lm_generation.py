@@ -1,0 +1,108 @@
+"""Benchmark: does the default student LLM decode >= 8x as many tokens/s as its teacher in PyTorch and >= 2x as many
+as the teacher's own int4 ONNX Runtime GenAI build, near the memory-bandwidth limit, and at least as fast as the
+same student built by the GenAI builder itself?
+
+    python benchmarks/lm_generation.py [--run-dir export/bbc-news-smollm2-135m-instruct-lm]
+
+Runs `compresskit distill-and-export --task causal-lm` first when the folder has no report. Builds the peer: the
+same distilled student through ONNX Runtime GenAI's builder at int4 with its defaults (LM head in full precision,
+block 32, accuracy level 4). Then measures, side by side in one run and each in its own process (the pipeline's
+bench stage): the teacher in PyTorch and as its int4 graph, the student in PyTorch and as the chosen fp32, int8 and
+int4 graphs, and the peer. Each graph's top-1 agreement with the student's fp32 graph (teacher-forced on the
+validation answers, as the quantize stage judges) is measured too. Prints Markdown with ratios, the machine and
+versions; writes ``<run>/generation-benchmark.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from compresskit.artifacts import read_json, write_json
+from compresskit.lm.bench import LMBenchConfig, bench_lm
+from compresskit.lm.onnx_build import GenAIBuild, build_genai
+from compresskit.lm.quantize import LMQuantizeConfig, _scores, answer_examples, judge
+from compresskit.machine import default_threads, library_versions
+from compresskit.run import RunLayout
+from compresskit.tasks.causal_lm import lm_variants
+from compresskit.variants import Variant
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", type=Path, default=Path("export/bbc-news-smollm2-135m-instruct-lm"))
+    args = ap.parse_args()
+    layout = RunLayout(args.run_dir)
+    started = time.time()
+    if not (layout.root / "report.json").is_file():
+        print(f"no finished run in {layout.root}: running the default causal-LM pipeline", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "compresskit", "distill-and-export", "--task", "causal-lm",
+                        "--output-root", str(layout.root.parent), "--run-name", layout.root.name], check=True)
+    teacher_dir = Path(read_json(layout.record)["stages"]["teacher"]["path"])
+    peer_dir = layout.onnx("peer-genai-int4")
+    if not (peer_dir / "build.json").is_file():
+        build_genai(layout.student, peer_dir, GenAIBuild(precision="int4"), layout.root.parent / ".cache")
+    variants = lm_variants(layout, teacher_dir)
+    params = next(v.parameters for v in variants if v.name == "student-pytorch")
+    variants.append(Variant("peer-genai-int4", "student", "onnx", "int4", peer_dir, params))
+
+    threads = default_threads()
+    examples = answer_examples(layout.student, layout.data, LMQuantizeConfig.examples)
+    reference = _scores(layout.onnx("student"), examples, threads)
+    agreement = {v.name: judge(Path(v.path), reference, examples, threads, LMQuantizeConfig())["agreement"]
+                 for v in variants if v.format == "onnx" and v.model == "student"}
+
+    cfg = LMBenchConfig(**{k: tuple(x) if isinstance(x, list) else x
+                           for k, x in read_json(layout.bench / "bench_record.json")["config"].items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        result = bench_lm(cfg, variants, layout.data, Path(tmp) / "bench").to_dict()
+    rows = {r["name"]: r for r in result["variants"]}
+
+    def tps(name: str) -> float:
+        return rows[name]["generation"]["decode_tokens_per_s"]
+
+    students = [n for n in rows if n.startswith("student-onnx") or n == "student-pytorch"]
+    best = max(students, key=tps)
+    machine = result["machine"]
+    bw = machine.get("memory_bandwidth", {}).get("gb_per_s")
+    lines = [f"### Student LLM generation, batch 1, {cfg.decode_tokens} new tokens, {result['threads']} threads",
+             "", f"Machine: {machine.get('cpu')}, memory bandwidth {bw:.1f} GB/s (single-thread copy); "
+             f"onnxruntime {library_versions().get('onnxruntime')}, onnxruntime-genai "
+             f"{library_versions().get('onnxruntime-genai')}", "",
+             "| variant | size MB | perplexity | top-1 agr. with teacher | agr. with student fp32 graph | "
+             "TTFT@128 p50 ms | decode tok/s | p50 ms/token | batch 8 tok/s | × teacher PyTorch | "
+             "× teacher int4 | bandwidth use | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        g, q, b = r["generation"], r["quality"], r.get("bandwidth") or {}
+        ttft = (g["ttft_ms"].get("prompt_128") or {}).get("p50")
+        lines.append(
+            f"| {name} | {r['size_mb']:.0f} | {q['perplexity']:.1f} | {q['top1_agreement']:.3f} | "
+            f"{agreement[name]:.3f} | " if name in agreement else
+            f"| {name} | {r['size_mb']:.0f} | {q['perplexity']:.1f} | {q['top1_agreement']:.3f} | – | ")
+        lines[-1] += (f"{ttft:.1f} | {g['decode_tokens_per_s']:.1f} | {g['decode_ms_per_token']['p50']:.2f} | "
+                      f"{g.get('batch8_tokens_per_s', float('nan')):.1f} | {tps(name) / tps('teacher-pytorch'):.2f} | "
+                      f"{tps(name) / tps('teacher-onnx-int4'):.2f} | "
+                      f"{format(b['fraction_of_limit'], '.0%') if b.get('fraction_of_limit') else '–'} | "
+                      f"{r['peak_rss_mb']:.0f} |")
+    ours = "student-onnx-int4"
+    peer_ratio = rows[ours]["generation"]["decode_ms_per_token"]["p50"] / \
+        rows["peer-genai-int4"]["generation"]["decode_ms_per_token"]["p50"]
+    lines += ["", f"- Best student variant: {best}, {tps(best) / tps('teacher-pytorch'):.2f}× the teacher in PyTorch "
+              f"(goal ≥ 8×), {tps(best) / tps('teacher-onnx-int4'):.2f}× the teacher's int4 graph (goal ≥ 2×).",
+              f"- Peer: compresskit's int4 graph at {peer_ratio:.2f}× the GenAI builder's default int4 per-token "
+              f"p50 latency (goal ≤ 1.0×), agreement with the fp32 graph {agreement[ours]:.3f} against "
+              f"{agreement['peer-genai-int4']:.3f}."]
+    text = "\n".join(lines)
+    print(text)
+    write_json(layout.root / "generation-benchmark.json", {
+        "machine": machine, "versions": library_versions(), "seconds": time.time() - started,
+        "agreement_with_fp32_graph": agreement, "variants": rows, "markdown": text})
+
+
+if __name__ == "__main__":
+    main()
