@@ -326,11 +326,12 @@ def tokenized_inputs(tokenizer: Any, inputs: dict, cfg: dict, context: int) -> d
     }
 
 
-def main(spec_path: str, result_path: str) -> None:
-    """Measure the variant of ``spec_path`` and write the raw result to ``result_path``."""
+def main(spec_path: str, result_path: str, measure_fn: Callable[[dict], dict] | None = None) -> None:
+    """Measure the variant of ``spec_path`` (with ``measure_fn``, default this module's ``measure``) and write the
+    raw result to ``result_path``; a ``UserError`` is one line on stderr and exit code 2."""
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     try:
-        result = measure(spec)
+        result = (measure_fn or measure)(spec)
     except UserError as e:
         print(str(e).splitlines()[0] if str(e) else "UserError", file=sys.stderr)
         sys.exit(UserError.exit_code)

@@ -223,16 +223,7 @@ def measure(spec: dict) -> dict[str, Any]:
     }
 
 
-def main(spec_path: str, result_path: str) -> None:
-    """Measure the variant of ``spec_path`` and write the raw result to ``result_path``."""
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    try:
-        result = measure(spec)
-    except UserError as e:
-        print(str(e).splitlines()[0] if str(e) else "UserError", file=sys.stderr)
-        sys.exit(UserError.exit_code)
-    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
-
-
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    from compresskit.lm.bench_worker import main  # imports no torch: its functions import it when they run
+
+    main(*sys.argv[1:3], measure_fn=measure)
