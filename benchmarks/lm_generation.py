@@ -5,8 +5,8 @@ same student built by the GenAI builder itself?
     python benchmarks/lm_generation.py [--run-dir export/bbc-news-smollm2-135m-instruct-lm]
 
 Runs `compresskit distill-and-export --task causal-lm` first when the folder has no report. Builds the peer: the
-same distilled student through ONNX Runtime GenAI's builder at int4 with its defaults (LM head in full precision,
-block 32, accuracy level 4). Then measures, side by side in one run and each in its own process (the pipeline's
+same distilled student through ONNX Runtime GenAI's builder at int4 with its defaults (every MatMul at 4 bits, the
+LM head included, block 32, accuracy level 4). Then measures, side by side in one run and each in its own process (the pipeline's
 bench stage): the teacher in PyTorch and as its int4 graph, the student in PyTorch and as the chosen fp32, int8 and
 int4 graphs, and the peer. Each graph's top-1 agreement with the student's fp32 graph (teacher-forced on the
 validation answers, as the quantize stage judges) is measured too. Prints Markdown with ratios, the machine and
@@ -45,7 +45,7 @@ def main() -> None:
     teacher_dir = Path(read_json(layout.record)["stages"]["teacher"]["path"])
     peer_dir = layout.onnx("peer-genai-int4")
     if not (peer_dir / "build.json").is_file():
-        build_genai(layout.student, peer_dir, GenAIBuild(precision="int4"), layout.root.parent / ".cache")
+        build_genai(layout.student, peer_dir, GenAIBuild(precision="int4", exclude=()), layout.root.parent / ".cache")
     variants = lm_variants(layout, teacher_dir)
     params = next(v.parameters for v in variants if v.name == "student-pytorch")
     variants.append(Variant("peer-genai-int4", "student", "onnx", "int4", peer_dir, params))

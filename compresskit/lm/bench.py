@@ -323,9 +323,10 @@ def _quality(name: str, r: dict, teacher_name: str | None, t: dict | None, promp
 
 
 def _bandwidth(r: dict, machine_gb_s: float | None) -> dict[str, Any] | None:
-    """How close an ONNX decoder runs to the memory limit: each decode step reads every weight once, so decode
-    tokens/s × weight bytes is the bandwidth it uses (a lower bound: the KV cache and activations are left out), and
-    that over the machine's measured bandwidth is the share of the limit it reaches."""
+    """How close an ONNX decoder runs to the memory limit: each decode step reads every weight once (the embedding
+    table but one row), so decode tokens/s × those bytes is the bandwidth it uses (a lower bound: the KV cache and
+    activations are left out), and that over the machine's measured bandwidth is the share of the limit it
+    reaches."""
     if r.get("weight_bytes") is None:
         return None
     used = r["generation"]["decode_tokens_per_s"] * r["weight_bytes"] / 1e9
@@ -398,7 +399,7 @@ def bench_lm(cfg: LMBenchConfig, variants: list[Variant], data_dir: Path, out: P
         bandwidth = None
         if any(v.format == "onnx" for v in variants):
             from compresskit.machine import memory_bandwidth
-            machine["memory_bandwidth"] = memory_bandwidth()
+            machine["memory_bandwidth"] = memory_bandwidth(threads)
             bandwidth = machine["memory_bandwidth"]["gb_per_s"]
         rows, examples = [], {}
         for v in variants:

@@ -10,7 +10,8 @@ The counterpart of ``lm.bench_worker`` for an ONNX decoder folder (ONNX Runtime 
 - speed from ONNX Runtime GenAI, the runtime ``compresskit generate`` uses: time to first token per prompt length,
   per-token decode latency over exactly ``decode_tokens`` new tokens (EOS held back by ``min_length``), and one
   end-to-end generation;
-- peak RSS of this process: no torch in it, so it is the runtime's own footprint.
+- peak RSS of this process after the speed workloads, before the quality passes open a second session: no torch
+  in it, so it is the runtime's own footprint.
 
 The token sequences come from the parent (``bench_worker.tokenized_inputs``), made with the teacher's tokenizer
 exactly as the PyTorch worker makes them: transformers' tokenizers import torch.
@@ -167,9 +168,27 @@ def _batch_throughput(model: Any, prompt: list[int], new: int, batch: int) -> fl
     return batch * new / (time.perf_counter() - t0)
 
 
-def weight_bytes(folder: Path) -> int:
-    """Bytes of the graph and its weights: what a decode step reads at least once."""
-    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.name.startswith("model.onnx"))
+def bytes_read_per_token(folder: Path) -> int:
+    """Bytes of weights one decode step reads: every initializer of the graph except the tables only a ``Gather``
+    reads (the token embedding: one row a token, not the whole table). Read from the graph's initializer shapes
+    and types (external data is not loaded)."""
+    import onnx
+
+    model = onnx.load(str(Path(folder) / "model.onnx"), load_external_data=False)
+    gathered, used_otherwise = set(), set()
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            (gathered if node.op_type == "Gather" and i == 0 else used_otherwise).add(name)
+    total = 0
+    for init in model.graph.initializer:
+        if init.name in gathered and init.name not in used_otherwise:
+            continue
+        n = 1
+        for d in init.dims:
+            n *= d
+        bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(init.data_type)
+        total += n * bits // 8 if bits else n * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+    return total
 
 
 def measure(spec: dict) -> dict[str, Any]:
@@ -182,16 +201,21 @@ def measure(spec: dict) -> dict[str, Any]:
     if not (folder / "genai_config.json").is_file():
         raise UserError(f"{v['name']}: {folder} is not an exported LLM folder (no genai_config.json)")
     tokens = json.loads(Path(spec["tokens"]).read_text(encoding="utf-8"))
-    started = time.perf_counter()
-    decoder = OnnxDecoder(folder, threads=threads)
-    model = _genai_model(folder, threads)
-    load_seconds = time.perf_counter() - started
     context = int(json.loads((folder / "genai_config.json").read_text())["model"]["context_length"])
     longest = max([len(w["input_ids"]) for w in tokens["windows"]] + [0])
     if longest > context:
         raise UserError(f"--perplexity-window {cfg['window']} is longer than {v['name']}'s context of {context} "
                         "tokens; lower --perplexity-window")
+    # speed first, with the runtime alone in the process: its peak memory is the deployment's footprint (the
+    # quality passes below open a second session of the same graph)
+    started = time.perf_counter()
+    model = _genai_model(folder, threads)
+    load_seconds = time.perf_counter() - started
+    generation = generation_speed(model, cfg, tokens["speed"], tokens["decode_prompt"], context)
+    peak_rss = peak_rss_mb()
+    del model
 
+    decoder = OnnxDecoder(folder, threads=threads)
     scored = teacher_forced(decoder, tokens["windows"])
     forced = teacher_forced(decoder, tokens["forced"])
     for ids in tokens["prompts"]:
@@ -202,15 +226,14 @@ def measure(spec: dict) -> dict[str, Any]:
                     for ids in tokens["prompts"]]
     sec = tokens["sections"]
     sections = _sections(decoder, [tokens["prompts"][i] for i in sec["index"]], sec["names"], sec["name_ids"])
-    generation = generation_speed(model, cfg, tokens["speed"], tokens["decode_prompt"], context)
     return {
         "device": "cpu",
         "parameters": v.get("parameters"),
         "context": context,
         "load_seconds": round(load_seconds, 3),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
         "peak_gpu_mb": None,
-        "weight_bytes": weight_bytes(folder),
+        "weight_bytes": bytes_read_per_token(folder),
         "windows": [{"id": w["id"], "nll": nll, "tokens": n, "argmax": top}
                     for w, (nll, n, top) in zip(tokens["windows"], scored)],
         "windows_sha256": tokens["windows_sha256"],

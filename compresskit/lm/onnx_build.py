@@ -45,6 +45,7 @@ from compresskit.artifacts import (
 PRECISIONS = ("fp32", "int8", "int4")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 EXECUTION_PROVIDERS = ("cpu", "cuda")
+ALGORITHMS = ("default", "rtn", "k_quant")
 LM_HEAD = "/lm_head/MatMul"
 """The builder's name for the output projection's MatMul (before quantization renames it ``…_Q4``/``…_Q8``)."""
 BUILD_RECORD = "build.json"
@@ -66,6 +67,9 @@ class GenAIBuild:
     most sensitive to quantization and is excluded by default."""
     execution_provider: str = "cpu"
     """The ONNX Runtime execution provider the graph is built for (its fused operators differ by provider)."""
+    algorithm: str = "default"
+    """How int4/int8 weights are rounded: ``default`` (the builder's round-to-nearest), ``rtn`` or ``k_quant``
+    (per-block scales chosen to minimise the error, as llama.cpp's k-quants) (``--int4-algorithm``)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -82,6 +86,8 @@ class GenAIBuild:
         elif any(not isinstance(n, str) or not n or "," in n or n != n.strip() for n in self.exclude):
             problems.append(f"--int4-exclude names MatMul nodes such as {LM_HEAD} (no commas or blanks), "
                             f"got {list(self.exclude)}")
+        if self.algorithm not in ALGORITHMS:
+            problems.append(f"--int4-algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         if self.execution_provider not in EXECUTION_PROVIDERS:
             problems.append(f"--onnx-provider must be one of {', '.join(EXECUTION_PROVIDERS)}, "
                             f"got {self.execution_provider!r}")
@@ -99,6 +105,8 @@ def builder_command(model_dir: Path, out: Path, cfg: GenAIBuild, cache_dir: Path
     extra = [f"block_size={cfg.block_size}", f"accuracy_level={cfg.accuracy_level}"]
     if cfg.exclude:
         extra.append("nodes_to_exclude=" + ",".join(cfg.exclude))
+    if cfg.algorithm != "default":
+        extra.append(f"algo_config={cfg.algorithm}")
     return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(out),
             "-p", cfg.precision, "-e", cfg.execution_provider, "-c", str(cache_dir), "--extra_options", *extra]
 
