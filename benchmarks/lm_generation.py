@@ -70,7 +70,7 @@ def main() -> None:
     machine = result["machine"]
     bw = machine.get("memory_bandwidth", {}).get("gb_per_s")
     lines = [f"### Student LLM generation, batch 1, {cfg.decode_tokens} new tokens, {result['threads']} threads",
-             "", f"Machine: {machine.get('cpu')}, memory bandwidth {bw:.1f} GB/s (single-thread copy); "
+             "", f"Machine: {machine.get('cpu')}, memory bandwidth {bw:.1f} GB/s ({machine['memory_bandwidth']['method']}); "
              f"onnxruntime {library_versions().get('onnxruntime')}, onnxruntime-genai "
              f"{library_versions().get('onnxruntime-genai')}", "",
              "| variant | size MB | perplexity | top-1 agr. with teacher | agr. with student fp32 graph | "

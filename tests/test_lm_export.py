@@ -93,3 +93,22 @@ def test_quantize_falls_back_until_the_budget_holds_and_records_each_attempt(mod
     loose = LMQuantizeConfig(precisions=("int8",), min_agreement=0.0, max_perplexity_ratio=100.0)
     rec = quantize_lm(loose, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1)["int8"]
     assert len(rec["attempts"]) == 1 and rec["within_budget"] and rec["chosen"]["agreement"] > 0.5
+
+
+def test_bytes_read_per_token_leave_out_the_embedding_table(exported, model_dir):
+    from transformers import AutoConfig
+
+    from compresskit.lm.bench_worker_onnx import bytes_read_per_token
+
+    c = AutoConfig.from_pretrained(model_dir)
+    params = sum(p.numel() for p in __import__("compresskit.lm.teacher", fromlist=["x"]).load_causal_lm(
+        str(model_dir)).parameters())
+    every_weight_but_the_table = 4 * (params - c.vocab_size * c.hidden_size)  # fp32, untied head: read each step
+    assert every_weight_but_the_table <= bytes_read_per_token(exported) <= 1.1 * every_weight_but_the_table
+
+
+def test_memory_bandwidth_is_measured_both_ways():
+    from compresskit.machine import memory_bandwidth
+
+    bw = memory_bandwidth(threads=2, megabytes=32, repeats=2)
+    assert bw["gb_per_s"] == max(bw["copy_gb_per_s"], bw["read_gb_per_s"]) > 0 and bw["threads"] == 2

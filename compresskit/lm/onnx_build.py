@@ -45,7 +45,7 @@ from compresskit.artifacts import (
 PRECISIONS = ("fp32", "int8", "int4")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 EXECUTION_PROVIDERS = ("cpu", "cuda")
-ALGORITHMS = ("default", "rtn", "k_quant")
+ALGORITHMS = ("default", "rtn", "k_quant", "k_quant_last")
 LM_HEAD = "/lm_head/MatMul"
 """The builder's name for the output projection's MatMul (before quantization renames it ``…_Q4``/``…_Q8``)."""
 BUILD_RECORD = "build.json"
@@ -68,7 +68,7 @@ class GenAIBuild:
     execution_provider: str = "cpu"
     """The ONNX Runtime execution provider the graph is built for (its fused operators differ by provider)."""
     algorithm: str = "default"
-    """How int4/int8 weights are rounded: ``default`` (the builder's round-to-nearest), ``rtn`` or ``k_quant``
+    """How int4/int8 weights are rounded: ``default`` (the builder's round-to-nearest), ``rtn``, ``k_quant``
     (per-block scales chosen to minimise the error, as llama.cpp's k-quants) (``--int4-algorithm``)."""
 
     def __post_init__(self) -> None:
