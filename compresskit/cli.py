@@ -55,7 +55,7 @@ LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "m
       "student_depth", "layer_choice", "lm_learning_rate", "lm_batch_size", "lm_max_length", "lm_window", "lm_tasks",
       "max_article_words", "lm_train_prompts", "lm_train_texts", "lm_test_prompts", "lm_heldout_texts",
       "max_new_tokens", "perplexity_window", "ttft_prompt_lengths", "lm_repeats", "decode_tokens",
-      "lm_export_candidates", "verify_steps", "verify_prompts", "lm_quantize", "int4_accuracy_level",
+      "lm_export_candidates", "verify_steps", "verify_prompts", "lm_quantize", "int4_accuracy_level", "int4_algorithm",
       "lm_quant_min_agreement", "lm_quant_max_perplexity_ratio")
 PIPELINE = ("config", "task", "teacher", *DATA, "output_root", "run_name", "overwrite", "finetune_teacher",
             "teacher_epochs", "teacher_learning_rate", *DISTILL, *EXPORT, *QUANTIZE, *BENCH, *LM, *GATES, *LOAD)
@@ -215,6 +215,7 @@ def lm_config(o: dict[str, Any]) -> Any:
                             parity=DecoderParity(steps=o["verify_steps"]), threads=o["threads"])
     quantize = LMQuantizeConfig(precisions=() if o["lm_quantize"].strip() == "none" else _names(o["lm_quantize"]),
                                 block_size=o["int4_block_size"], accuracy_level=o["int4_accuracy_level"],
+                                algorithm=o["int4_algorithm"],
                                 min_agreement=o["lm_quant_min_agreement"],
                                 max_perplexity_ratio=o["lm_quant_max_perplexity_ratio"],
                                 max_fallbacks=LMQuantizeConfig.max_fallbacks if o["fallback"] else 0)

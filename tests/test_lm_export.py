@@ -112,3 +112,14 @@ def test_memory_bandwidth_is_measured_both_ways():
 
     bw = memory_bandwidth(threads=2, megabytes=32, repeats=2)
     assert bw["gb_per_s"] == max(bw["copy_gb_per_s"], bw["read_gb_per_s"]) > 0 and bw["threads"] == 2
+
+
+def test_int4_rounding_is_a_setting_the_builder_receives(tmp_path):
+    from compresskit.artifacts import UserError
+    from compresskit.lm.onnx_build import GenAIBuild, builder_command
+
+    cmd = builder_command(tmp_path, tmp_path / "out", GenAIBuild(precision="int4", algorithm="k_quant"), tmp_path)
+    assert "algo_config=k_quant" in cmd
+    assert not any(c.startswith("algo_config") for c in builder_command(tmp_path, tmp_path, GenAIBuild(), tmp_path))
+    with pytest.raises(UserError, match="--int4-algorithm"):
+        LMQuantizeConfig(algorithm="gptq")
