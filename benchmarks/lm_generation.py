@@ -6,10 +6,10 @@ same student built by the GenAI builder itself?
 
 Runs `compresskit distill-and-export --task causal-lm` first when the folder has no report. Builds the peer: the
 same distilled student through ONNX Runtime GenAI's builder at int4 with its defaults (every MatMul at 4 bits, the
-LM head included, block 32, accuracy level 4). Then measures, side by side in one run and each in its own process (the pipeline's
-bench stage): the teacher in PyTorch and as its int4 graph, the student in PyTorch and as the chosen fp32, int8 and
-int4 graphs, and the peer. Each graph's top-1 agreement with the student's fp32 graph (teacher-forced on the
-validation answers, as the quantize stage judges) is measured too. Prints Markdown with ratios, the machine and
+LM head included, block 32, accuracy level 4). Then measures, side by side in one run and each in its own process
+(the pipeline's bench stage): the teacher in PyTorch and as its int4 graph, the student in PyTorch and as the
+chosen fp32, int8 and int4 graphs, and the peer. Each graph's top-1 agreement with the student's fp32 graph
+(teacher-forced on the validation answers, as the quantize stage judges) is measured too. Prints Markdown with ratios, the machine and
 versions; writes ``<run>/generation-benchmark.json``.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from compresskit.artifacts import read_json, write_json
 from compresskit.lm.bench import LMBenchConfig, bench_lm
 from compresskit.lm.onnx_build import GenAIBuild, build_genai
-from compresskit.lm.quantize import LMQuantizeConfig, _scores, answer_examples, judge
+from compresskit.lm.quantize import LMQuantizeConfig, answer_examples, answer_scores, judge
 from compresskit.machine import default_threads, library_versions
 from compresskit.run import RunLayout
 from compresskit.tasks.causal_lm import lm_variants
@@ -42,7 +42,7 @@ def main() -> None:
         print(f"no finished run in {layout.root}: running the default causal-LM pipeline", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "compresskit", "distill-and-export", "--task", "causal-lm",
                         "--output-root", str(layout.root.parent), "--run-name", layout.root.name], check=True)
-    teacher_dir = Path(read_json(layout.record)["stages"]["teacher"]["path"])
+    teacher_dir = layout.recorded_teacher()
     peer_dir = layout.onnx("peer-genai-int4")
     if not (peer_dir / "build.json").is_file():
         build_genai(layout.student, peer_dir, GenAIBuild(precision="int4", exclude=()), layout.root.parent / ".cache")
@@ -52,7 +52,7 @@ def main() -> None:
 
     threads = default_threads()
     examples = answer_examples(layout.student, layout.data, LMQuantizeConfig.examples)
-    reference = _scores(layout.onnx("student"), examples, threads)
+    reference = answer_scores(layout.onnx("student"), examples, threads)
     agreement = {v.name: judge(Path(v.path), reference, examples, threads, LMQuantizeConfig())["agreement"]
                  for v in variants if v.format == "onnx" and v.model == "student"}
 
@@ -70,7 +70,8 @@ def main() -> None:
     machine = result["machine"]
     bw = machine.get("memory_bandwidth", {}).get("gb_per_s")
     lines = [f"### Student LLM generation, batch 1, {cfg.decode_tokens} new tokens, {result['threads']} threads",
-             "", f"Machine: {machine.get('cpu')}, memory bandwidth {bw:.1f} GB/s ({machine['memory_bandwidth']['method']}); "
+             "", f"Machine: {machine.get('cpu')}, memory bandwidth {bw:.1f} GB/s "
+             f"({machine['memory_bandwidth']['method']}); "
              f"onnxruntime {library_versions().get('onnxruntime')}, onnxruntime-genai "
              f"{library_versions().get('onnxruntime-genai')}", "",
              "| variant | size MB | perplexity | top-1 agr. with teacher | agr. with student fp32 graph | "

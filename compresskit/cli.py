@@ -349,9 +349,8 @@ def bench_cmd(**o: Any) -> None:
         from compresskit.lm.bench import LMBenchConfig, bench_lm
         from compresskit.tasks.causal_lm import lm_variants
 
-        teacher = Path(read_json(layout.record)["stages"]["teacher"]["path"])
-        bench_lm(LMBenchConfig(threads=o["threads"], device=o["device"]), lm_variants(layout, teacher), layout.data,
-                 layout.bench)
+        bench_lm(LMBenchConfig(threads=o["threads"], device=o["device"]),
+                 lm_variants(layout, layout.recorded_teacher()), layout.data, layout.bench)
     else:
         bench(bench_config(o), discover_variants(layout), layout.data, layout.bench)
     console.print(f"bench → {layout.bench / 'bench.json'}")

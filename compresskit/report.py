@@ -234,7 +234,7 @@ def build_report(run_dir: Path) -> Report:
     run, data = _read(layout.record), _read(layout.data / "data.json")
     config = run.get("config", {})
     verification, exports = _exports(layout)
-    teacher_dir = Path(run.get("stages", {}).get("teacher", {}).get("path", layout.teacher))
+    teacher_dir = layout.recorded_teacher()
     return Report(
         # bench.json names its task; one written before tasks existed is classification
         task=bench.get("task", "text-classification"),

@@ -58,6 +58,13 @@ class RunLayout:
     def student(self) -> Path:
         return self.root / "student"
 
+    def recorded_teacher(self, default: Path | None = None) -> Path:
+        """Where the teacher stage left the teacher (``run.json`` records it: the run's ``teacher/`` folder, the
+        user's own folder or a cache entry); before that stage ran, ``default`` (else ``teacher/``)."""
+        run = read_json(self.record) if self.record.is_file() else {}
+        stage = run.get("stages", {}).get("teacher")
+        return Path(stage["path"]) if stage else (default if default is not None else self.teacher)
+
     def onnx(self, name: str) -> Path:
         """Folder of an ONNX variant: ``teacher``, ``student`` or ``student-quantized``."""
         return self.root / "onnx" / name

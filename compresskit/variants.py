@@ -53,8 +53,7 @@ def precision_of(mode: str) -> str:
 
 def discover_variants(layout: RunLayout) -> list[Variant]:
     """The variants present in a run folder, teacher first."""
-    run = read_json(layout.record) if layout.record.is_file() else {}
-    teacher_dir = Path(run.get("stages", {}).get("teacher", {}).get("path", layout.teacher))
+    teacher_dir = layout.recorded_teacher()
 
     def params(folder: Path, record: str) -> int | None:
         p = folder / record

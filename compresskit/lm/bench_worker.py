@@ -111,6 +111,44 @@ def _speed_prompt(tokenizer: Any, texts: list[str], n: int) -> list[int]:
     return (ids * (n // len(ids) + 1))[:n]
 
 
+def time_to_first_token(first_token: Callable[[Any], Any], prompts: dict[int, Any], repeats: int,
+                        sync: Callable[[], None] = lambda: None) -> tuple[dict, dict]:
+    """Time to first token (p50, p90 ms) and prefill tokens/s per prompt length, keyed ``prompt_<n>``;
+    ``prompts`` maps each length to the prompt ``first_token`` takes, or None where the model cannot read it."""
+    ttft: dict[str, dict[str, float] | None] = {}
+    prefill: dict[str, float | None] = {}
+    for n, ids in prompts.items():
+        key = f"prompt_{n}"
+        if ids is None:
+            ttft[key] = prefill[key] = None
+            continue
+        lat = Latency.from_samples(time_runs(first_token, [ids], warmup=1, min_iterations=repeats, sync=sync))
+        ttft[key] = {"p50": lat.p50, "p90": lat.p90}
+        prefill[key] = n * 1000.0 / lat.mean
+    return ttft, prefill
+
+
+def speed_record(ttft: dict, prefill: dict, step_ms: list[float], decoded: list[int], generated: list[int],
+                 generate_s: float, decode_prompt: list[int], batch8_tokens_per_s: float) -> dict[str, Any]:
+    """The ``generation`` result of a worker, the same for every runtime: time to first token and prefill per
+    prompt length, per-token decode latency from the timed steps ``step_ms``, the end-to-end generation, batch-8
+    throughput, and whether the timed decode made the tokens the generation made."""
+    per_token = Latency.from_samples(step_ms)
+    return {
+        "batch8_tokens_per_s": batch8_tokens_per_s,
+        "ttft_ms": ttft,
+        "prefill_tokens_per_s": prefill,
+        "decode_tokens_per_s": 1000.0 / per_token.mean,
+        "decode_ms_per_token": per_token.__dict__,
+        "generate_tokens_per_s": len(generated) / generate_s,
+        "decode_prompt_tokens": len(decode_prompt),
+        "decode_new_tokens": len(decoded),
+        "generate_new_tokens": len(generated),
+        "decode_matches_generate": decoded == generated,
+        "decode_token_ids": decoded,
+    }
+
+
 def generation_speed(model: Any, tokenizer: Any, cfg: dict, texts: list[str], decode_prompt: list[int],
                      context: int, device: str, sync: Callable[[], None]) -> dict[str, Any]:
     """Batch-1 speed: time to first token per prompt length, and a greedy decode of exactly ``decode_tokens``.
@@ -130,19 +168,10 @@ def generation_speed(model: Any, tokenizer: Any, cfg: dict, texts: list[str], de
         out = model(input_ids=ids, use_cache=True, **kwargs)
         return int(out.logits[0, -1].argmax()), out.past_key_values
 
-    ttft: dict[str, dict[str, float] | None] = {}
-    prefill: dict[str, float | None] = {}
     with torch.inference_mode():
-        for n in cfg["prompt_lengths"]:
-            key = f"prompt_{n}"
-            if n > context:
-                ttft[key] = prefill[key] = None  # longer than the model reads
-                continue
-            ids = torch.tensor([_speed_prompt(tokenizer, texts, n)], device=device)
-            lat = Latency.from_samples(time_runs(first_token, [ids], warmup=1, min_iterations=cfg["repeats"],
-                                                 sync=sync))
-            ttft[key] = {"p50": lat.p50, "p90": lat.p90}
-            prefill[key] = n * 1000.0 / lat.mean
+        ttft, prefill = time_to_first_token(
+            first_token, {n: None if n > context else torch.tensor([_speed_prompt(tokenizer, texts, n)], device=device)
+                          for n in cfg["prompt_lengths"]}, cfg["repeats"], sync)
 
         steps = cfg["decode_tokens"]
         if len(decode_prompt) + steps > context:
@@ -173,7 +202,6 @@ def generation_speed(model: Any, tokenizer: Any, cfg: dict, texts: list[str], de
         for _ in range(cfg["repeats"]):
             tokens, times = decode(steps)
             samples += times
-        per_token = Latency.from_samples(samples)
 
         sync()
         t0 = time.perf_counter()
@@ -192,19 +220,7 @@ def generation_speed(model: Any, tokenizer: Any, cfg: dict, texts: list[str], de
                        eos_token_id=eos, pad_token_id=pad)
     sync()
     batch8 = 8 * steps / (time.perf_counter() - t0)
-    return {
-        "batch8_tokens_per_s": batch8,
-        "ttft_ms": ttft,
-        "prefill_tokens_per_s": prefill,
-        "decode_tokens_per_s": 1000.0 / per_token.mean,
-        "decode_ms_per_token": per_token.__dict__,
-        "generate_tokens_per_s": len(generate_new) / generate_s,
-        "decode_prompt_tokens": len(decode_prompt),
-        "decode_new_tokens": len(tokens),
-        "generate_new_tokens": len(generate_new),
-        "decode_matches_generate": tokens == generate_new,
-        "decode_token_ids": tokens,
-    }
+    return speed_record(ttft, prefill, samples, tokens, generate_new, generate_s, decode_prompt, batch8)
 
 
 def measure(spec: dict) -> dict[str, Any]:

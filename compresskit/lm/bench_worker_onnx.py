@@ -14,7 +14,8 @@ The counterpart of ``lm.bench_worker`` for an ONNX decoder folder (ONNX Runtime 
   in it, so it is the runtime's own footprint.
 
 The token sequences come from the parent (``bench_worker.tokenized_inputs``), made with the teacher's tokenizer
-exactly as the PyTorch worker makes them: transformers' tokenizers import torch.
+exactly as the PyTorch worker makes them: transformers' tokenizers import torch. What this worker shares with the
+PyTorch one (``lm.bench_worker``: its timing helpers and result record) imports no torch at module level.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from compresskit.artifacts import UserError
 from compresskit.bench_worker import peak_rss_mb
-from compresskit.timing import Latency, time_runs
+from compresskit.lm.bench_worker import speed_record, time_to_first_token
 
 IGNORE_INDEX = -100
 
@@ -96,16 +97,9 @@ def generation_speed(model: Any, cfg: dict, speed: dict[str, list[int]], decode_
         g.generate_next_token()
         return int(g.get_next_tokens()[0])
 
-    ttft: dict[str, dict[str, float] | None] = {}
-    prefill: dict[str, float | None] = {}
-    for n in cfg["prompt_lengths"]:
-        key = f"prompt_{n}"
-        if key not in speed or n >= context:
-            ttft[key] = prefill[key] = None
-            continue
-        lat = Latency.from_samples(time_runs(first_token, [speed[key]], warmup=1, min_iterations=cfg["repeats"]))
-        ttft[key] = {"p50": lat.p50, "p90": lat.p90}
-        prefill[key] = n * 1000.0 / lat.mean
+    # GenAI needs room for the first new token: a prompt of the whole context is not timed
+    ttft, prefill = time_to_first_token(first_token, {n: speed.get(f"prompt_{n}") if n < context else None
+                                                      for n in cfg["prompt_lengths"]}, cfg["repeats"])
 
     steps = cfg["decode_tokens"]
     if len(decode_prompt) + steps > context:
@@ -129,7 +123,6 @@ def generation_speed(model: Any, cfg: dict, speed: dict[str, list[int]], decode_
     for _ in range(cfg["repeats"]):
         tokens, times = decode(steps)
         samples += times
-    per_token = Latency.from_samples(samples)
     t0 = time.perf_counter()
     g = generator(len(decode_prompt), steps, steps)
     g.append_tokens(decode_prompt)
@@ -137,19 +130,8 @@ def generation_speed(model: Any, cfg: dict, speed: dict[str, list[int]], decode_
         g.generate_next_token()
     generate_s = time.perf_counter() - t0
     generated = [int(t) for t in g.get_sequence(0)][len(decode_prompt):]
-    return {
-        "batch8_tokens_per_s": _batch_throughput(model, decode_prompt, steps, 8),
-        "ttft_ms": ttft,
-        "prefill_tokens_per_s": prefill,
-        "decode_tokens_per_s": 1000.0 / per_token.mean,
-        "decode_ms_per_token": per_token.__dict__,
-        "generate_tokens_per_s": len(generated) / generate_s,
-        "decode_prompt_tokens": len(decode_prompt),
-        "decode_new_tokens": len(tokens),
-        "generate_new_tokens": len(generated),
-        "decode_matches_generate": tokens == generated,
-        "decode_token_ids": tokens,
-    }
+    return speed_record(ttft, prefill, samples, tokens, generated, generate_s, decode_prompt,
+                        _batch_throughput(model, decode_prompt, steps, 8))
 
 
 def _batch_throughput(model: Any, prompt: list[int], new: int, batch: int) -> float:
@@ -247,6 +229,6 @@ def measure(spec: dict) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from compresskit.lm.bench_worker import main  # imports no torch: its functions import it when they run
+    from compresskit.lm.bench_worker import main
 
     main(*sys.argv[1:3], measure_fn=measure)

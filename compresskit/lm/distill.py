@@ -242,9 +242,9 @@ class LMObjective:
                 batch["labels"].to(ids.device))
 
 
-class _Examples(torch.utils.data.Dataset):
+class Examples(torch.utils.data.Dataset):
     """Tokenised examples as the Trainer reads them, each with its row in the teacher's top-k cache (train
-    examples first, then validation: ``first`` is where this split starts); ``_collator`` pads a batch."""
+    examples first, then validation: ``first`` is where this split starts); ``collator`` pads a batch."""
 
     def __init__(self, examples: list[TokenizedExample], first: int = 0):
         self.examples, self.first = examples, first
@@ -256,7 +256,9 @@ class _Examples(torch.utils.data.Dataset):
         return self.first + i, self.examples[i]
 
 
-def _collator(pad_id: int) -> Any:
+def collator(pad_id: int) -> Any:
+    """The Trainer's collator of ``Examples`` batches: ``collate``'s padded tensors plus ``example_ids``, the rows
+    of the teacher's top-k cache."""
     def collate_with_ids(batch: list[tuple[int, TokenizedExample]]) -> dict[str, torch.Tensor]:
         return {**collate([ex for _, ex in batch], pad_id),
                 "example_ids": torch.tensor([i for i, _ in batch], dtype=torch.long)}
@@ -332,14 +334,13 @@ def distill_lm(cfg: LMDistillConfig, teacher_dir: Path, data_dir: Path, out: Pat
         cache, cache_record = _teacher_cache(cfg, teacher, teacher_dir, train_set + eval_set,
                                              Path(cache_root or Path(out).parent / ".cache"), pad_id)
     teacher_parameters = count_parameters(teacher)
-    live = cfg.kd.alpha > 0 and (cache is None or cfg.on_policy_fraction > 0)
-    if not live:  # the teacher is not needed during training: free its memory
+    if cfg.kd.alpha == 0 or cache is not None:  # the teacher is not needed during training: free its memory
         teacher = None
     student.train()
     objective = LMObjective(teacher, cfg, pad_id, tokenizer.eos_token_id, cfg.train.seed, cache)
     eval_every = max(1, cfg.max_steps // 4)
-    history = train(student, tokenizer, _Examples(train_set), _Examples(eval_set, len(train_set)), cfg.train,
-                    checkpoint_dir(out), objective=objective, resume=resume, collator=_collator(pad_id),
+    history = train(student, tokenizer, Examples(train_set), Examples(eval_set, len(train_set)), cfg.train,
+                    checkpoint_dir(out), objective=objective, resume=resume, collator=collator(pad_id),
                     max_steps=cfg.max_steps, eval_steps=eval_every)
     params = count_parameters(student)
     if cfg.kd.alpha == 0:
@@ -354,7 +355,8 @@ def distill_lm(cfg: LMDistillConfig, teacher_dir: Path, data_dir: Path, out: Pat
         layers=layer_count(student.config), student_layers=list(choice.layers) or None,
         student_layers_rule=choice.rule,
         layer_importance=list(choice.importance) if choice.importance else None,
-        student_origin=f"teacher layers {','.join(map(str, choice.layers))}" if choice.layers else choice.rule, train_examples=len(train_set),
+        student_origin=f"teacher layers {','.join(map(str, choice.layers))}" if choice.layers else choice.rule,
+        train_examples=len(train_set),
         validation_examples=len(eval_set), on_policy_batches=objective.on_policy_batches,
         teacher_outputs=teacher_outputs, teacher_cache=cache_record, **history)
     if is_main_process():

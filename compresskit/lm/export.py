@@ -62,9 +62,13 @@ class LMExportConfig:
             raise UserError("; ".join(problems))
 
 
-def verification_prompts(model_dir: Path, data_dir: Path, n: int) -> list[list[int]]:
-    """The first ``n`` validation prompts of the LM data folder as token ids, as the bench tokenises prompts (the
-    chat template already holds BOS); test prompts when there is no validation split."""
+def validation_examples(model_dir: Path, data_dir: Path, n: int, answered: bool, purpose: str) -> list[Any]:
+    """The first ``n`` validation prompts of the LM data folder (test prompts when there is no validation split),
+    tokenised as the bench tokenises them (the chat template already holds BOS): with their answers as labels when
+    ``answered`` (prompts without one left out), else the prompt alone. ``purpose`` ends the error when there are
+    none."""
+    from dataclasses import replace
+
     from transformers import AutoConfig, AutoTokenizer
 
     from compresskit.lm.prepare import read_prompts
@@ -72,12 +76,16 @@ def verification_prompts(model_dir: Path, data_dir: Path, n: int) -> list[list[i
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     context = context_length(AutoConfig.from_pretrained(str(model_dir)))
-    examples = read_prompts(data_dir, "validation") or read_prompts(data_dir, "test")
-    if not examples:
-        raise UserError(f"{data_dir} holds no validation or test prompts to verify the decoder graph on")
-    from dataclasses import replace
-    return [tokenize_example(tokenizer, replace(ex, response=None), context, context).input_ids
-            for ex in examples[:n]]
+    rows = read_prompts(data_dir, "validation") or read_prompts(data_dir, "test")
+    rows = [ex if answered else replace(ex, response=None) for ex in rows if ex.response or not answered][:n]
+    if not rows:
+        raise UserError(f"{data_dir} holds no validation prompts{' with answers' if answered else ''} {purpose}")
+    return [tokenize_example(tokenizer, ex, context, context) for ex in rows]
+
+
+def verification_prompts(model_dir: Path, data_dir: Path, n: int) -> list[list[int]]:
+    """The first ``n`` validation prompts as token ids, the decoder graph's verification inputs."""
+    return [ex.input_ids for ex in validation_examples(model_dir, data_dir, n, False, "to verify the decoder graph on")]
 
 
 def decode_ms_per_token(folder: Path, prompt: list[int], tokens: int, threads: int | None) -> float:
@@ -110,6 +118,7 @@ def export_lm(cfg: LMExportConfig, model_dir: Path, data_dir: Path, out: Path, c
               name: str = "student") -> dict[str, Any]:
     """Build every candidate of ``model_dir``, verify each against it, keep the fastest verified one as ``out``
     (with ``export.json``: every candidate's build, verification and timing); returns that record."""
+    from compresskit.lm.onnx_verify import verify_decoder
     from compresskit.machine import default_threads
 
     started = time.time()
@@ -126,8 +135,6 @@ def export_lm(cfg: LMExportConfig, model_dir: Path, data_dir: Path, out: Path, c
             except UserError as e:  # a family one route cannot build is that route's failure, not the run's
                 tried[candidate] = {"built": False, "error": str(e)}
                 continue
-            from compresskit.lm.onnx_verify import verify_decoder
-
             check = verify_decoder(folder, model_dir, prompts, cfg.parity, threads=threads)
             check.pop("per_prompt", None)
             entry = {"built": True, "build_seconds": build.get("seconds"), "verification": check}

@@ -70,9 +70,9 @@ def finetune_lm_teacher(cfg: Any, teacher_dir: Path, train: list[PromptExample],
     import torch
     from transformers import AutoTokenizer
 
-    from compresskit.lm.distill import LMDistillConfig, LMObjective, _collator, _Examples
+    from compresskit.lm.distill import Examples, LMDistillConfig, LMObjective, collator
     from compresskit.lm.kd_losses import LMKDConfig
-    from compresskit.lm.prompts import collate, context_length, tokenize_example
+    from compresskit.lm.prompts import context_length, tokenize_example
     from compresskit.lm.teacher import load_causal_lm
     from compresskit.training import checkpoint_dir, is_main_process, train as run_training
 
@@ -90,10 +90,10 @@ def finetune_lm_teacher(cfg: Any, teacher_dir: Path, train: list[PromptExample],
     steps = max(1, math.ceil(cfg.train.epochs * len(train_set) / (batch_size * tcfg.gradient_accumulation)))
     objective = LMObjective(None, LMDistillConfig(kd=LMKDConfig(alpha=0.0), train=tcfg), pad_id,
                             tokenizer.eos_token_id, tcfg.seed)
-    before = _mean_loss(model, objective, eval_set, pad_id, collate)
+    before = _mean_loss(model, objective, eval_set, pad_id)
     model.train()
-    history = run_training(model, tokenizer, _Examples(train_set), _Examples(eval_set, len(train_set)), tcfg,
-                           checkpoint_dir(out), objective=objective, collator=_collator(pad_id), max_steps=steps,
+    history = run_training(model, tokenizer, Examples(train_set), Examples(eval_set, len(train_set)), tcfg,
+                           checkpoint_dir(out), objective=objective, collator=collator(pad_id), max_steps=steps,
                            eval_steps=max(1, steps // 3))
     record = stage_record("finetune", {"train": dataclasses.asdict(cfg.train)},
                           {"teacher": str(teacher_dir)}, started, task="causal-lm", steps=steps,
@@ -107,9 +107,11 @@ def finetune_lm_teacher(cfg: Any, teacher_dir: Path, train: list[PromptExample],
     return record
 
 
-def _mean_loss(model: Any, objective: Any, examples: list[Any], pad_id: int, collate: Any) -> float:
+def _mean_loss(model: Any, objective: Any, examples: list[Any], pad_id: int) -> float:
     """The answer cross-entropy of the untouched teacher on ``examples``, to show what fine-tuning changed."""
     import torch
+
+    from compresskit.lm.prompts import collate
 
     model.eval()
     losses = []

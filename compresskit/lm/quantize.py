@@ -93,25 +93,13 @@ def fallback_groups(layers: int) -> list[str]:
 
 def answer_examples(model_dir: Path, data_dir: Path, n: int) -> list[dict[str, list[int]]]:
     """``n`` validation prompts with their (teacher's) answers as ids and labels (-100 on the prompt)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from compresskit.lm.export import validation_examples
 
-    from compresskit.lm.prepare import read_prompts
-    from compresskit.lm.prompts import context_length, tokenize_example
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    context = context_length(AutoConfig.from_pretrained(str(model_dir)))
-    rows = [ex for ex in (read_prompts(data_dir, "validation") or read_prompts(data_dir, "test"))
-            if ex.response][:n]
-    if not rows:
-        raise UserError(f"{data_dir} holds no validation prompts with answers to judge the quantized graphs on")
-    out = []
-    for ex in rows:
-        t = tokenize_example(tokenizer, ex, context, context)
-        out.append({"input_ids": t.input_ids, "labels": t.labels})
-    return out
+    return [{"input_ids": t.input_ids, "labels": t.labels}
+            for t in validation_examples(model_dir, data_dir, n, True, "to judge the quantized graphs on")]
 
 
-def _scores(folder: Path, examples: list[dict], threads: int) -> tuple[float, list[list[int]]]:
+def answer_scores(folder: Path, examples: list[dict], threads: int) -> tuple[float, list[list[int]]]:
     """Answer perplexity of a graph and its argmax ids at the answer positions."""
     from compresskit.lm.bench_worker_onnx import teacher_forced
     from compresskit.lm.onnx_decoder import OnnxDecoder
@@ -124,7 +112,7 @@ def _scores(folder: Path, examples: list[dict], threads: int) -> tuple[float, li
 def judge(folder: Path, reference: tuple[float, list[list[int]]], examples: list[dict], threads: int,
           cfg: LMQuantizeConfig) -> dict[str, Any]:
     """Agreement and perplexity ratio of a quantized graph against the fp32 graph's ``reference`` scores."""
-    ppl, argmax = _scores(folder, examples, threads)
+    ppl, argmax = answer_scores(folder, examples, threads)
     same = sum(a == b for x, y in zip(argmax, reference[1]) for a, b in zip(x, y))
     total = sum(len(x) for x in reference[1])
     agreement = same / total if total else 1.0
@@ -137,49 +125,53 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
                 cache_dir: Path, threads: int, name: str = "student") -> dict[str, Any]:
     """Build ``model_dir`` at each precision into ``out_dir/<name>-<precision>`` (with ``quantize.json``), falling
     back group by group until the budget against the fp32 graph in ``fp32_dir`` holds; returns the records."""
-    from compresskit.lm.onnx_build import GenAIBuild, build_genai
+    import shutil
+
+    from transformers import AutoConfig
+
+    from compresskit.lm.onnx_build import GenAIBuild, build_genai, matmul_groups
     from compresskit.models import layer_count
 
-    examples = answer_examples(model_dir, data_dir, cfg.examples)
-    reference = _scores(fp32_dir, examples, threads)
-    layers = layer_count(_config(model_dir))
+    groups = fallback_groups(layer_count(AutoConfig.from_pretrained(str(model_dir))))
+    last = min(cfg.max_fallbacks, len(groups))  # the attempt after which the last build is kept as it is
+    examples = reference = None
     records = {}
     for precision in cfg.precisions:
         out = out_dir / f"{name}-{precision}"
         if (out / "quantize.json").is_file():
             records[precision] = read_json(out / "quantize.json")
             continue
+        if reference is None:  # measured once, and only when something is to be built
+            examples = answer_examples(model_dir, data_dir, cfg.examples)
+            reference = answer_scores(fp32_dir, examples, threads)
         started = time.time()
-        groups = fallback_groups(layers)
         attempts, kept = [], []
         work = out_dir / f".{name}-{precision}.attempts"
-        for i in range(min(cfg.max_fallbacks, len(groups)) + 1):
-            from compresskit.lm.onnx_build import matmul_groups
-
-            build = GenAIBuild(precision=precision, block_size=cfg.block_size, accuracy_level=cfg.accuracy_level,
-                               exclude=(), algorithm=cfg.algorithm if precision == "int4" else "default")
+        shutil.rmtree(work, ignore_errors=True)  # a killed run's attempts are not reused
+        base = GenAIBuild(precision=precision, block_size=cfg.block_size, accuracy_level=cfg.accuracy_level,
+                          exclude=(), algorithm=cfg.algorithm if precision == "int4" else "default")
+        for i in range(last + 1):
             folder = work / f"attempt-{i}"
-            if kept:  # node names as the builder writes them (a torch-exported fp32 graph names them otherwise)
-                names = matmul_groups(work / "attempt-0" / "model.onnx")
-                build = replace(build, exclude=tuple(n for g in kept for n in names.get(g, {})))
-            build_genai(model_dir, folder, build, cache_dir)
+            # node names as the builder writes them (a torch-exported fp32 graph names them otherwise)
+            names = matmul_groups(work / "attempt-0" / "model.onnx") if kept else {}
+            build_genai(model_dir, folder, replace(base, exclude=tuple(n for g in kept for n in names.get(g, {}))),
+                        cache_dir)
             verdict = judge(folder, reference, examples, threads, cfg)
             attempts.append({"full_precision_groups": list(kept), **verdict})
-            if verdict["within_budget"] or i == min(cfg.max_fallbacks, len(groups)):
+            if verdict["within_budget"] or i == last:
                 break
             kept.append(groups[i])
+        chosen = attempts[-1]
         record = stage_record("quantize", asdict(cfg), {"model": str(model_dir), "fp32": str(fp32_dir),
                                                         "data": str(data_dir)}, started, task="causal-lm",
-                              precision=precision, attempts=attempts, chosen=attempts[-1],
-                              within_budget=attempts[-1]["within_budget"],
+                              precision=precision, attempts=attempts, chosen=chosen,
+                              within_budget=chosen["within_budget"],
                               reference={"perplexity": reference[0]}, mode=precision,
-                              kept_fp32=attempts[-1]["full_precision_groups"],
+                              kept_fp32=chosen["full_precision_groups"],
                               parity={"model": f"{name}-onnx-{precision}", "reference": f"{name}-onnx",
                                       "samples": len(examples), "max_abs_diff": None, "mean_abs_diff": None,
-                                      "label_agreement": attempts[-1]["agreement"], "tolerance": None,
-                                      "min_agreement": cfg.min_agreement,
-                                      "passed": attempts[-1]["within_budget"]})
-        import shutil
+                                      "label_agreement": chosen["agreement"], "tolerance": None,
+                                      "min_agreement": cfg.min_agreement, "passed": chosen["within_budget"]})
         with atomic_dir(out) as tmp:
             for f in (work / f"attempt-{len(attempts) - 1}").iterdir():
                 shutil.move(str(f), tmp / f.name)
@@ -197,9 +189,3 @@ def teacher_int4(model_dir: Path, out: Path, cache_dir: Path) -> dict[str, Any]:
     if (out / "build.json").is_file():
         return read_json(out / "build.json")
     return build_genai(model_dir, out, GenAIBuild(precision="int4", exclude=()), cache_dir)
-
-
-def _config(model_dir: Path) -> Any:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(model_dir))

@@ -203,10 +203,7 @@ def _teacher_name(teacher: str) -> str:
 
 def teacher_dir(ctx: StageContext) -> Path:
     """The teacher the later stages use: the one the teacher stage recorded (fine-tuned or as given)."""
-    from compresskit.artifacts import read_json
-
-    stage = read_json(ctx.layout.record).get("stages", {}).get("teacher")
-    return Path(stage["path"]) if stage else ctx.found.teacher_dir
+    return ctx.layout.recorded_teacher(ctx.found.teacher_dir)
 
 
 def _data_stage(ctx: StageContext) -> list[str]:

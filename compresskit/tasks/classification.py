@@ -145,13 +145,6 @@ TEXT_CLASSIFICATION = TextClassification()
 # ---------------------------------------------------------------- the stages of distill-and-export
 
 
-def _teacher_dir(layout: Any) -> Path:
-    """Where the teacher stage left the teacher (run.json records it: the run folder, or the user's own folder)."""
-    from compresskit.artifacts import read_json
-
-    return Path(read_json(layout.record)["stages"]["teacher"]["path"])
-
-
 def _data_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.data import prepare_data
@@ -199,7 +192,7 @@ def _distill_stage(ctx: StageContext) -> list[str]:
 
     layout = ctx.layout
     if not (layout.student / "distill.json").is_file():
-        distill(ctx.cfg.distill, _teacher_dir(layout), layout.data, layout.student, ctx.cache, ctx.cfg.load,
+        distill(ctx.cfg.distill, layout.recorded_teacher(), layout.data, layout.student, ctx.cache, ctx.cfg.load,
                 resume=ctx.resumed)
     rec = read_json(layout.student / "distill.json")
     record_stage(layout, "distill", {"path": str(layout.student)})
@@ -213,7 +206,7 @@ def _export_stage(ctx: StageContext, task: TextClassification) -> list[str]:
     from compresskit.run import record_stage
 
     layout, lines = ctx.layout, []
-    for name, folder in (("teacher", _teacher_dir(layout)), ("student", layout.student)):
+    for name, folder in (("teacher", layout.recorded_teacher()), ("student", layout.student)):
         if not (layout.onnx(name) / "export.json").is_file():
             export(ctx.cfg.export, folder, layout.data, layout.onnx(name), name, ctx.cfg.load, task)
         p = read_json(layout.onnx(name) / "export.json")["parity"]
