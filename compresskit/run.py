@@ -74,6 +74,11 @@ class RunLayout:
         return self.root / "bench"
 
     @property
+    def baseline(self) -> Path:
+        """The classical TF-IDF baseline fitted on the run's training split."""
+        return self.root / "baseline"
+
+    @property
     def lock(self) -> Path:
         """Beside the folder, not in it: ``--overwrite`` removes the folder while the lock is held."""
         return self.root.with_name(f"{self.root.name}.lock")

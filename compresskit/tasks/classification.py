@@ -66,7 +66,8 @@ class TextClassification:
         return Found(source, self.check_teacher(config, examples.labels, cfg.finetune_mode, cfg.teacher), examples)
 
     def stages(self, ctx: StageContext) -> list[Stage]:
-        """data → teacher (fine-tuned when it has no head) → distill → export → quantize (unless ``none``) → bench."""
+        """data → teacher (fine-tuned when it has no head) → distill → export → quantize (unless ``none``) →
+        baseline (TF-IDF) → bench."""
         cfg, found = ctx.cfg, ctx.found
         origin = cfg.distill.student or (f"shape {cfg.distill.student_shape}" if cfg.distill.student_shape
                                          else f"teacher layers {cfg.distill.student_layers}")
@@ -80,6 +81,8 @@ class TextClassification:
         ]
         if cfg.quantize.mode != "none":
             stages.append(Stage("quantize", cfg.quantize.mode, lambda: _quantize_stage(ctx, self)))
+        stages.append(Stage("baseline", "TF-IDF + logistic regression on the training split",
+                            lambda: _baseline_stage(ctx)))
         stages.append(Stage("bench", f"batch sizes {cfg.bench.sizes}, sequence {cfg.bench.sequence_length}, each "
                                      "variant in its own process", lambda: _bench_stage(ctx, self)))
         return stages
@@ -230,6 +233,21 @@ def _quantize_stage(ctx: StageContext, task: TextClassification) -> list[str]:
     return [f"mode {q.get('mode', cfg.quantize.mode)}",
             f"label agreement with fp32 {p['label_agreement']:.2%}, accuracy {p['accuracy_reference']:.4f} → "
             f"{p['accuracy_model']:.4f}"]
+
+
+def _baseline_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.baseline import RECORD_FILE, TfidfConfig, fit_baseline
+    from compresskit.run import record_stage
+
+    folder = ctx.layout.baseline
+    if not (folder / RECORD_FILE).is_file():
+        fit_baseline(TfidfConfig(), ctx.layout.data, folder)
+    rec = read_json(folder / RECORD_FILE)
+    record_stage(ctx.layout, "baseline", {"path": str(folder)})
+    val = rec["validation_accuracy"]
+    return [f"C={rec['c']:g}, {rec['parameters']:,} parameters"
+            + (f", validation accuracy {val:.4f}" if val is not None else "") + f" ({rec['seconds']:.0f} s)"]
 
 
 def _bench_stage(ctx: StageContext, task: TextClassification) -> list[str]:
