@@ -201,6 +201,9 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, 
                 "latency_ms": r["latency_ms"],
                 "throughput_per_s": {k: round(int(k.split("_")[1]) * 1000.0 / lat["mean"], 2)
                                      for k, lat in r["latency_ms"].items()},
+                # what `compresskit compare` pairs two runs on: the label id per test example, and every timed run
+                "predictions": [int(p) for p in pred],
+                "latency_samples_ms": r.get("latency_samples_ms"),
             })
         result = BenchResult(task.name if task else "text-classification", cfg.sequence_length, n, threads, teacher, machine_info(threads), rows)
         write_json(tmp / "bench.json", result.to_dict())

@@ -94,8 +94,10 @@ def main(spec_path: str, result_path: str) -> None:
     load_seconds = time.perf_counter() - loaded
 
     logits = np.concatenate([run({k: a[s:s + 32] for k, a in arrays.items()}) for s in range(0, len(labels), 32)])
-    latency = {f"batch_{b}": Latency.from_samples(_time(run, sync, arrays, b, cfg)).__dict__
-               for b in sorted({1, *cfg["batch_sizes"]})}
+    # The raw per-run times are kept beside their summary: comparing two runs needs them (a bootstrap interval of the
+    # p50 ratio), and they cost a few kB per batch size.
+    samples = {f"batch_{b}": _time(run, sync, arrays, b, cfg) for b in sorted({1, *cfg["batch_sizes"]})}
+    latency = {k: Latency.from_samples(s).__dict__ for k, s in samples.items()}
     peak_gpu = None
     if info["device"] == "cuda" and v["format"] == "pytorch":
         import torch
@@ -114,6 +116,7 @@ def main(spec_path: str, result_path: str) -> None:
         **info,
         "predictions": logits.argmax(-1).tolist(),
         "latency_ms": latency,
+        "latency_samples_ms": {k: [round(x, 4) for x in s] for k, s in samples.items()},
         "peak_rss_mb": peak_rss,
         "peak_gpu_mb": peak_gpu,
         "load_seconds": round(load_seconds, 3),

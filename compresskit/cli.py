@@ -50,7 +50,8 @@ EXPORT = ("exporter", "attention", "opset", "optimize", "parity_tolerance", "par
 QUANTIZE = ("quantize", "per_channel", "int8_min_agreement", "max_accuracy_drop", "calibration_samples",
             "calibration_method", "int4_block_size", "fallback", "max_length")
 BENCH = ("batch_sizes", "sequence_length", "threads", "iterations", "min_seconds", "device", "provider")
-GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_ratio", "min_agreement")
+GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_ratio", "min_agreement",
+         "baseline", "max_accuracy_regression", "max_latency_regression")
 LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "max_steps", "teacher_topk",
       "student_depth", "layer_choice", "lm_learning_rate", "lm_batch_size", "lm_max_length", "lm_window", "lm_tasks",
       "max_article_words", "lm_train_prompts", "lm_train_texts", "lm_test_prompts", "lm_heldout_texts",
@@ -157,11 +158,16 @@ def gate_config(o: dict[str, Any]) -> GateConfig:
     from compresskit.gates import GateConfig
 
     try:
-        return GateConfig(max_accuracy_drop=o["max_accuracy_drop"], min_speedup=o["min_speedup"],
-                          max_latency_ms=o["max_latency_ms"], max_perplexity_ratio=o["max_perplexity_ratio"],
-                          min_agreement=o["min_agreement"])
+        cfg = GateConfig(max_accuracy_drop=o["max_accuracy_drop"], min_speedup=o["min_speedup"],
+                         max_latency_ms=o["max_latency_ms"], max_perplexity_ratio=o["max_perplexity_ratio"],
+                         min_agreement=o["min_agreement"], max_accuracy_regression=o["max_accuracy_regression"],
+                         max_latency_regression=o["max_latency_regression"])
     except ValueError as e:
         raise UserError(str(e)) from None
+    if o["baseline"] is None and (cfg.max_accuracy_regression is not None or cfg.max_latency_regression is not None):
+        raise UserError("--max-accuracy-regression and --max-latency-regression compare with a baseline: pass "
+                        "--baseline RUN_FOLDER|report.json")
+    return cfg
 
 
 def pipeline_config(o: dict[str, Any]) -> PipelineConfig:
@@ -362,7 +368,26 @@ def report_cmd(**o: Any) -> None:
     """Write report.json/.md/.html for a benchmarked run and apply the quality gates."""
     from compresskit.pipeline import report_and_gates
 
-    raise typer.Exit(report_and_gates(o["run_dir"], gate_config(o), console))
+    raise typer.Exit(report_and_gates(o["run_dir"], gate_config(o), console, o["baseline"]))
+
+
+@app.command("compare")
+@takes("out", optional=("out",))
+def compare_cmd(baseline: Annotated[Path, typer.Argument(help="The baseline: a run folder or its report.json.")],
+                current: Annotated[Path, typer.Argument(help="The run to judge: a run folder or its report.json.")],
+                **o: Any) -> None:
+    """Compare a run with a baseline run: accuracy change (paired bootstrap 95 % interval), p50 latency ratio per batch
+    size (bootstrap interval from the timed runs), memory and size; writes compare.json/.md/.html (default: compare/
+    in CURRENT's folder)."""
+    from compresskit.compare import compare
+    from compresskit.render import render_compare_console
+
+    result, paths = compare(baseline, current, o["out"])
+    out = Console()
+    if not out.is_terminal:  # CI logs: the whole table
+        out = Console(width=220)
+    out.print(render_compare_console(result))
+    console.print(f"comparison: {paths['json']}, {paths['markdown']}, {paths['html']}")
 
 
 @app.command("predict")
@@ -413,7 +438,7 @@ def distill_and_export_cmd(ctx: typer.Context, **o: Any) -> None:
     cfg, gates = pipeline_config(o), gate_config(o)
     settings = {n: o[n] for n in PIPELINE if n not in NOT_SAVED}  # saved as the run's config.toml
     raise typer.Exit(run_pipeline(cfg, o["output_root"], o["run_name"], o["overwrite"], gates, console,
-                                  options=settings))
+                                  options=settings, baseline=o["baseline"]))
 
 
 @app.command("generate")

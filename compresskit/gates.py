@@ -3,6 +3,10 @@
 A gate compares one number taken from the report's ``variants`` against a limit the user gave on the command
 line. Gates never raise on missing data: a gate that cannot be computed fails, and its detail says why, so a
 broken benchmark can never make CI green.
+
+The two regression gates compare the deployed student with the same variant of a baseline run
+(``compresskit.compare``) and judge the bootstrap interval, not the point difference: a few hundred test examples
+and a shared CI machine move accuracy and latency by noise alone, and a gate that fires on noise gets switched off.
 """
 
 from __future__ import annotations
@@ -31,6 +35,12 @@ class GateConfig:
     """Largest allowed student / teacher perplexity on held-out text (causal LMs), >= 1."""
     min_agreement: float | None = None
     """Smallest allowed top-1 next-token agreement of the student with the teacher (causal LMs), in [0, 1]."""
+    max_accuracy_regression: float | None = None
+    """Largest allowed loss of the deployed student's quality metric against ``--baseline``, absolute, in [0, 1]:
+    fails only when the whole 95 % interval of baseline − current lies above it."""
+    max_latency_regression: float | None = None
+    """Largest allowed current / baseline p50 at batch 1 of the deployed student (1.10 = 10 % slower), >= 1: fails
+    only when the lower end of the ratio's 95 % interval lies above it."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -45,6 +55,12 @@ class GateConfig:
             problems.append(f"--max-perplexity-ratio must be >= 1, got {self.max_perplexity_ratio}")
         if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
             problems.append(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
+        if self.max_accuracy_regression is not None and not 0 <= self.max_accuracy_regression <= 1:
+            problems.append(f"--max-accuracy-regression must be in [0, 1] (0.01 = one point), "
+                            f"got {self.max_accuracy_regression}")
+        if self.max_latency_regression is not None and not self.max_latency_regression >= 1:
+            problems.append(f"--max-latency-regression is a ratio of current to baseline p50, at least 1 (1.10 = 10 % "
+                            f"slower), got {self.max_latency_regression}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -84,7 +100,7 @@ def _fastest_student(variants: list[dict]) -> dict | None:
     return min(timed, key=_p50_batch1, default=None)
 
 
-def _deployed_student(variants: list[dict]) -> dict | None:
+def deployed_student(variants: list[dict]) -> dict | None:
     """Return the student a user would ship: the quantized ONNX one if built (of several, as an LLM's int8 and
     int4 graphs, the fastest: the one the speed gate judges too), else the fastest one."""
     quantized = [v for v in variants
@@ -107,7 +123,7 @@ def _judge(name: str, limit: float, value: float, head: str, at_most: bool, spec
 
 def _accuracy_gate(limit: float, variants: list[dict], metric: str) -> GateResult:
     name = "max-accuracy-drop"
-    teacher, student = reference_teacher(variants), _deployed_student(variants)
+    teacher, student = reference_teacher(variants), deployed_student(variants)
     if teacher is None or student is None:
         missing = "teacher" if teacher is None else "student"
         return GateResult(name, limit, None, False, f"no {missing} variant in the report: cannot compare {metric}")
@@ -151,7 +167,7 @@ def _quality(variant: dict | None, key: str) -> float | None:
 
 def _perplexity_gate(limit: float, variants: list[dict]) -> GateResult:
     name = "max-perplexity-ratio"
-    teacher, student = reference_teacher(variants), _deployed_student(variants)
+    teacher, student = reference_teacher(variants), deployed_student(variants)
     t, s = _quality(teacher, "perplexity"), _quality(student, "perplexity")
     if t is None or s is None or t <= 0:
         return GateResult(name, limit, None, False, "no teacher and student perplexity in the report")
@@ -162,7 +178,7 @@ def _perplexity_gate(limit: float, variants: list[dict]) -> GateResult:
 
 def _agreement_gate(limit: float, variants: list[dict]) -> GateResult:
     name = "min-agreement"
-    student = _deployed_student(variants)
+    student = deployed_student(variants)
     a = _quality(student, "top1_agreement")
     if a is None:
         return GateResult(name, limit, None, False, "no student top-1 agreement with the teacher in the report")
@@ -170,12 +186,63 @@ def _agreement_gate(limit: float, variants: list[dict]) -> GateResult:
     return _judge(name, limit, a, head, at_most=False, spec="{:.4f}")
 
 
-def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accuracy") -> list[GateResult]:
+def _regression_head(pair: dict) -> str:
+    """Which two variants were compared: ``student-onnx-int8 vs baseline student-onnx-int8``."""
+    return f"{pair.get('name')} vs baseline {pair.get('baseline_name')}"
+
+
+def _accuracy_regression_gate(limit: float, comparison: dict | None, metric: str) -> GateResult:
+    name = "max-accuracy-regression"
+    pair = (comparison or {}).get("deployed")
+    if pair is None:
+        why = "no --baseline comparison" if comparison is None else "no student in both runs"
+        return GateResult(name, limit, None, False, f"{why}: cannot compare {metric} with the baseline")
+    m = (pair.get("metrics") or {}).get(metric) or {}
+    base, cur = _number(m.get("baseline")), _number(m.get("current"))
+    if base is None or cur is None:
+        return GateResult(name, limit, None, False, f"{_regression_head(pair)}: no {metric} in both runs")
+    regression = base - cur
+    head = f"{_regression_head(pair)}: {metric} {cur:.4f} vs {base:.4f}, regression {regression:+.4f}"
+    low, high = _number(m.get("low")), _number(m.get("high"))
+    if low is None or high is None:  # no per-example predictions (a causal LM, an old baseline): no interval
+        return _judge(name, limit, regression, head + " (no per-example predictions: point estimate judged)",
+                      at_most=True, spec="{:.4f}")
+    # m's interval is of current − baseline; the regression's is its mirror image
+    level = f"{100 * (comparison.get('confidence') or 0.95):g} %"
+    head += f", {level} CI [{-high:+.4f}, {-low:+.4f}]: lower end {-high:.4f}"
+    return _judge(name, limit, -high, head, at_most=True, spec="{:.4f}")
+
+
+def _latency_regression_gate(limit: float, comparison: dict | None) -> GateResult:
+    name = "max-latency-regression"
+    pair = (comparison or {}).get("deployed")
+    if pair is None:
+        why = "no --baseline comparison" if comparison is None else "no student in both runs"
+        return GateResult(name, limit, None, False, f"{why}: cannot compare latency with the baseline")
+    lat = (pair.get("latency") or {}).get("batch_1") or {}
+    ratio = _number(lat.get("ratio"))
+    if ratio is None:
+        return GateResult(name, limit, None, False, f"{_regression_head(pair)}: no p50 at batch 1 in both runs")
+    head = (f"{_regression_head(pair)}: p50 @1 {lat['current_p50']:.2f} ms vs {lat['baseline_p50']:.2f} ms, "
+            f"ratio {ratio:.3f}×")
+    low, high = _number(lat.get("low")), _number(lat.get("high"))
+    if low is None or high is None:
+        return _judge(name, limit, ratio, head + " (no latency samples: point estimate judged)", at_most=True,
+                      spec="{:.3f}", unit="×")
+    level = f"{100 * (comparison.get('confidence') or 0.95):g} %"
+    head += f", {level} CI [{low:.3f}, {high:.3f}]: lower end {low:.3f}×"
+    return _judge(name, limit, low, head, at_most=True, spec="{:.3f}", unit="×")
+
+
+def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accuracy",
+                   comparison: dict | None = None) -> list[GateResult]:
     """Evaluate every gate set in ``cfg`` against the report's ``variants``, in a fixed order.
 
     Speed and latency use the fastest student at batch 1; the accuracy gate compares the task's quality
-    ``metric`` (higher is better) of the quantized student when present, since that is what gets deployed.
-    Missing data gives a failed result, never an exception.
+    ``metric`` (higher is better) of the quantized student when present, since that is what gets deployed. The
+    regression gates read ``comparison`` (``compresskit.compare.compare_reports`` of a baseline and this run), whose
+    ``deployed`` entry pairs the deployed student with the baseline's. Missing data gives a failed result, never an
+    exception.
     """
     results = []
     if cfg.max_accuracy_drop is not None:
@@ -188,6 +255,10 @@ def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accurac
         results.append(_perplexity_gate(cfg.max_perplexity_ratio, variants))
     if cfg.min_agreement is not None:
         results.append(_agreement_gate(cfg.min_agreement, variants))
+    if cfg.max_accuracy_regression is not None:
+        results.append(_accuracy_regression_gate(cfg.max_accuracy_regression, comparison, metric))
+    if cfg.max_latency_regression is not None:
+        results.append(_latency_regression_gate(cfg.max_latency_regression, comparison))
     return results
 
 

@@ -49,10 +49,13 @@ class Opt:
         args = [a for a in typing.get_args(self.type) if a is not type(None)]
         return args[0] if typing.get_origin(self.type) is typing.Union else self.type
 
-    def parameter(self, name: str) -> inspect.Parameter:
-        """The parameter typer reads from a command's signature."""
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=self.default,
-                                 annotation=Annotated[self.type, self.declaration])
+    def parameter(self, name: str, optional: bool = False) -> inspect.Parameter:
+        """The parameter typer reads from a command's signature; ``optional`` makes a required option default to
+        None (a command that has its own default for it)."""
+        default = None if optional and self.default is REQUIRED else self.default
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                 annotation=Annotated[Optional[self.type] if optional else self.type,
+                                                      self.declaration])
 
 
 def _joined(values: tuple, sep: str = ",") -> str:
@@ -339,6 +342,18 @@ OPTIONS: dict[str, Opt] = {
     "min_agreement": Opt(Optional[float], GateConfig.min_agreement, typer.Option(
         "--min-agreement", help="Gate (causal-lm): smallest allowed top-1 next-token agreement with the teacher.")),
 
+    "baseline": Opt(Optional[Path], None, typer.Option(
+        "--baseline", help="A baseline run folder or its report.json: the run is compared with it (compare/ in the "
+                           "run folder) and the regression gates judge the comparison.")),
+    "max_accuracy_regression": Opt(Optional[float], GateConfig.max_accuracy_regression, typer.Option(
+        "--max-accuracy-regression", help="Gate (with --baseline): largest allowed accuracy loss of the deployed "
+                                          "student against the baseline, e.g. 0.01; fails only when the whole 95 % "
+                                          "interval of the loss lies above it.")),
+    "max_latency_regression": Opt(Optional[float], GateConfig.max_latency_regression, typer.Option(
+        "--max-latency-regression", help="Gate (with --baseline): largest allowed current / baseline p50 at batch "
+                                         "1 of the deployed student, e.g. 1.10; fails only when the ratio's whole 95 "
+                                         "% interval lies above it.")),
+
     # --- predict
     "json": Opt(bool, False, typer.Option("--json", help="Print JSON lines instead of a table.")),
 
@@ -352,8 +367,9 @@ DEFAULTS: dict[str, Any] = {name: o.default for name, o in OPTIONS.items() if o.
 """The value of every option that has a default, as a command that does not take it sees it."""
 
 
-def takes(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command the options ``names`` (in that order, repeats dropped) from ``OPTIONS``.
+def takes(*names: str, optional: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options ``names`` (in that order, repeats dropped) from ``OPTIONS``; those in ``optional``
+    default to None where the table requires them (``compare``'s ``--out``, which has a default folder).
 
     The command is written ``def cmd(<own parameters>, **o)``: typer reads its own parameters (a ``typer.Context``,
     ``typer.Argument``s) and the named options from the signature set here, and ``o`` receives every option: those
@@ -367,7 +383,7 @@ def takes(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             return func(**(DEFAULTS | given))
 
         unique = tuple(dict.fromkeys(names))
-        command.__signature__ = inspect.Signature([*own, *(OPTIONS[n].parameter(n) for n in unique)])
+        command.__signature__ = inspect.Signature([*own, *(OPTIONS[n].parameter(n, n in optional) for n in unique)])
         command.option_names = unique
         return command
 

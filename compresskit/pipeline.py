@@ -83,13 +83,19 @@ def _preflight(cfg: PipelineConfig, cache: Path) -> Preflight:
 
 
 def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, overwrite: bool,
-                 gates: GateConfig, console: Console, options: dict | None = None) -> int:
+                 gates: GateConfig, console: Console, options: dict | None = None, baseline: Path | None = None
+                 ) -> int:
     """Run the task's stages into ``output_root/run_name``, then the report and its gates; returns the exit code
     (0, or 4 when a gate failed).
 
     ``options``, the command's resolved flags, are saved as the run's ``config.toml`` (``--config`` repeats the run).
+    ``baseline`` (``--baseline``), a run folder or report.json, is what the regression gates compare with.
     """
     started = time.time()
+    if baseline is not None:  # a mistyped baseline is refused now, not after the whole run
+        from compresskit.compare import load_report
+
+        load_report(baseline)
     pre = _preflight(cfg, Path(output_root) / ".cache")
     layout = RunLayout(Path(output_root) / (run_name or pre.task.default_run_name(cfg)))
     with run_lock(layout):  # a second run on this folder is refused at once instead of mixing into this one
@@ -108,19 +114,31 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
                 console.print(f"    {line}", highlight=False)
 
         step("report", str(layout.root))
-        code = report_and_gates(layout.root, gates, console)
+        code = report_and_gates(layout.root, gates, console, baseline)
     console.print(f"done in {time.time() - started:.0f} s")
     return code
 
 
-def report_and_gates(run_dir: Path, gates: GateConfig, console: Console) -> int:
-    """Write the report of a benchmarked run, print its table, apply the gates; returns the exit code."""
+def report_and_gates(run_dir: Path, gates: GateConfig, console: Console, baseline: Path | None = None) -> int:
+    """Write the report of a benchmarked run, print its table, apply the gates; returns the exit code.
+
+    With ``baseline`` (a run folder or report.json) the run is compared with it first (``compresskit.compare``;
+    different test sets are refused before anything is written), the regression gates judge that comparison, and
+    compare.json/.md/.html go to ``run_dir/compare/``.
+    """
     from compresskit.report import build_report, render_console_table, validate_report, write_report
     from compresskit.tasks import get_task
 
     collected = build_report(Path(run_dir))
-    results = evaluate_gates(gates, collected.variants, get_task(collected.task).quality_metric)
-    report = dataclasses.replace(collected, gates=[r.to_dict() for r in results]).to_dict()
+    comparison = None
+    if baseline is not None:
+        from compresskit.compare import compare_reports, load_report
+
+        base_report, base_path = load_report(baseline)
+        comparison = compare_reports(base_report, collected.to_dict(),
+                                     sources=(str(base_path), str(Path(run_dir) / "report.json")))
+    results = evaluate_gates(gates, collected.variants, get_task(collected.task).quality_metric, comparison)
+    report = dataclasses.replace(collected, gates=[r.to_dict() for r in results], comparison=comparison).to_dict()
     problems = validate_report(report)
     if problems:  # our own output: a mismatch is a bug, not a user error
         raise RuntimeError(f"report.json does not match its schema: {problems[0]}")
@@ -130,6 +148,13 @@ def report_and_gates(run_dir: Path, gates: GateConfig, console: Console) -> int:
         out = Console(width=220)
     out.print(render_console_table(report))
     console.print(f"report: {paths['json']}, {paths['markdown']}, {paths['html']}")
+    if comparison is not None:
+        from compresskit.compare import write_comparison
+        from compresskit.render import render_compare_console
+
+        compared = write_comparison(comparison, Path(run_dir) / "compare")
+        out.print(render_compare_console(comparison))
+        console.print(f"comparison: {compared['json']}, {compared['markdown']}, {compared['html']}")
     for r in results:
         console.print(f"{'[green]PASS' if r.passed else '[red]FAIL'}[/] gate {r.name}: {r.detail}", highlight=False)
     failed = failed_gates(results)

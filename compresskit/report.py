@@ -68,6 +68,10 @@ _VARIANT = {
         "latency_ms": {"type": "object", "required": ["batch_1"], "propertyNames": _BATCH_KEY,
                        "additionalProperties": _LATENCY},
         "throughput_per_s": {"type": "object", "propertyNames": _BATCH_KEY, "additionalProperties": _NUM_OR_NULL},
+        # what `compresskit compare` pairs two runs on; absent in reports written before it existed
+        "predictions": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "latency_samples_ms": {"type": ["object", "null"], "propertyNames": _BATCH_KEY,
+                               "additionalProperties": {"type": "array", "items": {"type": "number"}}},
     },
 }
 # Extra keys are allowed everywhere: readers ignore what they do not know, and a breaking change bumps
@@ -91,6 +95,12 @@ REPORT_SCHEMA: dict = {
         "versions": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
         "sequence_length": {"type": "integer"},
         "variants": {"type": "array", "items": _VARIANT},
+        "test_set": {
+            "type": "object",
+            "properties": {"count": {"type": ["integer", "null"]}, "sha256": {"type": ["string", "null"]},
+                           "labels": {"type": ["array", "null"], "items": {"type": "integer"}}},
+        },
+        "comparison": {"type": ["object", "null"]},
         "exports": {"type": "object", "additionalProperties": {"type": "object"}},
         "verification": {
             "type": "array",
@@ -151,6 +161,11 @@ class Report:
     variants: list[dict[str, Any]]
     verification: list[dict[str, Any]]
     gates: list[dict[str, Any]] = field(default_factory=list)
+    test_set: dict[str, Any] = field(default_factory=dict)
+    """The measured test examples: ``count``, ``sha256`` of the data's test split and, for classification, the gold
+    ``labels`` (ids in the order the variants' ``predictions`` use); two runs are compared only on the same set."""
+    comparison: dict[str, Any] | None = None
+    """With ``--baseline``: this run against the baseline (``compresskit.compare``), as compare.json holds it."""
     schema_version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,4 +269,20 @@ def build_report(run_dir: Path) -> Report:
         exports=exports,
         variants=bench["variants"],
         verification=verification,
+        test_set=_test_set(layout, bench.get("test_samples")),
     )
+
+def _test_set(layout: Any, count: int | None) -> dict[str, Any]:
+    """What identifies the measured test examples: their number, the hash of the data's test split and the gold label
+    ids of ``bench/inputs.npz`` (classification; the ids index the variants' ``predictions``)."""
+    from compresskit.artifacts import sha256_file
+
+    split = layout.data / "test.jsonl"
+    labels = None
+    inputs = layout.bench / "inputs.npz"
+    if inputs.is_file():
+        import numpy as np
+
+        with np.load(inputs) as arrays:
+            labels = [int(x) for x in arrays["labels"]] if "labels" in arrays.files else None
+    return {"count": count, "sha256": sha256_file(split) if split.is_file() else None, "labels": labels}

@@ -110,6 +110,9 @@ def test_gate_result_to_dict():
     ({"min_speedup": -1}, "--min-speedup must be > 0, got -1"),
     ({"min_speedup": float("nan")}, "--min-speedup"),
     ({"max_latency_ms": 0}, "--max-latency-ms must be > 0, got 0"),
+    ({"max_accuracy_regression": 1.5}, "--max-accuracy-regression must be in \\[0, 1\\]"),
+    ({"max_accuracy_regression": float("nan")}, "--max-accuracy-regression"),
+    ({"max_latency_regression": 0.9}, "--max-latency-regression is a ratio of current to baseline p50, at least 1"),
 ])
 def test_gate_config_rejects_bad_values(kwargs, flag):
     with pytest.raises(ValueError, match=flag):
@@ -140,3 +143,42 @@ def test_causal_lm_gates_read_perplexity_ratio_and_agreement_of_the_student():
     assert not any(r.passed for r in evaluate_gates(GateConfig(max_perplexity_ratio=2, min_agreement=0), missing))
     with pytest.raises(ValueError, match="--max-perplexity-ratio must be >= 1"):
         GateConfig(max_perplexity_ratio=0.5)
+
+
+def _comparison(change: float, low: float | None, high: float | None, ratio: float, r_low: float | None,
+                r_high: float | None) -> dict:
+    """The ``deployed`` pair of a ``compare_reports`` result, as far as the regression gates read it."""
+    acc = {"baseline": 0.95, "current": 0.95 + change, "change": change}
+    lat = {"baseline_p50": 4.0, "current_p50": 4.0 * ratio, "ratio": ratio}
+    if low is not None:
+        acc |= {"low": low, "high": high}
+    if r_low is not None:
+        lat |= {"low": r_low, "high": r_high}
+    return {"confidence": 0.95, "deployed": {"name": "student-onnx-int8", "baseline_name": "student-onnx-int8",
+                                             "metrics": {"accuracy": acc}, "latency": {"batch_1": lat}}}
+
+
+def test_regression_gates_judge_the_whole_interval():
+    cfg = GateConfig(max_accuracy_regression=0.01, max_latency_regression=1.10)
+    # the regression's interval [0.015, 0.04] lies above 0.01; the ratio's [1.12, 1.30] lies above 1.10: both fail
+    acc, lat = evaluate_gates(cfg, [], comparison=_comparison(-0.025, -0.04, -0.015, 1.2, 1.12, 1.30))
+    assert not acc.passed and acc.value == pytest.approx(0.015) and not lat.passed and lat.value == pytest.approx(1.12)
+    assert acc.detail.startswith("student-onnx-int8 vs baseline student-onnx-int8: accuracy 0.9250 vs 0.9500")
+    assert lat.detail.endswith("lower end 1.120× > limit 1.100× (by 0.020×)")
+    # the same point estimates with intervals that reach below the limits: noise, both pass
+    acc, lat = evaluate_gates(cfg, [], comparison=_comparison(-0.025, -0.05, 0.0, 1.2, 1.05, 1.35))
+    assert acc.passed and acc.value == pytest.approx(0.0) and lat.passed and lat.value == pytest.approx(1.05)
+
+
+def test_regression_gates_without_intervals_judge_the_point_estimate():
+    acc, lat = evaluate_gates(GateConfig(max_accuracy_regression=0.01, max_latency_regression=1.10), [],
+                              comparison=_comparison(-0.025, None, None, 1.05, None, None))
+    assert not acc.passed and acc.value == pytest.approx(0.025) and "point estimate" in acc.detail
+    assert lat.passed and lat.value == pytest.approx(1.05) and "point estimate" in lat.detail
+
+
+def test_regression_gates_fail_without_a_student_in_both_runs():
+    results = evaluate_gates(GateConfig(max_accuracy_regression=0.01, max_latency_regression=1.1), [],
+                             comparison={"deployed": None})
+    assert [r.passed for r in results] == [False, False]
+    assert all("no student in both runs" in r.detail and r.value is None for r in results)

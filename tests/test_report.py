@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from rich.console import Console
@@ -134,7 +135,9 @@ def test_html_is_self_contained_and_escaped(report):
     page = render_html(report)
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "src=" not in page and "href=" not in page  # nothing fetched from elsewhere
+    # nothing fetched from elsewhere: the only sources are the plots' own PNG bytes
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert "href=" not in page and sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<td class=\"num\">5.00×</td>" in page
     assert page.count("<tr>") == 1 + 5 + 1 + 1  # variant header + rows, verification header + row
 
@@ -221,3 +224,30 @@ def test_graph_section_says_how_each_onnx_model_was_built(report):
     assert "<h2>ONNX graphs</h2>" in render_html(report)
     report["exports"] = {"teacher": "not an object"}
     assert validate_report(report)  # the schema catches a malformed entry
+
+
+def test_html_plots_need_their_data(report):
+    """Accuracy against latency from every report; the latency box plot only with timed runs; no plot without data."""
+    page = render_html(report)
+    assert page.count("<img ") == 1 and 'alt="accuracy against p50 latency at batch 1, per variant"' in page
+    report["variants"][3]["latency_samples_ms"] = {"batch_1": [5.0, 5.2, 4.9, 5.1]}
+    assert validate_report(report) == []
+    page = render_html(report)
+    assert page.count("<img ") == 2 and 'alt="box plot of the timed runs at batch 1, per variant"' in page
+    for v in report["variants"]:
+        v["accuracy"] = None
+        v.pop("latency_samples_ms", None)
+    assert "<img " not in render_html(report) and "<h2>Plots</h2>" not in render_html(report)
+
+
+def test_markdown_leaves_out_predictions_and_samples(report):
+    """report.json carries per-example predictions and every timed run for `compare`; the Markdown stays a table."""
+    before = render_markdown(report)
+    for v in report["variants"]:
+        v["predictions"] = [0, 1, 2] * 100
+        v["latency_samples_ms"] = {"batch_1": [1.0] * 500}
+    report["test_set"] = {"count": 300, "sha256": "ab" * 32, "labels": [0, 1, 2] * 100}
+    assert validate_report(report) == []
+    assert render_markdown(report) == before
+    report["variants"][0]["predictions"] = ["business"]
+    assert any(p.startswith("variants/0/predictions/0:") for p in validate_report(report))

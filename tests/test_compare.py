@@ -1,0 +1,321 @@
+"""Comparing a run with a baseline: the statistics on hand-made reports, the regression gates, and the CLI (`compare`,
+and `report --baseline` on a run folder benchmarked for real)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from compresskit.artifacts import UserError
+from compresskit.compare import CompareConfig, compare_reports, p50_ratio_interval, write_comparison
+from compresskit.gates import GateConfig, evaluate_gates, failed_gates
+from compresskit.report import validate_report
+from conftest import cli
+
+N = 300  # test examples
+
+
+def _labels() -> list[int]:
+    return np.random.default_rng(0).integers(0, 3, N).tolist()
+
+
+def _row(name: str, model: str, fmt: str, precision: str, wrong: list[int], p50: float, seed: int) -> dict:
+    """A report row whose predictions are right except at the indices ``wrong``, timed 400 times around ``p50``."""
+    labels = _labels()
+    pred = [(y + 1) % 3 if i in wrong else y for i, y in enumerate(labels)]
+    samples = (p50 * (1 + 0.05 * np.random.default_rng(seed).standard_normal(400))).round(4).tolist()
+    lat = {"mean": float(np.mean(samples)), "p50": float(np.median(samples)), "p90": p50, "p99": p50,
+           "iterations": 400}
+    return {"name": name, "model": model, "format": fmt, "precision": precision, "device": "cpu",
+            "accuracy": 1 - len(wrong) / N, "macro_f1": 1 - len(wrong) / N, "agreement_with_teacher": 1.0,
+            "size_mb": 10.0, "parameters": 1000, "peak_rss_mb": 400.0, "peak_gpu_mb": None,
+            "latency_ms": {"batch_1": lat}, "throughput_per_s": {"batch_1": 1000 / p50},
+            "predictions": pred, "latency_samples_ms": {"batch_1": samples}}
+
+
+def _report(student_wrong: list[int], student_p50: float = 4.0, seed: int = 0) -> dict:
+    base_wrong = list(range(0, N, 20))  # the teacher: 95 %
+    return {"schema_version": 1, "task": "text-classification", "run_name": f"run-{seed}", "created": "2026-11-29",
+            "teacher": {}, "student": {}, "config": {}, "machine": {}, "versions": {}, "gates": [],
+            "test_samples": N, "test_set": {"count": N, "sha256": "ab" * 32, "labels": _labels()},
+            "data": {"sha256": "cd" * 32},
+            "variants": [_row("teacher-pytorch", "teacher", "pytorch", "fp32", base_wrong, 20.0, seed),
+                         _row("student-onnx", "student", "onnx", "fp32", student_wrong, 5.0, seed + 1),
+                         _row("student-onnx-int8", "student", "onnx", "int8", student_wrong, student_p50, seed + 2)]}
+
+
+GATES = GateConfig(max_accuracy_regression=0.01, max_latency_regression=1.10)
+
+
+def test_identical_runs_span_zero_and_pass_every_gate():
+    base = _report(list(range(0, N, 10)))
+    result = compare_reports(base, copy.deepcopy(base))
+    for v in result["variants"]:
+        acc, lat = v["metrics"]["accuracy"], v["latency"]["batch_1"]
+        assert acc["low"] <= 0 <= acc["high"] and acc["change"] == 0
+        assert lat["low"] <= 1 <= lat["high"] and lat["ratio"] == 1
+    results = evaluate_gates(GATES, base["variants"], comparison=result)
+    assert [r.name for r in results] == ["max-accuracy-regression", "max-latency-regression"]
+    assert failed_gates(results) == []
+
+
+def test_two_runs_of_the_same_model_differ_only_by_noise():
+    """Same predictions, timings drawn afresh from the same distribution: the ratio's interval holds 1."""
+    result = compare_reports(_report([1, 2, 3], seed=0), _report([1, 2, 3], seed=10))
+    lat = result["deployed"]["latency"]["batch_1"]
+    assert lat["ratio"] != 1 and lat["low"] < 1 < lat["high"]
+    assert failed_gates(evaluate_gates(GATES, _report([1, 2, 3])["variants"], comparison=result)) == []
+
+
+def test_many_worse_predictions_fail_the_accuracy_gate_with_the_compared_variant_named():
+    base, cur = _report(list(range(0, N, 10))), _report(list(range(0, N, 3)))  # 90 % → 66.7 %
+    result = compare_reports(base, cur)
+    acc = result["deployed"]["metrics"]["accuracy"]
+    assert result["deployed"]["name"] == result["deployed"]["baseline_name"] == "student-onnx-int8"
+    assert acc["change"] == pytest.approx(-(100 - 30) / N) and acc["high"] < -0.1
+    assert acc["changed_to_wrong"] == 90 and acc["changed_to_right"] == 20  # multiples of 30 are wrong in both
+    (gate,) = evaluate_gates(GateConfig(max_accuracy_regression=0.01), cur["variants"], comparison=result)
+    assert not gate.passed and gate.value == pytest.approx(-acc["high"])
+    assert gate.detail.startswith("student-onnx-int8 vs baseline student-onnx-int8: accuracy 0.6667 vs 0.9000")
+    assert "95 % CI" in gate.detail and "> limit 0.0100" in gate.detail
+
+
+def test_one_worse_example_is_noise_not_a_regression():
+    """The point estimate loses 1/300 > 0, but the interval reaches below the limit: the gate passes."""
+    result = compare_reports(_report([]), _report([7]))
+    (gate,) = evaluate_gates(GateConfig(max_accuracy_regression=0.0), _report([7])["variants"], comparison=result)
+    assert result["deployed"]["metrics"]["accuracy"]["change"] == pytest.approx(-1 / N)
+    assert gate.passed, gate.detail
+
+
+def test_latency_ratio_interval_comes_from_the_samples():
+    base = np.random.default_rng(1).gamma(20, 0.25, 500)  # ~5 ms, right-skewed like real timings
+    low, high = p50_ratio_interval(base, base * 1.5)  # resampled independently: an interval around 1.5
+    assert 1.4 < low < 1.5 < high < 1.6
+    cur = np.random.default_rng(2).gamma(20, 0.25, 500) * 1.3
+    low, high = p50_ratio_interval(base, cur)
+    ratio = np.median(cur) / np.median(base)
+    assert low < ratio < high and 1.1 < low and high < 1.5
+    assert p50_ratio_interval(base, cur) == (low, high)  # seeded: the same runs give the same interval
+    narrow = p50_ratio_interval(base, cur, CompareConfig(confidence=0.5))
+    assert low < narrow[0] < narrow[1] < high
+
+
+def test_a_slower_student_fails_the_latency_gate():
+    result = compare_reports(_report([]), _report([], student_p50=6.0))  # 4 ms → 6 ms
+    lat = result["deployed"]["latency"]["batch_1"]
+    assert lat["low"] > 1.4
+    (gate,) = evaluate_gates(GateConfig(max_latency_regression=1.10), [], comparison=result)
+    assert not gate.passed and gate.value == pytest.approx(lat["low"]) and "ms vs" in gate.detail
+    (loose,) = evaluate_gates(GateConfig(max_latency_regression=2.0), [], comparison=result)
+    assert loose.passed
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda r: r["test_set"].update(count=N - 1), f"{N} examples in the baseline, {N - 1} in the current run"),
+    (lambda r: r["test_set"].update(sha256="ef" * 32), "test split sha256 abababababab… in the baseline"),
+    (lambda r: r["test_set"].update(labels=r["test_set"]["labels"][::-1]), "gold labels differ"),
+    (lambda r: (r.pop("test_set"), r["data"].update(sha256="00" * 32)), "data sha256"),
+])
+def test_different_test_sets_are_refused(change, needle):
+    base, cur = _report([]), _report([])
+    if "data sha256" in needle:
+        base.pop("test_set")
+    change(cur)
+    with pytest.raises(UserError, match="different test sets") as e:
+        compare_reports(base, cur)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_no_common_variant_is_refused():
+    cur = _report([])
+    for v in cur["variants"]:
+        v["name"] += "-new"
+    with pytest.raises(UserError, match="no variant in common"):
+        compare_reports(_report([]), cur)
+
+
+def test_variants_without_predictions_get_deltas_without_an_interval():
+    """A causal LM's rows (quality figures, no predictions, no samples): changes only; the gate judges the point."""
+    base, cur = _report([]), _report([])
+    for r, agreement, ppl in ((base, 0.40, 200.0), (cur, 0.30, 210.0)):
+        r["task"] = "causal-lm"
+        r["test_set"] = {"count": N, "sha256": "ab" * 32, "labels": None}
+        for v in r["variants"]:
+            for k in ("predictions", "latency_samples_ms", "accuracy", "macro_f1", "agreement_with_teacher"):
+                v.pop(k)
+            v["quality"] = {"top1_agreement": agreement, "perplexity": ppl}
+    result = compare_reports(base, cur)
+    m = result["deployed"]["metrics"]
+    assert set(m) == {"quality.top1_agreement", "quality.perplexity"}
+    assert m["quality.perplexity"]["change"] == pytest.approx(10.0) and "low" not in m["quality.top1_agreement"]
+    assert "low" not in result["deployed"]["latency"]["batch_1"]
+    acc, lat = evaluate_gates(GATES, cur["variants"], "quality.top1_agreement", comparison=result)
+    assert not acc.passed and acc.value == pytest.approx(0.10) and "point estimate" in acc.detail
+    assert lat.passed and "no latency samples" in lat.detail
+    from compresskit.render import render_compare_markdown
+
+    md = render_compare_markdown(result)
+    assert "## Other quality figures" in md and "| student-onnx-int8 | quality.perplexity | 200.0000 |" in md
+
+
+def test_regression_gates_without_a_comparison_fail_not_raise():
+    results = evaluate_gates(GATES, _report([])["variants"])
+    assert [r.passed for r in results] == [False, False]
+    assert all("no --baseline comparison" in r.detail for r in results)
+
+
+def test_written_files_and_step_summary(tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    result = compare_reports(_report(list(range(0, N, 10))), _report(list(range(0, N, 3)), student_p50=6.0))
+    paths = write_comparison(result, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["compare.html", "compare.json", "compare.md",
+                                                                     "keep.txt"]
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert summary.read_text(encoding="utf-8") == "earlier step\n\n" + md
+    assert "| student-onnx-int8 | -23.33 [" in md and "less accurate, slower @1" in md
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 1  # the before/after plot, inline
+    assert json.loads(paths["json"].read_text())["deployed"]["name"] == "student-onnx-int8"
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    error = " ".join(lines[-3:])
+    assert "error:" in error
+    for n in needles:
+        assert n in error, error
+
+
+def test_compare_command_writes_next_to_current_and_refuses_bad_input(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "cur").mkdir()
+    (tmp_path / "base" / "report.json").write_text(json.dumps(_report([])))
+    (tmp_path / "cur" / "report.json").write_text(json.dumps(_report(list(range(0, N, 3)))))
+    summary = tmp_path / "summary.md"
+    ok = cli("compare", str(tmp_path / "base"), str(tmp_path / "cur" / "report.json"),
+             env={"GITHUB_STEP_SUMMARY": str(summary), "COLUMNS": "250"})
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "student-onnx-int8" in ok.stdout and "less accurate" in ok.stdout
+    assert sorted(p.name for p in (tmp_path / "cur" / "compare").iterdir()) == ["compare.html", "compare.json",
+                                                                                 "compare.md"]
+    assert summary.read_text().startswith("\n# compresskit comparison: run-0 → run-0")
+
+    _one_line_error(cli("compare", str(tmp_path / "nowhere"), str(tmp_path / "cur")), "does not exist")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(cli("compare", str(tmp_path / "empty"), str(tmp_path / "cur")), "holds no report.json")
+    other = _report([])
+    other["test_set"]["count"] = 10
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    proc = cli("compare", str(tmp_path / "other.json"), str(tmp_path / "cur"), "--out", str(tmp_path / "o"))
+    _one_line_error(proc, "different test sets")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def benchmarked_run(tmp_path_factory, tiny_classifier, tiny_data, tiny_onnx):
+    """A run folder laid out by hand from the tiny fixtures (teacher, student and the student's ONNX export), then
+    benchmarked and reported by the real CLI."""
+    run = tmp_path_factory.mktemp("cmp") / "run"
+    shutil.copytree(tiny_data, run / "data")
+    shutil.copytree(tiny_classifier, run / "teacher")
+    shutil.copytree(tiny_classifier, run / "student")
+    shutil.copytree(tiny_onnx, run / "onnx" / "student")
+    proc = cli("bench", "--run-dir", str(run), "--sequence-length", "32", "--batch-sizes", "1,4", "--iterations",
+               "5", "--min-seconds", "0", "--threads", "1", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = cli("report", "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_report_carries_predictions_and_timings_and_plots(benchmarked_run):
+    report = json.loads((benchmarked_run / "report.json").read_text())
+    assert validate_report(report) == []
+    n = report["test_set"]["count"]
+    assert n == len(report["test_set"]["labels"]) > 0 and len(report["test_set"]["sha256"]) == 64
+    for v in report["variants"]:
+        assert len(v["predictions"]) == n
+        assert np.mean(np.array(v["predictions"]) == report["test_set"]["labels"]) == pytest.approx(v["accuracy"])
+        samples = v["latency_samples_ms"]
+        assert set(samples) == {"batch_1", "batch_4"} and len(samples["batch_1"]) == 5
+        assert np.percentile(samples["batch_1"], 50) == pytest.approx(v["latency_ms"]["batch_1"]["p50"], abs=1e-3)
+    page = (benchmarked_run / "report.html").read_text()
+    for alt in ("accuracy against p50 latency at batch 1", "box plot of the timed runs at batch 1"):
+        assert f'<img alt="{alt}, per variant" src="data:image/png;base64,' in page
+    assert "predictions" not in (benchmarked_run / "report.md").read_text()
+
+
+def test_report_against_a_baseline_passes_then_fails_the_gates(benchmarked_run, tmp_path):
+    run = benchmarked_run
+    baseline = json.loads((run / "report.json").read_text())
+    (tmp_path / "same.json").write_text(json.dumps(baseline))
+    gates = ["--max-accuracy-regression", "0.01", "--max-latency-regression", "1.10"]
+    proc = cli("report", "--run-dir", str(run), "--baseline", str(tmp_path / "same.json"), *gates,
+               env={"COLUMNS": "250"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    assert [g["name"] for g in report["gates"]] == ["max-accuracy-regression", "max-latency-regression"]
+    assert report["comparison"]["deployed"]["name"] == "student-onnx"
+    assert (run / "compare" / "compare.md").is_file() and "Against the baseline" in (run / "report.html").read_text()
+
+    # a baseline whose deployed student was 10× faster and never wrong: this run regressed on both counts
+    fast = copy.deepcopy(baseline)
+    student = next(v for v in fast["variants"] if v["name"] == "student-onnx")
+    student["latency_samples_ms"] = {k: [x / 10 for x in s] for k, s in student["latency_samples_ms"].items()}
+    student["latency_ms"] = {k: {**lat, "p50": lat["p50"] / 10} for k, lat in student["latency_ms"].items()}
+    student["predictions"] = list(fast["test_set"]["labels"])
+    current_student = next(v for v in baseline["variants"] if v["name"] == "student-onnx")
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    proc = cli("report", "--run-dir", str(run), "--baseline", str(tmp_path / "fast.json"), *gates)
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "max-latency-regression" in proc.stderr and "quality gate(s) failed" in proc.stderr
+    report = json.loads((run / "report.json").read_text())
+    by_name = {g["name"]: g for g in report["gates"]}
+    assert not by_name["max-latency-regression"]["passed"]
+    # the random tiny student is far from perfect, so losing every right answer the baseline had is real
+    assert current_student["accuracy"] < 0.8 and not by_name["max-accuracy-regression"]["passed"]
+
+
+def test_regression_gates_need_a_baseline_and_a_real_one(benchmarked_run, tmp_path):
+    proc = cli("report", "--run-dir", str(benchmarked_run), "--max-latency-regression", "1.1")
+    _one_line_error(proc, "--baseline")
+    proc = cli("report", "--run-dir", str(benchmarked_run), "--baseline", str(tmp_path / "missing"),
+               "--max-latency-regression", "1.1")
+    _one_line_error(proc, "does not exist")
+    proc = cli("report", "--run-dir", str(benchmarked_run), "--baseline", str(benchmarked_run),
+               "--max-latency-regression", "0.9")
+    _one_line_error(proc, "--max-latency-regression is a ratio")
+
+
+def test_comparing_and_plotting_do_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "r.json").write_text(json.dumps(_report([])))
+    code = ("import json, sys; from compresskit.compare import compare; from compresskit.render import render_html; "
+            f"r = json.load(open({str(tmp_path / 'r.json')!r})); compare({str(tmp_path / 'r.json')!r}, "
+            f"{str(tmp_path / 'r.json')!r}); assert '<img ' in render_html(r); print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
+def test_distill_and_export_refuses_a_missing_baseline_before_writing(tmp_path, tiny_encoder, tiny_csv):
+    proc = cli("distill-and-export", "--teacher", str(tiny_encoder), "--dataset", str(tiny_csv), "--output-root",
+               str(tmp_path / "out"), "--baseline", str(tmp_path / "main" / "report.json"),
+               "--max-accuracy-regression", "0.01")
+    _one_line_error(proc, "does not exist")
+    assert not (tmp_path / "out").exists()
