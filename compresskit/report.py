@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,17 @@ class Report:
         return dataclasses.asdict(self)
 
 
+# A JSON array of plain numbers, as json.dumps(indent=2) spreads it over one line per number.
+_NUMBER_LIST = re.compile(r"\[\n\s+(-?[0-9][0-9.eE+-]*(?:,\n\s+-?[0-9][0-9.eE+-]*)*)\n\s*\]")
+
+
+def report_json(report: dict) -> str:
+    """report.json's text: indented, NaN as null, and each list of numbers (a variant's ``predictions``, its timed
+    runs) on one line, so the file stays readable with thousands of them."""
+    text = json.dumps(finite(report), indent=2, ensure_ascii=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
+
+
 def write_report(report: dict | Report, out_dir: Path) -> dict[str, Path]:
     """Write report.json, report.md and report.html into ``out_dir``; return their paths by kind.
 
@@ -184,7 +196,7 @@ def write_report(report: dict | Report, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(report)
     texts = {
-        "json": ("report.json", json.dumps(finite(report), indent=2, ensure_ascii=False) + "\n"),
+        "json": ("report.json", report_json(report)),
         "markdown": ("report.md", markdown),
         "html": ("report.html", render_html(report)),
     }

@@ -251,3 +251,15 @@ def test_markdown_leaves_out_predictions_and_samples(report):
     assert render_markdown(report) == before
     report["variants"][0]["predictions"] = ["business"]
     assert any(p.startswith("variants/0/predictions/0:") for p in validate_report(report))
+
+
+def test_report_json_keeps_number_lists_on_one_line(report, tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    lines_before = write_report(report, tmp_path / "a")["json"].read_text().count("\n")
+    for v in report["variants"]:
+        v["predictions"] = [0, 1, 2] * 100
+        v["latency_samples_ms"] = {"batch_1": [1.25, 3e-05, 12.0] * 500}
+    text = write_report(report, tmp_path / "b")["json"].read_text()
+    assert json.loads(text) == report
+    assert text.count("\n") == lines_before + 4 * len(report["variants"])  # "predictions", and samples with its key
+    assert '"predictions": [0, 1, 2, 0,' in text and '"batch_1": [1.25, 3e-05, 12.0,' in text
