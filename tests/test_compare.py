@@ -319,3 +319,35 @@ def test_distill_and_export_refuses_a_missing_baseline_before_writing(tmp_path, 
                "--max-accuracy-regression", "0.01")
     _one_line_error(proc, "does not exist")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # two pipeline runs, about 3 minutes here; the default run covers the same path through `report`
+def test_distill_and_export_with_a_baseline_fails_a_real_regression(tmp_path, tiny_encoder, tiny_csv):
+    """The whole pipeline twice on one folder (the second resumes, measuring afresh) against a baseline whose deployed
+    student was ten times faster: exit 4, the gate names the compared variants, compare/ and the summary are written."""
+    from test_cli import FAST
+
+    args = ["distill-and-export", "--teacher", str(tiny_encoder), "--dataset", str(tiny_csv), "--output-root",
+            str(tmp_path / "out"), "--run-name", "tiny", "--quantize", "none", *FAST]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    baseline = json.loads((tmp_path / "out" / "tiny" / "report.json").read_text())
+    for v in baseline["variants"]:
+        v["latency_samples_ms"] = {k: [x / 10 for x in s] for k, s in (v["latency_samples_ms"] or {}).items()}
+        v["latency_ms"] = {k: {**lat, "p50": lat["p50"] / 10} for k, lat in v["latency_ms"].items()}
+    (tmp_path / "main.json").write_text(json.dumps(baseline))
+    summary = tmp_path / "summary.md"
+    second = cli(*args, "--baseline", str(tmp_path / "main.json"), "--max-accuracy-regression", "0.01",
+                 "--max-latency-regression", "1.10", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert second.returncode == 4, second.stderr[-3000:]
+    assert "resuming the run" in second.stderr
+    report = json.loads((tmp_path / "out" / "tiny" / "report.json").read_text())
+    gates = {g["name"]: g for g in report["gates"]}
+    assert gates["max-accuracy-regression"]["passed"]  # the same student, measured again: no accuracy change
+    latency = gates["max-latency-regression"]
+    assert not latency["passed"] and latency["value"] > 5
+    assert report["comparison"]["deployed"]["name"] == report["comparison"]["deployed"]["baseline_name"]
+    assert latency["detail"].startswith(f"{report['comparison']['deployed']['name']} vs baseline ")
+    assert "95 % CI" in latency["detail"]  # judged on the interval from the timed runs, not the point estimate
+    assert (tmp_path / "out" / "tiny" / "compare" / "compare.html").is_file()
+    assert "# compresskit comparison: tiny → tiny" in summary.read_text()
