@@ -118,7 +118,7 @@ def test_a_slower_student_fails_the_latency_gate():
 @pytest.mark.parametrize("change, needle", [
     (lambda r: r["test_set"].update(count=N - 1), f"{N} examples in the baseline, {N - 1} in the current run"),
     (lambda r: r["test_set"].update(sha256="ef" * 32), "test split sha256 abababababab… in the baseline"),
-    (lambda r: r["test_set"].update(labels=r["test_set"]["labels"][::-1]), "gold labels differ"),
+    (lambda r: r["test_set"].update(sha256=None, labels=r["test_set"]["labels"][::-1]), "gold labels differ"),
     (lambda r: (r.pop("test_set"), r["data"].update(sha256="00" * 32)), "data sha256"),
 ])
 def test_different_test_sets_are_refused(change, needle):
@@ -129,6 +129,16 @@ def test_different_test_sets_are_refused(change, needle):
     with pytest.raises(UserError, match="different test sets") as e:
         compare_reports(base, cur)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_another_label_order_on_the_same_test_split_is_compared():
+    """Another teacher head's label order renumbers the gold ids; the same examples, scored each against its own."""
+    base, cur = _report([]), _report(list(range(0, N, 3)))
+    cur["test_set"]["labels"] = [(y + 1) % 3 for y in cur["test_set"]["labels"]]
+    for v in cur["variants"]:
+        v["predictions"] = [(p + 1) % 3 for p in v["predictions"]]
+    acc = compare_reports(base, cur)["deployed"]["metrics"]["accuracy"]
+    assert acc["change"] == pytest.approx(-100 / N) and acc["high"] < 0
 
 
 def test_no_common_variant_is_refused():
