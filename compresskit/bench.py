@@ -21,8 +21,8 @@ import numpy as np
 
 from compresskit.artifacts import UserError, atomic_dir, folder_size_mb, read_json, stage_record, write_json
 from compresskit.data import read_split_for_head
-from compresskit.machine import default_threads, machine_info
-from compresskit.variants import Variant, reference_teacher
+from compresskit.machine import default_threads, machine_info, pytorch_form_unsupported
+from compresskit.variants import TEACHER_FORMS, Variant, reference_teacher
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,15 @@ class BenchConfig:
     batch_sizes: tuple[int, ...] = (1, 32)
     """Batch sizes whose latency is measured; batch 1 is always included (``--batch-sizes``)."""
     sequence_length: int = 128
-    """Every input is padded/truncated to this many tokens, so latencies compare like with like (``--sequence-length``)."""
+    """Every input is padded/truncated to this many tokens, so latencies compare like with like (``--sequence-length``).
+    The main length: accuracy and the ``latency_ms`` batch keys (what the report's table and the gates read) are
+    measured at it."""
+    seq_lengths: tuple[int, ...] = ()
+    """More sequence lengths to time every batch size at, a workload sweep (``--seq-lengths``); the main
+    ``sequence_length`` is always included. Empty: only the main length."""
+    teacher_forms: tuple[str, ...] = ("bf16", "compile")
+    """Faster PyTorch forms of the teacher to measure too (``--teacher-forms``; see ``variants.teacher_forms``); a
+    form this machine cannot run is recorded as skipped, with the reason."""
     warmup: int = 5
     """Untimed runs before timing each batch size (Python API; the CLI keeps the default)."""
     min_iterations: int = 30
@@ -56,6 +64,10 @@ class BenchConfig:
             problems.append(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
         if not 8 <= self.sequence_length <= 8192:
             problems.append(f"--sequence-length must be between 8 and 8192, got {self.sequence_length}")
+        if any(not 8 <= n <= 8192 for n in self.seq_lengths):
+            problems.append(f"--seq-lengths must be between 8 and 8192 each, got {self.seq_lengths}")
+        if unknown := [f for f in self.teacher_forms if f not in TEACHER_FORMS]:
+            problems.append(f"--teacher-forms takes {', '.join(TEACHER_FORMS)} or none, got {', '.join(unknown)}")
         if self.warmup < 0 or self.min_iterations < 1 or self.min_seconds < 0:
             problems.append("warmup must be >= 0, --iterations >= 1 and --min-seconds >= 0")
         if self.threads is not None and self.threads < 1:
@@ -71,6 +83,11 @@ class BenchConfig:
     def sizes(self) -> tuple[int, ...]:
         """Batch sizes to time, batch 1 first."""
         return tuple(sorted({1, *self.batch_sizes}))
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """Sequence lengths to time, the main ``sequence_length`` among them, shortest first."""
+        return tuple(sorted({self.sequence_length, *self.seq_lengths}))
 
 
 def macro_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> float:
@@ -104,6 +121,10 @@ class BenchResult:
     reference_teacher: str | None
     machine: dict[str, Any]
     variants: list[dict[str, Any]]
+    seq_lengths: list[int] = dataclasses.field(default_factory=list)
+    """Every sequence length timed (each variant's ``workloads`` holds its cells)."""
+    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Variants that were not measured: ``{"name", "model", "reason"}`` (a teacher form this machine cannot run)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (bench.json)."""
@@ -116,7 +137,7 @@ class BenchResult:
 
 def model_size_mb(v: Variant) -> float:
     """Bytes on disk of the weights (safetensors for PyTorch, the graph and its data for ONNX), in MB."""
-    suffixes = (".safetensors",) if v.format == "pytorch" else (".onnx", ".data")
+    suffixes = {"pytorch": (".safetensors",), "sklearn": (".pkl",)}.get(v.format, (".onnx", ".data"))
     return round(folder_size_mb(v.path, suffixes), 3)
 
 
@@ -131,7 +152,27 @@ def write_inputs(cfg: BenchConfig, data_dir: Path, tokenizer_dir: Path, labels_o
     arrays = tokenize_numpy(tokenizer, texts, cfg.sequence_length, pad_to_max=True)
     labels = np.array(ids, dtype=np.int64)
     np.savez(out, labels=labels, **arrays)
+    for length in cfg.lengths:  # the workload sweep's other lengths, the same texts
+        if length != cfg.sequence_length:
+            np.savez(length_inputs(out, length), **tokenize_numpy(tokenizer, texts, length, pad_to_max=True))
     return len(texts)
+
+
+def length_inputs(inputs: Path, length: int) -> Path:
+    """Where ``write_inputs`` puts the test inputs tokenised to ``length`` (a sweep length other than the main one)."""
+    return inputs.with_name(f"{inputs.stem}-seq{length}.npz")
+
+
+def unsupported(v: Variant, device: str) -> str | None:
+    """Why this machine cannot run ``v`` (a PyTorch form that needs native bf16 or a C++ compiler), or None.
+    ``device`` is the PyTorch device setting (``auto`` resolves to CUDA when torch sees a GPU)."""
+    if v.format != "pytorch" or (v.precision == "fp32" and v.runtime == "eager"):
+        return None
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return pytorch_form_unsupported(v.precision, v.runtime, device)
 
 
 def run_worker(module: str, v: Variant, cfg: Any, inputs: Path, workdir: Path, threads: int,
@@ -179,15 +220,30 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, 
         n = write_inputs(cfg, data_dir, Path(variants[0].path), labels_order, inputs)
         gold = np.load(inputs)["labels"]
         raw: dict[str, dict[str, Any]] = {}
+        skipped: list[dict[str, Any]] = []
+        by_length = {str(k): str(length_inputs(inputs, k)) for k in cfg.lengths if k != cfg.sequence_length}
         with console.status("") as status:
             for i, v in enumerate(variants, 1):
+                if reason := unsupported(v, cfg.device):
+                    skipped.append({"name": v.name, "model": v.model, "reason": reason})
+                    console.log(f"{v.name}: skipped, {reason}")
+                    continue
                 status.update(f"benchmarking {v.name} ({i}/{len(variants)}) on {n} test inputs, {threads} threads")
-                raw[v.name] = run_worker("compresskit.bench_worker", v, cfg, inputs, tmp, threads)
+                # The baseline reads raw texts, not token ids: its own worker, given the data and the head's order.
+                raw[v.name] = (run_worker("compresskit.baseline", v, cfg, inputs, tmp, threads,
+                                          {"data": str(data_dir), "labels_order": labels_order})
+                               if v.format == "sklearn" else
+                               run_worker("compresskit.bench_worker", v, cfg, inputs, tmp, threads,
+                                          {"inputs_by_length": by_length}))
+                if "skipped" in raw[v.name]:  # the worker tried and could not (torch.compile failed)
+                    skipped.append({"name": v.name, "model": v.model, "reason": raw.pop(v.name)["skipped"]})
+                    console.log(f"{v.name}: skipped, {skipped[-1]['reason']}")
+                    continue
                 console.log(f"{v.name}: p50 @1 {raw[v.name]['latency_ms']['batch_1']['p50']:.2f} ms")
         teacher = getattr(reference_teacher(variants), "name", None)
         teacher_pred = np.array(raw[teacher]["predictions"]) if teacher else None
         rows = []
-        for v in variants:
+        for v in (v for v in variants if v.name in raw):
             r = raw[v.name]
             pred = np.array(r["predictions"])
             rows.append({
@@ -204,8 +260,12 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, 
                 # what `compresskit compare` pairs two runs on: the label id per test example, and every timed run
                 "predictions": [int(p) for p in pred],
                 "latency_samples_ms": r.get("latency_samples_ms"),
+                # the workload sweep (batch × sequence cells), a compiled form's compile time, the GPU's batch limit
+                "workloads": r.get("workloads"),
+                **{k: r[k] for k in ("compile_seconds", "max_batch_before_oom") if k in r},
             })
-        result = BenchResult(task.name if task else "text-classification", cfg.sequence_length, n, threads, teacher, machine_info(threads), rows)
+        result = BenchResult(task.name if task else "text-classification", cfg.sequence_length, n, threads, teacher,
+                             machine_info(threads), rows, list(cfg.lengths), skipped)
         write_json(tmp / "bench.json", result.to_dict())
         write_json(tmp / "bench_record.json", stage_record(
             "bench", dataclasses.asdict(cfg), {"data": str(data_dir), "variants": [v.name for v in variants]},

@@ -46,10 +46,11 @@ DISTILL = ("temperature", "alpha", "student_layers", "student", "student_shape",
            "hidden_loss", "w_attention", "w_embedding", "layer_map", "unlabeled_data", "labeled_fraction",
            "cache_teacher_activations", "epochs", "learning_rate", *TRAIN)
 EXPORT = ("exporter", "attention", "opset", "optimize", "parity_tolerance", "parity_min_agreement", "max_length",
-          "external_data", "cls_only", "skip_layer_norm")
+          "external_data", "cls_only", "skip_layer_norm", "batch_sizes")
 QUANTIZE = ("quantize", "per_channel", "int8_min_agreement", "max_accuracy_drop", "calibration_samples",
             "calibration_method", "int4_block_size", "fallback", "max_length")
-BENCH = ("batch_sizes", "sequence_length", "threads", "iterations", "min_seconds", "device", "provider")
+BENCH = ("batch_sizes", "seq_lengths", "sequence_length", "teacher_forms", "threads", "iterations", "min_seconds",
+         "device", "provider")
 GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_ratio", "min_agreement",
          "baseline", "max_accuracy_regression", "max_latency_regression")
 LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "max_steps", "teacher_topk",
@@ -128,7 +129,9 @@ def export_config(o: dict[str, Any]) -> ExportConfig:
     return ExportConfig(opset=o["opset"], exporter=o["exporter"], attention=o["attention"], optimize=o["optimize"],
                         max_length=o["max_length"], tolerance=o["parity_tolerance"],
                         min_agreement=o["parity_min_agreement"], external_data=o["external_data"],
-                        cls_only=o["cls_only"], skip_layer_norm=o["skip_layer_norm"])
+                        cls_only=o["cls_only"], skip_layer_norm=o["skip_layer_norm"],
+                        # candidates are timed on the workloads the benchmark measures, not batch 1 alone
+                        batch_sizes=_parse_batch_sizes(o["batch_sizes"]))
 
 
 def quantize_config(o: dict[str, Any], device: str) -> QuantizeConfig:
@@ -148,7 +151,11 @@ def bench_config(o: dict[str, Any]) -> BenchConfig:
     """What to measure and how long."""
     from compresskit.bench import BenchConfig
 
+    forms = () if o["teacher_forms"].strip() in ("", "none") else tuple(
+        f.strip() for f in o["teacher_forms"].split(",") if f.strip())
     return BenchConfig(batch_sizes=_parse_batch_sizes(o["batch_sizes"]), sequence_length=o["sequence_length"],
+                       seq_lengths=_parse_batch_sizes(o["seq_lengths"] or "", "--seq-lengths", "64,128,256"),
+                       teacher_forms=forms,
                        min_iterations=o["iterations"], min_seconds=o["min_seconds"], threads=o["threads"],
                        device=o["device"], provider=o["provider"])
 
@@ -263,11 +270,11 @@ def _onnx_device(device: str) -> str:
     return "cuda" if device != "cpu" and "CUDAExecutionProvider" in available_providers() else "cpu"
 
 
-def _parse_batch_sizes(spec: str) -> tuple[int, ...]:
+def _parse_batch_sizes(spec: str, flag: str = "--batch-sizes", example: str = "1,32") -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in spec.split(",") if x.strip())
     except ValueError:
-        raise UserError(f"--batch-sizes must be comma-separated integers like 1,32, got {spec!r}") from None
+        raise UserError(f"{flag} must be comma-separated integers like {example}, got {spec!r}") from None
 
 
 def _floats(flag: str, spec: str) -> tuple[float, ...]:
@@ -358,7 +365,8 @@ def bench_cmd(**o: Any) -> None:
         bench_lm(LMBenchConfig(threads=o["threads"], device=o["device"]),
                  lm_variants(layout, layout.recorded_teacher()), layout.data, layout.bench)
     else:
-        bench(bench_config(o), discover_variants(layout), layout.data, layout.bench)
+        cfg = bench_config(o)
+        bench(cfg, discover_variants(layout, cfg.teacher_forms), layout.data, layout.bench)
     console.print(f"bench → {layout.bench / 'bench.json'}")
 
 

@@ -76,9 +76,19 @@ class ExportConfig:
     skip_layer_norm: str = "auto"
     """Residual Add + LayerNormalization as ONNX Runtime's fused SkipLayerNormalization, or ``unfused`` (see
     ``layer_norm``), or ``auto``: time both forms of the chosen graph, keep the faster (``--skip-layer-norm``)."""
+    batch_sizes: tuple[int, ...] = (1, 32)
+    """The benchmark's batch sizes (``--batch-sizes``): candidate graphs are timed at batch 1 and at the largest of
+    them, at ``max_length`` tokens, and the one fastest over both is kept (``choose_fastest``)."""
+
+    @property
+    def timing_batches(self) -> tuple[int, ...]:
+        """The batch sizes candidates are timed at: 1 and the largest of ``batch_sizes``."""
+        return tuple(sorted({1, max(self.batch_sizes)}))
 
     def __post_init__(self) -> None:
         problems = []
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            problems.append(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
         if self.skip_layer_norm not in SKIP_LAYER_NORM:
             problems.append(f"--skip-layer-norm must be one of {', '.join(SKIP_LAYER_NORM)}, "
                             f"got {self.skip_layer_norm!r}")
@@ -197,19 +207,90 @@ def candidates(cfg: ExportConfig, cls_only_possible: bool = False) -> list[Candi
     return [Candidate(e, a, c) for c in last for e in exporters for a in attentions]
 
 
-def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads: int | None, rounds: int = 5,
-                  per_round: int = 10) -> dict[str, float]:
-    """Median batch-1 latency (ms) of each graph, measured in interleaved rounds so drift hits all alike."""
+CHOICE_RULE = ("lowest geometric mean, over the timed workloads, of the graph's median latency divided by the "
+               "fastest graph's at that workload")
+
+
+def choose_fastest(latency: dict[str, dict[str, float]]) -> tuple[str, dict[str, float]]:
+    """The graph to keep from ``latency[graph][workload]`` (median ms; every graph timed at the same workloads) and
+    each graph's score: the geometric mean over workloads of its time over the fastest graph's time there (1.0: the
+    fastest everywhere). The lowest score wins; on a tie, the first graph listed.
+
+    Why ratios and a geometric mean: each workload counts the same however long it takes (batch 32 takes tens of
+    times batch 1, and a plain sum would let it decide alone), and a 10 % loss at one workload is weighed against a
+    10 % gain at another."""
+    if not latency:
+        raise ValueError("choose_fastest needs at least one timed graph")
+    workloads = list(next(iter(latency.values())))
+    best = {w: min(times[w] for times in latency.values()) for w in workloads}
+    scores = {g: float(np.exp(np.mean([np.log(times[w] / best[w]) for w in workloads])))
+              for g, times in latency.items()}
+    return min(scores, key=scores.get), scores
+
+
+def _feeds(arrays: dict[str, np.ndarray], batch: int, count: int = 8) -> list[dict[str, np.ndarray]]:
+    """``count`` batches of ``batch`` rows of ``arrays``, walking through the rows (wrapping around)."""
+    n = len(arrays["input_ids"])
+    return [{k: v[np.arange(i * batch, (i + 1) * batch) % n] for k, v in arrays.items()}
+            for i in range(min(count, max(1, n)))]
+
+
+def _runs_per_round(batch: int, per_round: int) -> int:
+    """Fewer runs per round at larger batches: a run at batch 32 takes tens of times one at batch 1."""
+    return max(2, -(-per_round // batch))
+
+
+def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads: int | None,
+                  batches: tuple[int, ...] = (1,), rounds: int = 5, per_round: int = 10) -> dict[str, dict[str, float]]:
+    """Median latency (ms) of each graph at each batch size (``{"fused": {"batch_1": …, "batch_32": …}}``), measured
+    in interleaved rounds so drift hits all alike."""
     sessions = {k: make_session(p, threads=threads) for k, p in paths.items()}
-    feeds = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(min(8, len(arrays["input_ids"])))]
-    for s in sessions.values():  # every session is warm before the first is timed
-        for f in feeds[:3]:
-            run_logits(s, f)
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            samples[k] += time_runs(functools.partial(run_logits, s), feeds, min_iterations=per_round)
-    return {k: float(np.median(v)) for k, v in samples.items()}
+    samples: dict[str, dict[str, list[float]]] = {k: {} for k in sessions}
+    for batch in batches:
+        feeds = _feeds(arrays, batch)
+        for s in sessions.values():  # every session is warm before the first is timed
+            for f in feeds[:3]:
+                run_logits(s, f)
+        for _ in range(rounds):
+            for k, s in sessions.items():
+                samples[k].setdefault(f"batch_{batch}", []).extend(
+                    time_runs(functools.partial(run_logits, s), feeds, min_iterations=_runs_per_round(batch, per_round)))
+    return {k: {w: float(np.median(v)) for w, v in per.items()} for k, per in samples.items()}
+
+
+def time_pytorch(model: Any, arrays: dict[str, np.ndarray], threads: int, batches: tuple[int, ...] = (1,),
+                 rounds: int = 5, per_round: int = 10) -> dict[str, float]:
+    """Median latency (ms) of the PyTorch ``model`` (fp32, eager, as loaded) at each batch size, with the same
+    inputs and as many runs as ``time_sessions`` gives each graph: what an ONNX graph has to beat."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    @torch.inference_mode()
+    def run(feed: dict[str, np.ndarray]) -> object:
+        return model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
+
+    try:
+        out = {}
+        for batch in batches:
+            feeds = _feeds(arrays, batch)
+            out[f"batch_{batch}"] = float(np.median(time_runs(
+                run, feeds, warmup=3, min_iterations=rounds * _runs_per_round(batch, per_round))))
+        return out
+    finally:
+        torch.set_num_threads(before)
+
+
+def choice_record(cfg: ExportConfig, latency: dict[str, dict[str, float]], scores: dict[str, float], chosen: str,
+                  shipped: dict[str, float], pytorch: dict[str, float]) -> dict[str, Any]:
+    """export.json's account of how the graph was chosen: the rule, the workloads, every candidate's times and score,
+    the shipped graph's times (after the SkipLayerNormalization choice) beside the PyTorch model's, and the workloads
+    where the shipped graph is the slower of the two. It is shipped all the same: the later stages need ONNX."""
+    return {"rule": CHOICE_RULE,
+            "workloads": [{"batch": b, "sequence_length": cfg.max_length} for b in cfg.timing_batches],
+            "candidates": {k: {"latency_ms": v, "score": scores[k]} for k, v in latency.items()},
+            "chosen": chosen, "shipped_ms": shipped, "pytorch_ms": pytorch,
+            "slower_than_pytorch": [w for w in shipped if w in pytorch and shipped[w] > pytorch[w]]}
 
 
 def _check_disk(out: Path, weights: int, graphs: int) -> None:
@@ -226,8 +307,9 @@ def _check_disk(out: Path, weights: int, graphs: int) -> None:
 def _skip_layer_norm(cfg: ExportConfig, path: Path, parity: Parity, check: Callable[[Path], Parity],
                      timing: dict[str, np.ndarray], external: bool) -> tuple[Path, Parity, dict[str, Any]]:
     """Keep ``path`` (the chosen graph) or its copy with SkipLayerNormalization un-fused, as ``cfg.skip_layer_norm``
-    says (``auto``: the faster, timed side by side). The copy is verified against PyTorch by ``check``, like every
-    candidate. Returns the graph to ship, its parity, and the record for export.json."""
+    says (``auto``: the faster by ``choose_fastest``, timed side by side at ``cfg.timing_batches``). The copy is
+    verified against PyTorch by ``check``, like every candidate. Returns the graph to ship, its parity, and the
+    record for export.json."""
     record: dict[str, Any] = {"setting": cfg.skip_layer_norm, "form": "fused"}
     if cfg.skip_layer_norm == "fused":
         return path, parity, record
@@ -246,9 +328,11 @@ def _skip_layer_norm(cfg: ExportConfig, path: Path, parity: Parity, check: Calla
             raise
         return path, parity, {**record, "error": str(e)}
     if cfg.skip_layer_norm == "auto":
-        latency = time_sessions({"fused": path, "unfused": unfused}, timing, default_threads())
-        record["latency_ms_batch1"] = latency
-        if latency["fused"] <= latency["unfused"]:
+        latency = time_sessions({"fused": path, "unfused": unfused}, timing, default_threads(), cfg.timing_batches)
+        form, scores = choose_fastest(latency)
+        record |= {"latency_ms": latency, "scores": scores, "rule": CHOICE_RULE,
+                   "latency_ms_batch1": {k: v["batch_1"] for k, v in latency.items()}}
+        if form == "fused":
             return path, parity, record
     return unfused, unfused_parity, {**record, "form": "unfused", "session": SESSION_SETTINGS}
 
@@ -258,8 +342,10 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
     """Export the classifier in ``model_dir`` to ``out/model.onnx`` (weights in ``out/model.onnx.data`` when
     ``cfg.external_data`` says so) and verify it on the validation split.
 
-    With ``--exporter auto`` / ``--attention auto`` every combination is exported, optimised and verified; the
-    fastest verified graph at batch 1 and ``max_length`` tokens is kept, and all candidates are recorded.
+    With ``--exporter auto`` / ``--attention auto`` every combination is exported, optimised and verified; every
+    verified graph is timed at ``max_length`` tokens and batch 1 and the largest ``cfg.batch_sizes``, the fastest over
+    both by ``choose_fastest`` is kept, and all candidates, the rule and the PyTorch model's times are recorded
+    (``choice``).
     """
     started = time.time()
     from compresskit.cls_pruning import ClsOnlyClassifier, supports
@@ -277,6 +363,7 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
     tries = candidates(cfg, cls_only_possible=cls_only_unsupported is None)
     _check_disk(out, weights, len(tries) + (cfg.skip_layer_norm != "fused"))
     references: dict[str, np.ndarray] = {}  # PyTorch logits per attention implementation, shared by exporters
+    loaded_attention = getattr(model.config, "_attn_implementation", None)  # what a PyTorch user runs
     with atomic_dir(out) as tmp:
         tried: list[dict[str, Any]] = []
         made: dict[str, tuple[Candidate, Path, dict[str, int], str, Parity]] = {}
@@ -319,17 +406,23 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             raise VerificationError(f"no ONNX export of {model_dir} matched PyTorch: {reasons}")
         timing = tokenize_numpy(tokenizer, read_split_for_head(data_dir, "validation", labels_order, 8)[0],
                                 cfg.max_length, pad_to_max=True)
-        if len(made) > 1:
-            latency = time_sessions({k: v[1] for k, v in made.items()}, timing, default_threads())
-            for entry in tried:
-                entry["latency_ms_batch1"] = latency.get(entry["candidate"])
-            chosen, path, fused, note, parity = made[min(latency, key=latency.get)]
-        else:
-            chosen, path, fused, note, parity = next(iter(made.values()))
+        # every verified graph is timed, a lone one too: the record says whether it beats PyTorch
+        latency = time_sessions({k: v[1] for k, v in made.items()}, timing, default_threads(), cfg.timing_batches)
+        best, scores = choose_fastest(latency)
+        for entry in tried:
+            if entry["candidate"] in latency:
+                entry |= {"latency_ms": latency[entry["candidate"]], "score": scores[entry["candidate"]],
+                          "latency_ms_batch1": latency[entry["candidate"]]["batch_1"]}
+        chosen, path, fused, note, parity = made[best]
         reference = references[chosen.attention]
         path, parity, skip_record = _skip_layer_norm(
             cfg, path, parity, lambda p: verify_onnx(cfg, p, model, tokenizer, data_dir, name, validation, reference, task),
             timing, external)
+        if loaded_attention:
+            model.set_attn_implementation(loaded_attention)
+        choice = choice_record(cfg, latency, scores, best,
+                               skip_record.get("latency_ms", {}).get(skip_record["form"], latency[best]),
+                               time_pytorch(model, timing, default_threads(), cfg.timing_batches))
         if skip_record["form"] == "unfused":
             fused = {k: v for k, v in fused.items() if k != "SkipLayerNormalization"}
             shutil.copy2(path.parent / SESSION_FILE, tmp / SESSION_FILE)
@@ -342,7 +435,7 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
         write_json(tmp / "labels.json", labels_order)
         write_json(tmp / "export.json", stage_record(
             "export", dataclasses.asdict(cfg), {"model": str(model_dir), "data": str(data_dir)}, started,
-            exporter=chosen.exporter, attention=chosen.attention, chosen=chosen.name, candidates=tried,
+            exporter=chosen.exporter, attention=chosen.attention, chosen=chosen.name, candidates=tried, choice=choice,
             last_layer="cls-only" if chosen.cls_only else "full",
             cls_only_unsupported=cls_only_unsupported, skip_layer_norm=skip_record,
             opset=cfg.opset, optimizer=note, fused_operators=fused,

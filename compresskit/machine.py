@@ -37,6 +37,42 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
+def has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16): only then is a bf16 PyTorch model a faster
+    form of the fp32 one rather than an emulated, slower one."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (inductor) would call, or None: ``$CXX`` when set, else the first
+    of c++, g++, clang++ on the PATH."""
+    import shutil
+
+    for name in filter(None, (os.environ.get("CXX"), "c++", "g++", "clang++")):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+def pytorch_form_unsupported(precision: str, runtime: str, device: str) -> str | None:
+    """Why this machine cannot run a PyTorch model as ``precision`` weights under ``runtime`` (``eager`` or
+    ``compile``) on ``device`` (``cpu`` or ``cuda``), or None when it can.
+
+    Why refuse bf16 without native support: emulated bf16 is slower than fp32, so it is no baseline a user on this
+    machine would pick. A compile that fails for other reasons is found out by trying (the benchmark worker)."""
+    if precision == "bf16":
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_bf16_supported():
+                return f"the GPU ({torch.cuda.get_device_name(0)}) has no bf16 support"
+        elif not has_native_bf16():
+            return "the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo flags)"
+    if runtime == "compile" and device == "cpu" and cxx_compiler() is None:
+        return "torch.compile on the CPU needs a C++ compiler (none of $CXX, c++, g++, clang++ found)"
+    return None
+
+
 def default_threads() -> int:
     """Threads for inference benchmarks: the physical cores this process may use."""
     import psutil
@@ -69,6 +105,8 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "threads": threads,
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "vnni": has_vnni(),
+        "native_bf16": has_native_bf16(),
+        "amx": bool({"amx_bf16", "amx_int8", "amx_tile"} & cpu_flags()),
         "gpu": gpu,
         "platform": platform.platform(),
     }

@@ -236,9 +236,17 @@ OPTIONS: dict[str, Opt] = {
 
     # --- benchmark (BenchConfig)
     "batch_sizes": Opt(str, _joined(BenchConfig.batch_sizes), typer.Option(
-        "--batch-sizes", help="Batch sizes whose latency is measured, comma-separated.")),
+        "--batch-sizes", help="Batch sizes whose latency is measured, comma-separated; export times its candidate "
+                              "graphs at batch 1 and the largest of them.")),
     "sequence_length": Opt(int, BenchConfig.sequence_length, typer.Option(
-        "--sequence-length", help="Benchmark tokens per input (every input is padded or truncated to it).")),
+        "--sequence-length", help="Benchmark tokens per input (every input is padded or truncated to it): the main "
+                                  "length, at which accuracy and the report's table are measured.")),
+    "seq_lengths": Opt(Optional[str], None, typer.Option(
+        "--seq-lengths", help="Workload sweep: more sequence lengths, comma-separated (64,128,256); every batch size "
+                              "is timed at each, and at --sequence-length.")),
+    "teacher_forms": Opt(str, _joined(BenchConfig.teacher_forms), typer.Option(
+        "--teacher-forms", help="Faster PyTorch forms of the teacher measured as baselines: bf16, compile "
+                                "(comma-separated) or none; a form this machine cannot run is recorded as skipped.")),
     "threads": Opt(Optional[int], BenchConfig.threads, typer.Option(
         "--threads", help="Intra-op threads for every measured model; default: the physical cores.")),
     "iterations": Opt(int, BenchConfig.min_iterations, typer.Option(

@@ -140,3 +140,37 @@ def before_after(comparison: dict, metric: str = "accuracy") -> str | None:
     ax.set_title("baseline → current")
     ax.grid(True, which="both", alpha=0.3)
     return _img(fig, f"{metric} and p50 latency at batch 1 of each variant, baseline to current")
+
+
+def latency_vs_batch(variants: list[dict]) -> str | None:
+    """p50 latency against batch size (both log scale), one panel per sequence length and one line per variant,
+    from the variants' ``workloads`` cells; None when no variant timed more than one batch size."""
+    lines: dict[int, list[tuple[dict, list[tuple[float, float]]]]] = {}
+    for v in variants:
+        by_length: dict[int, list[tuple[float, float]]] = {}
+        for c in v.get("workloads") or []:
+            p50 = _num((c.get("latency_ms") or {}).get("p50"))
+            if p50 is not None and p50 > 0 and _num(c.get("batch")) and _num(c.get("sequence_length")):
+                by_length.setdefault(int(c["sequence_length"]), []).append((float(c["batch"]), p50))
+        for length, points in by_length.items():
+            if len(points) > 1:
+                lines.setdefault(length, []).append((v, sorted(points)))
+    if not lines:
+        return None
+    lengths = sorted(lines)
+    fig = _figure(min(4.5 * len(lengths), 14), 4.5)
+    axes = fig.subplots(1, len(lengths), squeeze=False)[0]
+    for ax, length in zip(axes, lengths):
+        for v, points in lines[length]:
+            xs, ys = zip(*points)
+            style = "-" if v.get("format") == "pytorch" else "--"
+            ax.plot(xs, ys, style, marker="o", markersize=3, label=str(v.get("name")),
+                    color=f"C{[r.get('name') for r in variants].index(v.get('name')) % 10}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (log scale)")
+        ax.set_title(f"sequence length {length}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("p50 latency (ms, log scale)")
+    axes[-1].legend(loc="best", fontsize=7)
+    return _img(fig, "p50 latency against batch size per sequence length, per variant")

@@ -197,8 +197,39 @@ def _list_sections(report: dict, bold: Callable[[str], str], escape: Callable[[s
     passed through ``escape`` and each model name through ``bold``, for the Markdown and HTML renderers alike."""
     sections = [("ONNX graphs", [f"{bold(n)} {escape(t)}" for n, t in _graph_lines(report)]),
                 ("Execution providers", [f"{bold(n)} {escape(t)}" for n, t in _placement_lines(report)]),
-                ("Gates", [f"{mark} {escape(t)}" for mark, t in _gate_lines(report)])]
+                ("Gates", [f"{mark} {escape(t)}" for mark, t in _gate_lines(report)]),
+                *_speed_sections(report, escape)]
     return [(title, items) for title, items in sections if items]
+
+
+def workload_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the workload sweep (``compresskit.workloads``): one row per variant × (batch, sequence)
+    cell; rows are empty when no variant has cells."""
+    headers = ["variant", "batch", "sequence", "p50 (ms)", "p90 (ms)", "mean (ms)", "throughput (/s)",
+               "peak RSS (MB)"]
+    gpu = any(c.get("peak_gpu_mb") is not None for v in report.get("variants") or [] for c in v.get("workloads") or [])
+    if gpu:
+        headers.append("peak GPU (MB)")
+    rows = []
+    for v in report.get("variants") or []:
+        for c in v.get("workloads") or []:
+            lat = c.get("latency_ms") or {}
+            row = [str(v.get("name")), fmt(c.get("batch"), "{}"), fmt(c.get("sequence_length"), "{}"),
+                   fmt(lat.get("p50")), fmt(lat.get("p90")), fmt(lat.get("mean")),
+                   fmt(c.get("throughput_per_s"), "{:.1f}"), fmt(c.get("peak_rss_mb"), "{:.0f}")]
+            if gpu:
+                row.append(fmt(c.get("peak_gpu_mb"), "{:.0f}"))
+            rows.append(row)
+    return headers, rows
+
+
+def _speed_sections(report: dict, escape: Callable[[str], str]) -> list[tuple[str, list[str]]]:
+    """The student's speed-ups against teacher-pytorch and the fastest teacher form, and the report's notes
+    (ONNX slower than PyTorch somewhere, variants not measured): ``compresskit.workloads`` makes the lines."""
+    from compresskit.workloads import speedup_lines
+
+    return [("Speed-ups", [escape(t) for t in speedup_lines(report)]),
+            ("Notes", [f"⚠️ {escape(str(t))}" for t in report.get("notes") or []])]
 
 
 # ---------------------------------------------------------------- renderers
@@ -216,6 +247,9 @@ def render_markdown(report: dict) -> str:
     out = [f"# compresskit report: {report.get('run_name') or MISSING}", ""]
     out += [f"- **{label}:** {text}" for label, text in _header(report)]
     out += ["", "## Variants", "", *md_table(*_variant_table(report), _TEXT_COLUMNS)]
+    w_headers, w_rows = workload_table(report)
+    if w_rows:
+        out += ["", "## Workloads", "", *md_table(w_headers, w_rows, 1)]
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         out += ["", "## Export verification", "", *md_table(v_headers, v_rows, 2)]
@@ -251,6 +285,9 @@ def render_html(report: dict) -> str:
              f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n<ul>"]
     parts += [f"<li><strong>{esc(label)}:</strong> {esc(text)}</li>" for label, text in _header(report)]
     parts += ["</ul>\n<h2>Variants</h2>", html_table(*_variant_table(report), _TEXT_COLUMNS)]
+    w_headers, w_rows = workload_table(report)
+    if w_rows:
+        parts += ["<h2>Workloads</h2>", html_table(w_headers, w_rows, 1)]
     v_headers, v_rows = _verification_table(report)
     if v_rows:
         parts += ["<h2>Export verification</h2>", html_table(v_headers, v_rows, 2)]
@@ -280,7 +317,7 @@ def _report_plots(report: dict) -> list[str]:
 
     variants = report.get("variants") or []
     images = [img for img in (plots.accuracy_vs_latency(variants, _quality_metric(report)),
-                              plots.latency_distributions(variants)) if img]
+                              plots.latency_distributions(variants), plots.latency_vs_batch(variants)) if img]
     return ["<h2>Plots</h2>", *(f"<p>{img}</p>" for img in images)] if images else []
 
 

@@ -54,8 +54,8 @@ _VARIANT = {
     "properties": {
         "name": {"type": "string", "minLength": 1},
         "model": {"enum": ["teacher", "student", "baseline"]},
-        "format": {"enum": ["pytorch", "onnx"]},
-        "precision": {"enum": ["fp32", "int8", "int4", "bf16", "fp16"]},
+        "format": {"enum": ["pytorch", "onnx", "sklearn"]},
+        "precision": {"enum": ["fp32", "int8", "int4", "bf16", "fp16", "fp64"]},
         "device": {"type": "string"},
         "providers": {"type": "array", "items": {"type": "string"}},
         "placement": _PLACEMENT,
@@ -162,6 +162,15 @@ class Report:
     variants: list[dict[str, Any]]
     verification: list[dict[str, Any]]
     gates: list[dict[str, Any]] = field(default_factory=list)
+    speedups: dict[str, Any] = field(default_factory=dict)
+    """The fastest student against ``teacher-pytorch`` and against the fastest teacher form, at batch 1 and the
+    largest batch (``workloads.speedups``)."""
+    slower_than_pytorch: list[dict[str, Any]] = field(default_factory=list)
+    """Cells where an ONNX variant is slower than its PyTorch source (``workloads.slower_than_pytorch``)."""
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    """Variants the benchmark could not run on this machine, with the reason (bench.json's ``skipped``)."""
+    notes: list[str] = field(default_factory=list)
+    """Warnings for the reader, one line each (``workloads.notes``)."""
     test_set: dict[str, Any] = field(default_factory=dict)
     """The measured test examples: ``count``, ``sha256`` of the data's test split and, for classification, the gold
     ``labels`` (ids in the order the variants' ``predictions`` use); two runs are compared only on the same set."""
@@ -240,7 +249,7 @@ def _exports(layout: Any) -> tuple[list[dict], dict[str, dict]]:
         verification.append(record["parity"])
         if stage == "export.json":
             exports[name] = {"chosen": record.get("chosen"), "last_layer": record.get("last_layer"),
-                             "skip_layer_norm": record.get("skip_layer_norm"),
+                             "skip_layer_norm": record.get("skip_layer_norm"), "choice": record.get("choice"),
                              "fused_operators": record.get("fused_operators", {})}
         else:
             exports[name] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or []}
@@ -262,6 +271,7 @@ def build_report(run_dir: Path) -> Report:
     config = run.get("config", {})
     verification, exports = _exports(layout)
     teacher_dir = layout.recorded_teacher()
+    from compresskit.workloads import notes, slower_than_pytorch, speedups
     return Report(
         # bench.json names its task; one written before tasks existed is classification
         task=bench.get("task", "text-classification"),
@@ -281,8 +291,13 @@ def build_report(run_dir: Path) -> Report:
         exports=exports,
         variants=bench["variants"],
         verification=verification,
+        speedups=speedups(bench["variants"]),
+        slower_than_pytorch=slower_than_pytorch(bench["variants"]),
+        skipped=bench.get("skipped", []),
+        notes=notes(bench["variants"], exports, bench.get("skipped", [])),
         test_set=_test_set(layout, bench.get("test_samples")),
     )
+
 
 def _test_set(layout: Any, count: int | None) -> dict[str, Any]:
     """What identifies the measured test examples: their number, the hash of the data's test split and the gold label

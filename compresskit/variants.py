@@ -19,11 +19,13 @@ class Variant:
     """One model to measure."""
 
     name: str
-    model: str  # "teacher" or "student"
-    format: str  # "pytorch" or "onnx"
+    model: str  # "teacher", "student" or "baseline"
+    format: str  # "pytorch", "onnx" or "sklearn" (the TF-IDF baseline)
     precision: str
     path: Path
     parameters: int | None = None
+    runtime: str = "eager"
+    """How a PyTorch variant runs: ``eager``, or ``compile`` (``torch.compile`` of the loaded model)."""
 
 
 def _field(v: Any, key: str) -> Any:
@@ -51,8 +53,25 @@ def precision_of(mode: str) -> str:
     return {"fp16": "fp16", "int4": "int4"}.get(mode, "int8")
 
 
-def discover_variants(layout: RunLayout) -> list[Variant]:
-    """The variants present in a run folder, teacher first."""
+TEACHER_FORMS = ("bf16", "compile")
+"""Faster PyTorch forms of the teacher that a user would try before any compression (``--teacher-forms``)."""
+
+
+def teacher_forms(teacher: Variant, forms: Iterable[str]) -> list[Variant]:
+    """The fp32 eager PyTorch ``teacher`` in other forms, each a teacher variant of its own: ``bf16`` (weights cast
+    to bfloat16, ``teacher-pytorch-bf16``) and ``compile`` (``torch.compile`` of the fp32 model,
+    ``teacher-pytorch-compile``). They are baselines to beat, never the reference teacher: that stays
+    ``teacher-pytorch``, whose fp32 eager predictions every agreement is measured against."""
+    made = {"bf16": Variant(f"{teacher.name}-bf16", teacher.model, "pytorch", "bf16", teacher.path,
+                            teacher.parameters),
+            "compile": Variant(f"{teacher.name}-compile", teacher.model, "pytorch", teacher.precision, teacher.path,
+                               teacher.parameters, runtime="compile")}
+    return [made[f] for f in forms]
+
+
+def discover_variants(layout: RunLayout, forms: Iterable[str] = ()) -> list[Variant]:
+    """The variants present in a run folder, teacher first; with ``forms`` (see ``teacher_forms``) the PyTorch
+    teacher's other forms follow it."""
     teacher_dir = layout.recorded_teacher()
 
     def params(folder: Path, record: str) -> int | None:
@@ -72,8 +91,14 @@ def discover_variants(layout: RunLayout) -> list[Variant]:
         precision = precision_of(read_json(quantized).get("mode", "dynamic-int8"))
         candidates.append(Variant(f"student-onnx-{precision}", "student", "onnx", precision,
                                   layout.onnx("student-quantized"), s_params))
-    found = [v for v in candidates
-             if (v.path / ("model.onnx" if v.format == "onnx" else "config.json")).is_file()]
+    baseline = layout.baseline / "baseline.json"
+    if baseline.is_file():  # the classical TF-IDF baseline (classification only), measured like a model
+        candidates.append(Variant("baseline-tfidf", "baseline", "sklearn", "fp64", layout.baseline,
+                                  read_json(baseline).get("parameters")))
+    marker = {"onnx": "model.onnx", "sklearn": "baseline.json"}
+    found = [v for v in candidates if (v.path / marker.get(v.format, "config.json")).is_file()]
     if not found:
         raise UserError(f"{layout.root} holds no models to benchmark (expected teacher/, student/, onnx/…)")
+    if found[0].name == REFERENCE_TEACHER:
+        found[1:1] = teacher_forms(found[0], forms)
     return found

@@ -47,10 +47,14 @@ def test_bench_measures_each_variant_in_its_own_process(tmp_path, tiny_classifie
         assert r["latency_ms"]["batch_1"]["iterations"] >= 3
         assert 0 < r["latency_ms"]["batch_1"]["p50"] <= r["latency_ms"]["batch_1"]["p99"]
         assert r["peak_rss_mb"] > 10 and r["size_mb"] > 0
+        # without --seq-lengths the workload cells are the batch sizes at the one sequence length
+        assert [(c["batch"], c["sequence_length"]) for c in r["workloads"]] == [(1, 32), (4, 32)]
+        assert r["workloads"][1]["latency_ms"] == r["latency_ms"]["batch_4"]
     # an ONNX worker never imports torch, so its memory is its own: far below a torch process
     assert rows["teacher-onnx"]["peak_rss_mb"] < rows["teacher-pytorch"]["peak_rss_mb"]
     saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert saved["test_samples"] == 12 and saved["machine"]["threads"] == 1
+    assert saved["seq_lengths"] == [32] and saved["skipped"] == []
 
 
 def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):

@@ -6,7 +6,7 @@ import pytest
 from onnx import numpy_helper
 
 from compresskit.artifacts import VerificationError
-from compresskit.export import ExportConfig, verify_onnx
+from compresskit.export import ExportConfig, choose_fastest, verify_onnx
 from compresskit.models import LoadOptions, load_classifier, load_tokenizer
 from compresskit.onnx_runtime import make_session
 from compresskit.verify import compare, require
@@ -72,7 +72,18 @@ def test_auto_tries_every_exporter_and_keeps_the_fastest_verified(tmp_path, tiny
     assert set(tried) == full | {f"{k}+cls-only" for k in full}
     verified = {k: c for k, c in tried.items() if "parity" in c}
     assert verified, record["candidates"]
-    assert record["chosen"] == min(verified, key=lambda k: verified[k]["latency_ms_batch1"])
+    # every verified graph is timed at batch 1 and the largest bench batch size, and the rule picks over both
+    choice = record["choice"]
+    assert choice["workloads"] == [{"batch": 1, "sequence_length": 32}, {"batch": 32, "sequence_length": 32}]
+    assert set(choice["candidates"]) == set(verified)
+    timings = {k: c["latency_ms"] for k, c in choice["candidates"].items()}
+    assert all(set(t) == {"batch_1", "batch_32"} and min(t.values()) > 0 for t in timings.values())
+    assert record["chosen"] == choice["chosen"] == choose_fastest(timings)[0]
+    assert verified[record["chosen"]]["latency_ms_batch1"] == timings[record["chosen"]]["batch_1"]
+    # the shipped graph against the PyTorch model it came from, at the same workloads
+    assert set(choice["pytorch_ms"]) == {"batch_1", "batch_32"}
+    assert choice["slower_than_pytorch"] == [w for w in ("batch_1", "batch_32")
+                                             if choice["shipped_ms"][w] > choice["pytorch_ms"][w]]
     assert record["exporter"] in ("torchscript", "dynamo") and r.parity.passed
     assert not (r.onnx_dir / "candidates").exists()
 
@@ -107,3 +118,24 @@ def test_cls_only_on_is_refused_for_a_model_it_cannot_prune(tmp_path, tiny_data)
     with pytest.raises(UserError, match="--cls-only on: DistilBertForSequenceClassification is not a Bert"):
         export(ExportConfig(max_length=32, cls_only="on"), folder, tiny_data, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_choice_rule_weighs_every_workload():
+    # a graph 5 % faster at batch 1 but twice as slow at batch 32 loses: the choice is not batch 1 alone
+    latency = {"a": {"batch_1": 10.0, "batch_32": 400.0}, "b": {"batch_1": 10.5, "batch_32": 200.0}}
+    chosen, scores = choose_fastest(latency)
+    assert chosen == "b" and scores["b"] == pytest.approx((1.05 * 1.0) ** 0.5)
+    assert scores["a"] == pytest.approx((1.0 * 2.0) ** 0.5)
+    # ratios, not sums: a 10 % loss at batch 32 is worth a 10 % gain at batch 1, however long each takes
+    even = {"x": {"batch_1": 10.0, "batch_32": 330.0}, "y": {"batch_1": 11.0, "batch_32": 300.0}}
+    assert choose_fastest(even)[1]["x"] == pytest.approx(choose_fastest(even)[1]["y"])
+    assert choose_fastest(even)[0] == "x"  # a tie goes to the first listed
+    # one workload: plainly the fastest
+    assert choose_fastest({"p": {"batch_1": 3.0}, "q": {"batch_1": 2.0}}) == ("q", {"p": 1.5, "q": 1.0})
+
+
+def test_export_times_the_bench_batch_sizes():
+    assert ExportConfig().timing_batches == (1, 32)
+    assert ExportConfig(batch_sizes=(8, 4)).timing_batches == (1, 8)
+    with pytest.raises(Exception, match="--batch-sizes"):
+        ExportConfig(batch_sizes=(0,))

@@ -83,7 +83,7 @@ class TextClassification:
             stages.append(Stage("quantize", cfg.quantize.mode, lambda: _quantize_stage(ctx, self)))
         stages.append(Stage("baseline", "TF-IDF + logistic regression on the training split",
                             lambda: _baseline_stage(ctx)))
-        stages.append(Stage("bench", f"batch sizes {cfg.bench.sizes}, sequence {cfg.bench.sequence_length}, each "
+        stages.append(Stage("bench", f"batch sizes {cfg.bench.sizes}, sequence {cfg.bench.lengths}, each "
                                      "variant in its own process", lambda: _bench_stage(ctx, self)))
         return stages
 
@@ -254,5 +254,6 @@ def _bench_stage(ctx: StageContext, task: TextClassification) -> list[str]:
     from compresskit.bench import bench
     from compresskit.variants import discover_variants
 
-    bench(ctx.cfg.bench, discover_variants(ctx.layout), ctx.layout.data, ctx.layout.bench, task)
+    bench(ctx.cfg.bench, discover_variants(ctx.layout, ctx.cfg.bench.teacher_forms), ctx.layout.data,
+          ctx.layout.bench, task)
     return []
