@@ -159,7 +159,7 @@ def latency_vs_batch(variants: list[dict]) -> str | None:
         return None
     lengths = sorted(lines)
     fig = _figure(min(4.5 * len(lengths), 14), 4.5)
-    axes = fig.subplots(1, len(lengths), squeeze=False)[0]
+    axes = fig.subplots(1, len(lengths), squeeze=False, sharey=True)[0]  # one scale: lengths compare by eye
     for ax, length in zip(axes, lengths):
         for v, points in lines[length]:
             xs, ys = zip(*points)
@@ -167,6 +167,8 @@ def latency_vs_batch(variants: list[dict]) -> str | None:
             ax.plot(xs, ys, style, marker="o", markersize=3, label=str(v.get("name")),
                     color=f"C{[r.get('name') for r in variants].index(v.get('name')) % 10}")
         ax.set_xscale("log", base=2)
+        batches = sorted({x for _, points in lines[length] for x, _ in points})
+        ax.set_xticks(batches, [f"{b:g}" for b in batches])
         ax.set_yscale("log")
         ax.set_xlabel("batch size (log scale)")
         ax.set_title(f"sequence length {length}")

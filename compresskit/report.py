@@ -102,6 +102,10 @@ REPORT_SCHEMA: dict = {
                            "labels": {"type": ["array", "null"], "items": {"type": "integer"}}},
         },
         "comparison": {"type": ["object", "null"]},
+        "speedups": {"type": "object", "properties": {"by_batch": {"type": "object", "propertyNames": _BATCH_KEY}}},
+        "slower_than_pytorch": {"type": "array", "items": {"type": "object", "required": ["variant", "source", "batch"]}},
+        "skipped": {"type": "array", "items": {"type": "object", "required": ["name", "reason"]}},
+        "notes": {"type": "array", "items": {"type": "string"}},
         "exports": {"type": "object", "additionalProperties": {"type": "object"}},
         "verification": {
             "type": "array",
