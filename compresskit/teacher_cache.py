@@ -15,13 +15,20 @@ per output, so a run that needs a layer an earlier run did not store computes on
 Why float16 for the inner activations: they are large (BBC News at 128 tokens: 175 MB per hidden layer, 700 MB
 per attention layer in float16) and feed MSE-type losses whose targets do not need more than float16's 3
 significant digits. The files are memory-mapped, so a batch reads only its own rows.
+
+Each file is published whole (written under a temporary name, then renamed), and beside it ``<file>.sha256``
+(``sha256sum`` format) records its content. Before a file is served, its size is checked against its own header and
+its bytes against that checksum: a file cut short or changed since (a full disk while a CI cache was saved, a
+half-restored cache) is removed and computed again, never read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compresskit.artifacts import atomic_file, sha256_json, write_atomic
+from compresskit.artifacts import atomic_file, sha256_file, sha256_json, truncation_problem, write_atomic
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,59 @@ def load(folder: Path, needs: TeacherNeeds) -> TeacherOutputs:
     return out
 
 
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def _write_checksum(path: Path) -> None:
+    """Record ``path``'s SHA-256 beside it (``sha256sum -c`` reads it too); one already there is kept."""
+    write_atomic(_checksum_path(path), f"{sha256_file(path)}  {path.name}\n", replace=False)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why the cache file ``path`` must not be served, or None when it is whole: shorter or longer than its .npy
+    header says, or bytes other than its ``.sha256`` records. A file without a checksum (its writer was killed between
+    publishing the file and its checksum, or a cache made before checksums) was published whole by its rename, so once
+    its header agrees with its size its checksum is recorded now."""
+    problem = truncation_problem(path)
+    if problem:
+        return problem
+    checksum = _checksum_path(path)
+    if not checksum.is_file():
+        _write_checksum(path)
+        return None
+    want = checksum.read_text(encoding="utf-8").split(maxsplit=1)[:1]
+    if want != [sha256_file(path)]:
+        return f"{path} has changed since it was written (its SHA-256 differs from {checksum.name})"
+    return None
+
+
+def drop_damaged(folder: Path, names: list[str]) -> list[str]:
+    """Remove the files of ``names`` in ``folder`` that ``file_problem`` finds damaged (and their checksums), so they
+    are computed again; returns the problems found."""
+    problems = []
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            problem = file_problem(path)
+            if problem:
+                problems.append(problem)
+                path.unlink(missing_ok=True)
+                _checksum_path(path).unlink(missing_ok=True)
+    return problems
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a new memory-mapped file's blocks now. Why: writes through a memory map into a sparse file that the
+    full disk cannot back kill the process with SIGBUS; reserved up front, a full disk is an ENOSPC error here."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a file system without fallocate
+                raise
+
+
 def _save(array: np.ndarray, tmp: Path) -> None:
     """Write ``array`` as .npy to exactly ``tmp`` (through a file object: np.save appends .npy to a bare name)."""
     with open(tmp, "wb") as f:
@@ -147,15 +207,19 @@ def compute(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, nee
                 elif name.startswith("hidden-"):
                     arrays[name] = np.lib.format.open_memmap(path, "w+", np.float16,
                                                              (n, max_length, config.hidden_size))
+                    _reserve(path)
                 else:
                     arrays[name] = np.lib.format.open_memmap(
                         path, "w+", np.float16, (n, config.num_attention_heads, max_length, max_length))
+                    _reserve(path)
             _fill(teacher, tokenizer, texts, max_length, arrays, device, batch_size, desc)
             for name, arr in arrays.items():
                 if isinstance(arr, np.memmap):
                     arr.flush()
                 else:
                     _save(arr, tmp[name])
+        for name in missing:
+            _write_checksum(folder / name)
     finally:
         teacher.to("cpu")
 
@@ -255,6 +319,10 @@ def teacher_outputs(teacher: Any, tokenizer: Any, fingerprint: str, texts: list[
     (``logits_with_onnx_runtime``); ``cache.json`` records which runtime made them.
     """
     folder = Path(cache_root) / f"teacher-outputs-{texts_key(fingerprint, texts, max_length)}"
+    for problem in drop_damaged(folder, needs.files()):
+        from rich.console import Console
+
+        Console(stderr=True).print(f"teacher-output cache: {problem}: computing it again", highlight=False)
     runtime = None
     only_logits_missing = all((folder / f).is_file() for f in needs.files() if f != "logits.npy")
     # with activations to compute, PyTorch's pass yields the logits too, so ONNX Runtime would only add work
@@ -263,6 +331,7 @@ def teacher_outputs(teacher: Any, tokenizer: Any, fingerprint: str, texts: list[
         if logits is not None:
             with atomic_file(folder / "logits.npy", replace=False) as tmp:
                 _save(logits, tmp)
+            _write_checksum(folder / "logits.npy")
             runtime = "onnxruntime"
     if runtime is None and needs.logits and not (folder / "logits.npy").is_file():
         runtime = "pytorch"

@@ -151,30 +151,39 @@ TEXT_CLASSIFICATION = TextClassification()
 def _data_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.data import prepare_data
+    from compresskit.run import reuse_or_make
 
-    if not (ctx.layout.data / "data.json").is_file():
-        prepare_data(ctx.cfg.data, ctx.layout.data, examples=ctx.found.examples)
+    note = reuse_or_make(ctx.layout, ctx.layout.data,
+                         lambda: prepare_data(ctx.cfg.data, ctx.layout.data, examples=ctx.found.examples),
+                         record_file="data.json")
     data = read_json(ctx.layout.data / "data.json")
-    return [f"{data['sizes']} · labels: {', '.join(data['labels'])}"]
+    return [f"{data['sizes']} · labels: {', '.join(data['labels'])}", note]
 
 
 def _teacher_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
     from compresskit.finetune import cached_or_finetune
-    from compresskit.run import link_tree, record_stage
+    from compresskit.run import link_tree, record_stage, reuse_or_make
 
     cfg, layout, source = ctx.cfg, ctx.layout, ctx.found.source
     if ctx.found.needs_finetune:
-        ft = cached_or_finetune(cfg.finetune, source, layout.data, ctx.cache)
-        if not (layout.teacher / "finetune.json").is_file():
-            link_tree(ft.model_dir, layout.teacher)
+        made = []
+
+        def make() -> None:
+            made.append(cached_or_finetune(cfg.finetune, source, layout.data, ctx.cache))
+            link_tree(made[0].model_dir, layout.teacher)
+
+        note = reuse_or_make(layout, layout.teacher, make, (layout.data,), "finetune.json")
         teacher_dir = layout.teacher
-        line = f"fine-tuned{' (cached)' if ft.reused else ''}: validation accuracy {ft.validation_accuracy:.4f}"
+        accuracy = read_json(layout.teacher / "finetune.json").get("best_validation_accuracy")
+        lines = [f"fine-tuned{' (cached)' if not made or made[0].reused else ''}: validation accuracy {accuracy:.4f}",
+                 note] + ([f"cache entry made again: {made[0].damaged}"] if made and made[0].damaged else [])
     else:
         teacher_dir = Path(source) if Path(source).is_dir() else _download_teacher(source, layout, cfg.load)
-        line = "already a classifier: used as it is"
+        lines = ["already a classifier: used as it is"]
     record_stage(layout, "teacher", {"path": str(teacher_dir), "source": cfg.teacher,
                                      "finetuned": ctx.found.needs_finetune})
-    return [line]
+    return lines
 
 
 def _download_teacher(source: str, layout: Any, load: Any) -> Path:
@@ -193,27 +202,32 @@ def _distill_stage(ctx: StageContext) -> list[str]:
     from compresskit.distill import distill
     from compresskit.run import record_stage
 
-    layout = ctx.layout
-    if not (layout.student / "distill.json").is_file():
-        distill(ctx.cfg.distill, layout.recorded_teacher(), layout.data, layout.student, ctx.cache, ctx.cfg.load,
-                resume=ctx.resumed)
+    from compresskit.run import reuse_or_make
+
+    layout, teacher = ctx.layout, ctx.layout.recorded_teacher()
+    note = reuse_or_make(layout, layout.student, lambda: distill(
+        ctx.cfg.distill, teacher, layout.data, layout.student, ctx.cache, ctx.cfg.load, resume=ctx.resumed),
+        (layout.data, teacher), "distill.json")
     rec = read_json(layout.student / "distill.json")
     record_stage(layout, "distill", {"path": str(layout.student)})
     return [f"{rec['parameters']:,} parameters, {rec['layers']} layers, validation accuracy "
-            f"{rec['best_validation_accuracy']:.4f} ({rec['seconds']:.0f} s on {rec['device']}, {rec['precision']})"]
+            f"{rec['best_validation_accuracy']:.4f} ({rec['seconds']:.0f} s on {rec['device']}, {rec['precision']})",
+            note]
 
 
 def _export_stage(ctx: StageContext, task: TextClassification) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.export import export
-    from compresskit.run import record_stage
+    from compresskit.run import record_stage, reuse_or_make
 
     layout, lines = ctx.layout, []
     for name, folder in (("teacher", layout.recorded_teacher()), ("student", layout.student)):
-        if not (layout.onnx(name) / "export.json").is_file():
-            export(ctx.cfg.export, folder, layout.data, layout.onnx(name), name, ctx.cfg.load, task)
+        note = reuse_or_make(layout, layout.onnx(name), lambda name=name, folder=folder: export(
+            ctx.cfg.export, folder, layout.data, layout.onnx(name), name, ctx.cfg.load, task),
+            (layout.data, folder), "export.json")
         p = read_json(layout.onnx(name) / "export.json")["parity"]
         lines.append(f"{name}: max |Δlogit| {p['max_abs_diff']:.2e}, label agreement {p['label_agreement']:.2%}")
+        lines.append(note)
     record_stage(layout, "export", {"teacher": str(layout.onnx("teacher")), "student": str(layout.onnx("student"))})
     return lines
 
@@ -221,18 +235,18 @@ def _export_stage(ctx: StageContext, task: TextClassification) -> list[str]:
 def _quantize_stage(ctx: StageContext, task: TextClassification) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.quantize import quantize
-    from compresskit.run import record_stage
+    from compresskit.run import record_stage, reuse_or_make
 
     layout, cfg = ctx.layout, ctx.cfg
-    if not (layout.onnx("student-quantized") / "quantize.json").is_file():
-        quantize(cfg.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student",
-                 task)
+    note = reuse_or_make(layout, layout.onnx("student-quantized"), lambda: quantize(
+        cfg.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student", task),
+        (layout.data, layout.onnx("student")), "quantize.json")
     q = read_json(layout.onnx("student-quantized") / "quantize.json")
     p = q["parity"]
     record_stage(layout, "quantize", {"path": str(layout.onnx("student-quantized"))})
     return [f"mode {q.get('mode', cfg.quantize.mode)}",
             f"label agreement with fp32 {p['label_agreement']:.2%}, accuracy {p['accuracy_reference']:.4f} → "
-            f"{p['accuracy_model']:.4f}"]
+            f"{p['accuracy_model']:.4f}", note]
 
 
 def _baseline_stage(ctx: StageContext) -> list[str]:
