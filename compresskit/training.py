@@ -243,11 +243,31 @@ def _make_trainer_class():
     return DistillationTrainer
 
 
+SELECTION_RULE = "validation accuracy, ties to the lower validation cross-entropy"
+"""How a classifier's kept checkpoint is chosen; part of the fine-tuned teacher's cache key, so a teacher chosen
+by another rule is made again rather than reused."""
+
+
 def _accuracy(eval_pred: Any) -> dict[str, float]:
+    """Validation accuracy, and the ``selection`` score the best checkpoint is chosen by.
+
+    Why not accuracy alone: a few hundred validation examples give accuracy in steps of 1/n, so checkpoints often
+    tie, and the Trainer keeps the first of equals. On BBC News that kept the teacher after its first epoch (test
+    92.8 %) over later ones that score 96.4 % on test with the same validation accuracy. ``selection`` breaks ties
+    by the lower validation cross-entropy; its loss term stays under half of one example's step, so it never
+    outweighs a difference in accuracy.
+    """
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+    logits = np.asarray(logits, dtype=np.float64)
+    accuracy = float((np.argmax(logits, axis=-1) == labels).mean())
+    top = logits.max(axis=-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=-1))
+    rows = np.arange(len(labels))
+    known = labels >= 0  # -1: a label the head lacks (a user's head) has no likelihood to score
+    ce = float((log_z[known] - logits[rows[known], labels[known]]).mean()) if known.any() else 0.0
+    return {"accuracy": accuracy, "selection": accuracy - min(ce, 1.0) / (2 * max(1, len(labels)))}
 
 
 def train(
@@ -299,7 +319,7 @@ def train(
         save_steps=every or 500,
         save_total_limit=2,  # the best and the newest: resuming needs the newest, the end needs the best
         load_best_model_at_end=True,
-        metric_for_best_model="loss" if by_loss else "accuracy",
+        metric_for_best_model="loss" if by_loss else "selection",
         greater_is_better=not by_loss,
         prediction_loss_only=by_loss,
         logging_strategy="steps" if every else "epoch",
@@ -351,6 +371,9 @@ def train(
         for entry in trainer.state.log_history
     ]
     best = trainer.state.best_metric
+    if not by_loss and best is not None:  # report the kept checkpoint's accuracy, not its selection score
+        kept = [e for e in trainer.state.log_history if e.get("eval_selection") == best]
+        best = kept[0]["eval_accuracy"] if kept else None
     model.to("cpu").eval()
     if is_main_process():
         shutil.rmtree(checkpoints, ignore_errors=True)

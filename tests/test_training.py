@@ -1,5 +1,6 @@
 """The training engine's settings: FSDP through transformers' Trainer / accelerate, refused where it cannot run."""
 
+import numpy as np
 import pytest
 
 from compresskit.artifacts import UserError
@@ -33,3 +34,23 @@ def test_fsdp_of_a_wrapped_student_and_of_a_model_without_layer_classes():
 def test_fsdp_is_refused_on_cpu_with_the_flag_named():
     with pytest.raises(UserError, match="--fsdp needs CUDA GPUs"):
         TrainConfig(fsdp=True, device="cpu")
+
+
+def test_checkpoint_selection_breaks_accuracy_ties_by_loss_but_never_outweighs_accuracy() -> None:
+    """The kept checkpoint: the most accurate on validation, and of equally accurate ones the most confident in
+    the right labels (the Trainer alone keeps the first of equals)."""
+    from types import SimpleNamespace
+
+    from compresskit.training import _accuracy
+
+    labels = np.array([0, 1, 1, 0])
+    def score(logits: list[list[float]]) -> dict[str, float]:
+        return _accuracy(SimpleNamespace(predictions=np.array(logits), label_ids=labels))
+
+    unsure = score([[0.1, 0], [0, 0.1], [0, 0.1], [0, 0.1]])  # 3 of 4 right, barely
+    sure = score([[5, 0], [0, 5], [0, 5], [0, 0.1]])  # the same 3 of 4, confidently
+    assert unsure["accuracy"] == sure["accuracy"] == 0.75
+    assert sure["selection"] > unsure["selection"]
+    wrong_but_sure = score([[9, 0], [0, 9], [9, 0], [9, 0]])  # 3 of 4, one confidently wrong: loss far above 1
+    four = score([[0.01, 0], [0, 0.01], [0, 0.01], [0.01, 0]])  # 4 of 4, barely
+    assert four["accuracy"] == 1.0 and four["selection"] > max(sure["selection"], wrong_but_sure["selection"])
