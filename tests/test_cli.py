@@ -11,7 +11,7 @@ from conftest import cli, save_tiny_bert
 
 FAST = ["--teacher-epochs", "8", "--teacher-learning-rate", "2e-3", "--epochs", "8", "--learning-rate", "2e-3",
         "--student-layers", "1", "--max-length", "32", "--sequence-length", "32", "--batch-sizes", "1,4",
-        "--iterations", "3", "--min-seconds", "0", "--threads", "1", "--device", "cpu"]
+        "--iterations", "3", "--min-seconds", "0", "--threads", "1", "--device", "cpu", "--teacher-forms", "none"]
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -52,7 +52,8 @@ def test_pipeline_writes_a_valid_report_and_fails_the_gate(run):
     report = json.loads((root / "tiny" / "report.json").read_text())
     assert validate_report(report) == []
     names = [v["name"] for v in report["variants"]]
-    assert names == ["teacher-pytorch", "teacher-onnx", "student-pytorch", "student-onnx", "student-onnx-int8"]
+    assert names == ["teacher-pytorch", "teacher-onnx", "student-pytorch", "student-onnx", "student-onnx-int8",
+                     "baseline-tfidf"]
     gate = report["gates"][0]
     assert gate["name"] == "min-speedup" and gate["passed"] is False and gate["limit"] == 1000000
     assert report["teacher"]["layers"] == 2 and report["student"]["layers"] == 1
