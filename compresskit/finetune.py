@@ -16,7 +16,8 @@ from compresskit.artifacts import (UserError, atomic_dir, file_manifest, manifes
                                    sha256_json, stage_record, truncation_problem, write_json)
 from compresskit.data import data_manifest, read_labels, read_split
 from compresskit.models import LoadOptions, count_parameters, load_classifier, load_tokenizer
-from compresskit.training import TextDataset, TrainConfig, checkpoint_dir, encode, is_main_process, train
+from compresskit.training import (SELECTION_RULE, TextDataset, TrainConfig, checkpoint_dir, encode, is_main_process,
+                                  train)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def cache_key(source: str, data_dir: Path, cfg: FinetuneConfig) -> str:
         "source": source_fingerprint(source),
         "data": data_manifest(data_dir)["sha256"],
         "train": dataclasses.asdict(cfg.train),
+        "selection": SELECTION_RULE,
     })[:16]
 
 
