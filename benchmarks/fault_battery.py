@@ -13,6 +13,7 @@ this script uses (it needs the test dependencies: ``pip install -e '.[test]'``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -37,12 +38,20 @@ def seen(outcome: F.Outcome, stage: str | None = None) -> str:
     return f"exit {outcome.code}" + (f": `{line}`" if line else "")
 
 
-def lost(outcome: F.Outcome, before: set[str]) -> str:
-    """Outputs that had been finished before the fault and were made again by the rerun (goal: none)."""
+def lost(outcome: F.Outcome, before: set[str], who: str = "the rerun") -> str:
+    """Outputs that had been finished before and were made again by ``outcome`` (goal: none), then what it made."""
     redone = sorted(f"{k}/" for k in before if f"{k}/" in outcome.made())
     made = [m for m in outcome.made() if m.rstrip("/") not in before]
     out = "nothing" if not redone else f"**made again: {', '.join(redone)}**"
-    return out + (f"; the rerun made {', '.join(made)}" if made else "")
+    return out + (f"; {who} made {', '.join(made)}" if made else "")
+
+
+def resumed(root: Path, stage: str) -> str:
+    """Whether the training of ``stage`` (teacher or distill) in the run in ``root`` resumed from a checkpoint."""
+    record = {"teacher": "teacher/finetune.json", "distill": "student/distill.json"}.get(stage)
+    path = root / F.RUN / record if record else None
+    checkpoint = json.loads(path.read_text()).get("resumed_from") if path and path.is_file() else None
+    return f" (training resumed from {checkpoint})" if checkpoint else ""
 
 
 def rerun_result(outcome: F.Outcome, root: Path, reference: Path) -> str:
@@ -80,7 +89,7 @@ def main() -> None:
             shutil.copytree(chain, copy)
             again = F.distill_and_export(copy, inputs)
             rows.append((f"kill -9 during **{stage}**", seen(killed, stage),
-                         lost(again, state) + ("" if before <= state else " (an output vanished!)"),
+                         lost(again, state) + resumed(copy, stage) + ("" if before <= state else " (an output vanished!)"),
                          rerun_result(again, copy, reference)))
             print(f"kill in {stage}: {rows[-1]}", file=sys.stderr)
             shutil.rmtree(copy)
@@ -142,7 +151,7 @@ def main() -> None:
                                                              "FAULT_ENOSPC_UNDER": str(full / F.RUN / "onnx")
                                                              if "onnx" in spec else "/"})
             rows.append((f"disk full while {what}", seen(failed),
-                         lost(failed, before) + f"; temporary files left: {len(F.leftovers(full))}",
+                         lost(failed, before, "this run") + f"; temporary files left: {len(F.leftovers(full))}",
                          "next row" if "teacher" in what else ""))
         before = set(F.outputs(full))
         with_space = F.distill_and_export(full, inputs)
@@ -150,13 +159,13 @@ def main() -> None:
                      rerun_result(with_space, full, reference)))
 
         # 5. a teacher folder cut short
-        for what, damage in (("model.safetensors cut in half", lambda d: F.truncate(d / "model.safetensors")),
+        for i, (what, damage) in enumerate((("model.safetensors cut in half", lambda d: F.truncate(d / "model.safetensors")),
                              ("config.json not JSON", lambda d: (d / "config.json").write_text('{"model_type": ')),
-                             ("tokenizer.json cut in half", lambda d: F.truncate(d / "tokenizer.json"))):
-            teacher = work / f"teacher-{what.split()[0]}"
+                             ("tokenizer.json cut in half", lambda d: F.truncate(d / "tokenizer.json")))):
+            teacher = work / f"teacher-{i}"
             shutil.copytree(inputs.teacher, teacher)
             damage(teacher)
-            out = work / f"out-{what.split()[0]}"
+            out = work / f"out-{i}"
             refused = F.distill_and_export(out, inputs, teacher=teacher)
             rows.append((f"teacher folder: {what}", seen(refused).replace(str(work), "…"),
                          "nothing written" if not out.exists() else f"**{out} written**",

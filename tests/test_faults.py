@@ -444,7 +444,7 @@ def test_atomic_writers_turn_enospc_into_one_line_naming_the_artifact(tmp_path):
     (lambda d: truncate(d / "model.safetensors"), "model.safetensors is truncated"),
     (lambda d: (d / "config.json").write_text('{"model_type": "bert", '), "config.json is not valid JSON"),
     (lambda d: truncate(d / "tokenizer.json"), "tokenizer.json is not valid JSON"),
-])
+], ids=["weights-cut", "config-not-json", "tokenizer-cut"])
 def test_a_teacher_folder_cut_short_is_refused_in_one_line_before_anything_is_written(tmp_path, inputs, damage,
                                                                                         needle):
     teacher = tmp_path / "teacher"
