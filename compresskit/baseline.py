@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from compresskit.artifacts import UserError, atomic_dir, sha256_file, stage_record, write_json
+from compresskit.artifacts import (
+    UserError,
+    atomic_dir,
+    sha256_file,
+    stage_record,
+    write_json,
+)
 from compresskit.data import data_manifest, read_labels, read_split
 
 MODEL_FILE = "model.pkl"
@@ -122,7 +128,7 @@ def load_baseline(folder: Path) -> Any:
         raise UserError(f"{model_file} is not the file {RECORD_FILE} recorded (truncated or replaced): "
                         f"delete {folder} and run again")
     with open(model_file, "rb") as f:
-        return pickle.load(f)  # noqa: S301 - our own file, checked against its recorded hash above
+        return pickle.load(f)
 
 
 def main(spec_path: str, result_path: str) -> None:

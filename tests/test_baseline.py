@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from compresskit.artifacts import UserError, read_json
-from compresskit.baseline import MODEL_FILE, RECORD_FILE, TfidfConfig, fit_baseline, fit_tfidf, load_baseline
+from compresskit.baseline import (
+    MODEL_FILE,
+    RECORD_FILE,
+    TfidfConfig,
+    fit_baseline,
+    fit_tfidf,
+    load_baseline,
+)
 from compresskit.bench import BenchConfig, bench
 from compresskit.data import read_split
 from compresskit.run import RunLayout

@@ -209,14 +209,15 @@ def test_graph_section_says_how_each_onnx_model_was_built(report):
         "teacher": {"chosen": "torchscript+eager+cls-only", "last_layer": "cls-only",
                     "fused_operators": {"Attention": 5, "BiasGelu": 6},
                     "skip_layer_norm": {"setting": "auto", "form": "unfused", "nodes": 12,
-                                        "latency_ms_batch1": {"fused": 7.64, "unfused": 6.87}}},
+                                        "latency_ms": {"fused": {"batch_1": 7.64, "batch_32": 201.3},
+                                                       "unfused": {"batch_1": 6.87, "batch_32": 190.1}}}},
         "student": {"chosen": "dynamo+eager", "fused_operators": {}, "skip_layer_norm": {"form": "fused"}},
         "student-quantized": {"mode": "dynamic-int8", "kept_fp32": ["/model/layer.0/output/dense/MatMul"]},
     }
     assert validate_report(report) == []
     md = render_markdown(report)
     assert ("- **teacher:** torchscript+eager+cls-only; fused Attention ×5, BiasGelu ×6; SkipLayerNormalization "
-            "un-fused (12 nodes: 6.87 ms against 7.64 ms fused)") in md
+            "un-fused (12 nodes: @1 6.87 ms against 7.64 ms, @32 190.10 ms against 201.30 ms fused)") in md
     assert "- **student:** dynamo+eager; fused none\n" in md
     assert ("- **student-quantized:** dynamic-int8, 1 node(s) kept in fp32 by the accuracy fallback "
             "(/model/layer.0/output/dense/MatMul)") in md
