@@ -349,7 +349,6 @@ OPTIONS: dict[str, Opt] = {
                                        "text.")),
     "min_agreement": Opt(Optional[float], GateConfig.min_agreement, typer.Option(
         "--min-agreement", help="Gate (causal-lm): smallest allowed top-1 next-token agreement with the teacher.")),
-
     "baseline": Opt(Optional[Path], None, typer.Option(
         "--baseline", help="A baseline run folder or its report.json: the run is compared with it (compare/ in the "
                            "run folder) and the regression gates judge the comparison.")),
