@@ -436,7 +436,8 @@ def _compare_header(result: dict) -> list[tuple[str, str]]:
     lines = [("Baseline", run(result.get("baseline") or {})), ("Current", run(result.get("current") or {})),
              ("Test set", f"{fmt(test.get('count'), '{}')} examples" + (f", sha256 {sha}…" if sha else "")),
              ("Intervals", f"{100 * (result.get('confidence') or 0.95):g} % bootstrap, {result.get('n_boot')} "
-                           "resamples: accuracy paired by test example, latency from each run's timed runs; a "
+                           "resamples: accuracy paired by test example, latency from each run's timed runs (the "
+                           "noise within each run: a shared machine's drift between the two runs is not in it); a "
                            "change counts when its whole interval is on one side")]
     deployed = result.get("deployed")
     if deployed:
