@@ -63,9 +63,12 @@ def accuracy_vs_latency(variants: list[dict], metric: str = "accuracy") -> str |
     ys, label = _scaled([y for _, _, y in points], metric)
     fig = _figure(7, 4.5)
     ax = fig.add_subplot()
+    same_y: dict[float, int] = {}
     for (v, x, _), y in zip(points, ys):
         ax.scatter([x], [y], color=_COLOURS.get(str(v.get("model")), "tab:green"), s=40, zorder=3)
-        ax.annotate(str(v.get("name")), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        # variants of one model share its accuracy (teacher forms, ONNX): stack their labels instead of overprinting
+        k = same_y[round(y, 6)] = same_y.get(round(y, 6), -1) + 1
+        ax.annotate(str(v.get("name")), (x, y), xytext=(4, 4 + 10 * k), textcoords="offset points", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency at batch 1 (ms, log scale)")
     ax.set_ylabel(label)
