@@ -92,6 +92,12 @@ def latency_distributions(variants: list[dict], batch: str = "batch_1") -> str |
     low, high = min(min(s) for _, s in rows), max(max(s) for _, s in rows)
     if high / low > 10:
         ax.set_xscale("log")
+        # a range of one or two decades gets labelled minor ticks (2×10⁰, 3×10⁰…) that overprint: plain numbers
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     size = batch.removeprefix("batch_")
     ax.set_xlabel(f"latency per run at batch {size} (ms)")
     ax.set_title(f"latency distribution at batch {size} ({sum(len(s) for _, s in rows)} timed runs)")

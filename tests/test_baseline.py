@@ -67,6 +67,8 @@ def test_bench_measures_the_baseline_in_its_own_process(tiny_classifier: Path, t
     assert set(row["latency_ms"]) == {"batch_1", "batch_4"} and row["latency_ms"]["batch_1"]["p50"] > 0
     raw = json.loads((tmp_path / "bench" / "baseline-tfidf.result.json").read_text())
     assert raw["torch_imported"] is False  # its peak memory is the baseline's own
+    # compare resamples the raw timed runs for its latency interval: the baseline row carries them like any variant
+    assert len(row["latency_samples_ms"]["batch_4"]) == row["latency_ms"]["batch_4"]["iterations"] >= 3
 
 
 def test_run_folder_lists_the_baseline(tiny_classifier: Path, tiny_data: Path, tmp_path: Path) -> None:
