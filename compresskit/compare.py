@@ -22,7 +22,7 @@ import numpy as np
 from compresskit.artifacts import UserError, read_json, write_atomic, write_json
 from compresskit.gates import deployed_student
 from compresskit.stats import paired_bootstrap_diff
-from compresskit.variants import field_value
+from compresskit.variants import field_value, finite_number
 
 # Timed runs drawn per chunk of bootstrap resamples: bounds memory when a fast model was timed thousands of times.
 _MAX_DRAWS = 1 << 22
@@ -105,12 +105,6 @@ def check_same_test_set(baseline: dict, current: dict) -> dict[str, Any]:
 # ---------------------------------------------------------------- statistics
 
 
-def _number(x: object) -> float | None:
-    if isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x):
-        return float(x)
-    return None
-
-
 def _samples(x: object) -> np.ndarray | None:
     """Timed runs (ms) as a vector, or None when absent or unusable (empty, not finite, not positive)."""
     if not isinstance(x, list) or not x:
@@ -157,10 +151,10 @@ def _correctness(row: dict, labels: list[int] | None) -> np.ndarray | None:
 
 def _metric_names(base: dict, cur: dict) -> list[str]:
     """The numeric quality figures both rows carry: the top-level ones, then ``quality.<key>`` (causal LMs)."""
-    names = [k for k in _TOP_METRICS if _number(base.get(k)) is not None and _number(cur.get(k)) is not None]
+    names = [k for k in _TOP_METRICS if finite_number(base.get(k)) is not None and finite_number(cur.get(k)) is not None]
     bq, cq = base.get("quality") or {}, cur.get("quality") or {}
     if isinstance(bq, dict) and isinstance(cq, dict):
-        names += [f"quality.{k}" for k in cq if _number(bq.get(k)) is not None and _number(cq.get(k)) is not None]
+        names += [f"quality.{k}" for k in cq if finite_number(bq.get(k)) is not None and finite_number(cq.get(k)) is not None]
     return names
 
 
@@ -180,7 +174,7 @@ def compare_variant(base: dict, cur: dict, base_labels: list[int] | None, cur_la
     """
     metrics: dict[str, dict[str, Any]] = {}
     for name in _metric_names(base, cur):
-        b, c = _number(field_value(base, name)), _number(field_value(cur, name))
+        b, c = finite_number(field_value(base, name)), finite_number(field_value(cur, name))
         metrics[name] = {"baseline": b, "current": c, "change": c - b}
     cb, cc = _correctness(base, base_labels), _correctness(cur, cur_labels)
     if cb is not None and cc is not None and cb.size == cc.size:
@@ -195,7 +189,7 @@ def compare_variant(base: dict, cur: dict, base_labels: list[int] | None, cur_la
     b_lat, c_lat = base.get("latency_ms") or {}, cur.get("latency_ms") or {}
     b_raw, c_raw = base.get("latency_samples_ms") or {}, cur.get("latency_samples_ms") or {}
     for key in sorted(set(b_lat) & set(c_lat), key=_batch_order):
-        bp, cp = _number((b_lat[key] or {}).get("p50")), _number((c_lat[key] or {}).get("p50"))
+        bp, cp = finite_number((b_lat[key] or {}).get("p50")), finite_number((c_lat[key] or {}).get("p50"))
         if bp is None or cp is None or bp <= 0 or cp <= 0:
             continue
         entry: dict[str, Any] = {"baseline_p50": bp, "current_p50": cp, "ratio": cp / bp}
@@ -207,7 +201,7 @@ def compare_variant(base: dict, cur: dict, base_labels: list[int] | None, cur_la
 
     resources: dict[str, dict[str, Any]] = {}
     for key in _RESOURCES:
-        b, c = _number(base.get(key)), _number(cur.get(key))
+        b, c = finite_number(base.get(key)), finite_number(cur.get(key))
         if b is not None and c is not None:
             resources[key] = {"baseline": b, "current": c, "change": c - b, "ratio": c / b if b > 0 else None}
     return {"name": cur.get("name"), "baseline_name": base.get("name"), "metrics": metrics, "latency": latency,

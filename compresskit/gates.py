@@ -12,10 +12,9 @@ and a shared CI machine move accuracy and latency by noise alone, and a gate tha
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
-from compresskit.variants import field_value, reference_teacher
+from compresskit.variants import field_value, finite_number, reference_teacher
 
 # Accuracies are ratios of counts and limits are typed as decimals, so 0.97 - 0.96 must not fail a 0.01 limit.
 _EPS = 1e-9
@@ -80,16 +79,9 @@ class GateResult:
         return dataclasses.asdict(self)
 
 
-def _number(x: object) -> float | None:
-    """Return ``x`` as a float if it is a finite number, else None."""
-    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
-        return float(x)
-    return None
-
-
 def _p50_batch1(variant: dict) -> float | None:
     """Return a variant's median latency at batch size 1 in ms, or None when not measured."""
-    p50 = _number(((variant.get("latency_ms") or {}).get("batch_1") or {}).get("p50"))
+    p50 = finite_number(((variant.get("latency_ms") or {}).get("batch_1") or {}).get("p50"))
     # A zero or negative time is a broken measurement, and would divide by zero in the speed-up.
     return p50 if p50 is not None and p50 > 0 else None
 
@@ -127,7 +119,7 @@ def _accuracy_gate(limit: float, variants: list[dict], metric: str) -> GateResul
     if teacher is None or student is None:
         missing = "teacher" if teacher is None else "student"
         return GateResult(name, limit, None, False, f"no {missing} variant in the report: cannot compare {metric}")
-    t_acc, s_acc = _number(field_value(teacher, metric)), _number(field_value(student, metric))
+    t_acc, s_acc = finite_number(field_value(teacher, metric)), finite_number(field_value(student, metric))
     if t_acc is None or s_acc is None:
         which = teacher["name"] if t_acc is None else student["name"]
         return GateResult(name, limit, None, False, f"{which} has no measured {metric}")
@@ -162,7 +154,7 @@ def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
 
 def _quality(variant: dict | None, key: str) -> float | None:
     """A causal LM's quality figure (``quality.<key>``), or None."""
-    return _number(((variant or {}).get("quality") or {}).get(key))
+    return finite_number(((variant or {}).get("quality") or {}).get(key))
 
 
 def _perplexity_gate(limit: float, variants: list[dict]) -> GateResult:
@@ -198,12 +190,12 @@ def _accuracy_regression_gate(limit: float, comparison: dict | None, metric: str
         why = "no --baseline comparison" if comparison is None else "no student in both runs"
         return GateResult(name, limit, None, False, f"{why}: cannot compare {metric} with the baseline")
     m = (pair.get("metrics") or {}).get(metric) or {}
-    base, cur = _number(m.get("baseline")), _number(m.get("current"))
+    base, cur = finite_number(m.get("baseline")), finite_number(m.get("current"))
     if base is None or cur is None:
         return GateResult(name, limit, None, False, f"{_regression_head(pair)}: no {metric} in both runs")
     regression = base - cur
     head = f"{_regression_head(pair)}: {metric} {cur:.4f} vs {base:.4f}, regression {regression:+.4f}"
-    low, high = _number(m.get("low")), _number(m.get("high"))
+    low, high = finite_number(m.get("low")), finite_number(m.get("high"))
     if low is None or high is None:  # no per-example predictions (a causal LM, an old baseline): no interval
         return _judge(name, limit, regression, head + " (no per-example predictions: point estimate judged)",
                       at_most=True, spec="{:.4f}")
@@ -220,12 +212,12 @@ def _latency_regression_gate(limit: float, comparison: dict | None) -> GateResul
         why = "no --baseline comparison" if comparison is None else "no student in both runs"
         return GateResult(name, limit, None, False, f"{why}: cannot compare latency with the baseline")
     lat = (pair.get("latency") or {}).get("batch_1") or {}
-    ratio = _number(lat.get("ratio"))
+    ratio = finite_number(lat.get("ratio"))
     if ratio is None:
         return GateResult(name, limit, None, False, f"{_regression_head(pair)}: no p50 at batch 1 in both runs")
     head = (f"{_regression_head(pair)}: p50 @1 {lat['current_p50']:.2f} ms vs {lat['baseline_p50']:.2f} ms, "
             f"ratio {ratio:.3f}×")
-    low, high = _number(lat.get("low")), _number(lat.get("high"))
+    low, high = finite_number(lat.get("low")), finite_number(lat.get("high"))
     if low is None or high is None:
         return _judge(name, limit, ratio, head + " (no latency samples: point estimate judged)", at_most=True,
                       spec="{:.3f}", unit="×")

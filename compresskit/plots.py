@@ -11,18 +11,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 from typing import Any
 
-from compresskit.variants import field_value
+from compresskit.variants import field_value, finite_number
 
 _COLOURS = {"teacher": "tab:red", "student": "tab:blue", "baseline": "tab:gray"}
-
-
-def _num(x: object) -> float | None:
-    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
-        return float(x)
-    return None
 
 
 def _figure(width: float, height: float) -> Any:
@@ -43,7 +36,7 @@ def _img(fig: Any, alt: str) -> str:
 
 
 def _p50_1(row: dict) -> float | None:
-    p50 = _num(((row.get("latency_ms") or {}).get("batch_1") or {}).get("p50"))
+    p50 = finite_number(((row.get("latency_ms") or {}).get("batch_1") or {}).get("p50"))
     return p50 if p50 is not None and p50 > 0 else None
 
 
@@ -56,7 +49,7 @@ def _scaled(values: list[float], metric: str) -> tuple[list[float], str]:
 
 def accuracy_vs_latency(variants: list[dict], metric: str = "accuracy") -> str | None:
     """Each variant's quality ``metric`` against its p50 at batch 1 (log x); None when no variant has both."""
-    points = [(v, _p50_1(v), _num(field_value(v, metric))) for v in variants]
+    points = [(v, _p50_1(v), finite_number(field_value(v, metric))) for v in variants]
     points = [(v, x, y) for v, x, y in points if x is not None and y is not None]
     if not points:
         return None
@@ -80,7 +73,7 @@ def accuracy_vs_latency(variants: list[dict], metric: str = "accuracy") -> str |
 def latency_distributions(variants: list[dict], batch: str = "batch_1") -> str | None:
     """Box plots of every timed run at ``batch`` per variant (from ``latency_samples_ms``); None without samples."""
     rows = [(str(v.get("name")), [float(x) for x in (v.get("latency_samples_ms") or {}).get(batch) or []
-                                  if _num(x) is not None and x > 0]) for v in variants]
+                                  if finite_number(x) is not None and x > 0]) for v in variants]
     rows = [(name, s) for name, s in rows if s]
     if not rows:
         return None
@@ -124,8 +117,8 @@ def before_after(comparison: dict, metric: str = "accuracy") -> str | None:
     for v in comparison.get("variants") or []:
         m = (v.get("metrics") or {}).get(metric) or {}
         lat = (v.get("latency") or {}).get("batch_1") or {}
-        xb, xc = _num(lat.get("baseline_p50")), _num(lat.get("current_p50"))
-        yb, yc = _num(m.get("baseline")), _num(m.get("current"))
+        xb, xc = finite_number(lat.get("baseline_p50")), finite_number(lat.get("current_p50"))
+        yb, yc = finite_number(m.get("baseline")), finite_number(m.get("current"))
         if None not in (xb, xc, yb, yc):
             arrows.append((str(v.get("name")), xb, xc, yb, yc))
     if not arrows:
@@ -158,8 +151,8 @@ def latency_vs_batch(variants: list[dict]) -> str | None:
     for v in variants:
         by_length: dict[int, list[tuple[float, float]]] = {}
         for c in v.get("workloads") or []:
-            p50 = _num((c.get("latency_ms") or {}).get("p50"))
-            if p50 is not None and p50 > 0 and _num(c.get("batch")) and _num(c.get("sequence_length")):
+            p50 = finite_number((c.get("latency_ms") or {}).get("p50"))
+            if p50 is not None and p50 > 0 and finite_number(c.get("batch")) and finite_number(c.get("sequence_length")):
                 by_length.setdefault(int(c["sequence_length"]), []).append((float(c["batch"]), p50))
         for length, points in by_length.items():
             if len(points) > 1:

@@ -3,6 +3,7 @@ found in a run folder, and which one is the reference teacher that every compari
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,14 @@ def field_value(row: dict, path: str) -> Any:
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+def finite_number(x: object) -> float | None:
+    """``x`` as a float when it is a finite number (not a bool), else None: how gates, compare and plots read a
+    report field that may be missing, null or NaN."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return None
 
 
 def precision_of(mode: str) -> str:
