@@ -280,7 +280,7 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_as_if_nothing_happ
             assert now[folder]["finished"] == when, (stage, folder)
             assert f"{folder}/" in outcome.reused(), (stage, folder, outcome.notes())
         finished = {k: v["finished"] for k, v in now.items()}
-    expected = {"data", "teacher", "student", "onnx/teacher", "onnx/student", "onnx/student-quantized"}
+    expected = {"data", "teacher", "student", "onnx/teacher", "onnx/student", "onnx/student-quantized", "baseline"}
     assert set(finished) == expected
     last = distill_and_export(root, inputs)
     assert last.code == 0, last.console[-3000:]
@@ -307,7 +307,7 @@ def test_a_damaged_output_or_cache_entry_is_found_and_made_again(tmp_path, input
     assert set(again) == {"data/", "student/", "onnx/student/"}, outcome.notes()
     assert "train.jsonl is " in again["data/"] and "when it was made" in again["data/"]
     assert "model.safetensors" in again["student/"] and "model.onnx" in again["onnx/student/"]
-    assert {"teacher/", "onnx/teacher/"} <= set(outcome.reused())
+    assert {"teacher/", "onnx/teacher/", "baseline/"} <= set(outcome.reused())  # data/ was remade with the same content
     assert "teacher-output cache: " in outcome.console and "logits.npy has changed" in outcome.console
     assert quality(root) == quality(reference)
     logits = next((root / ".cache").glob("teacher-outputs-*/logits.npy"))
@@ -326,7 +326,8 @@ def test_a_stage_made_again_with_the_same_content_does_not_make_later_stages_sta
     assert outcome.code == 0, outcome.console[-3000:]
     assert outcome.made() == ["data/", "teacher/"], outcome.notes()
     assert f"cache entry made again: {weights} is " in outcome.console
-    assert set(outcome.reused()) == {"student/", "onnx/teacher/", "onnx/student/", "onnx/student-quantized/"}
+    assert set(outcome.reused()) == {"student/", "onnx/teacher/", "onnx/student/", "onnx/student-quantized/",
+                                     "baseline/"}
     assert quality(root) == quality(reference)
 
 
@@ -416,7 +417,8 @@ def test_a_full_disk_while_caching_teacher_outputs_or_exporting_is_one_line_and_
     with_space = distill_and_export(root, inputs)
     assert with_space.code == 0, with_space.console[-3000:]
     assert with_space.made() == ["onnx/teacher/"], with_space.notes()
-    assert set(with_space.reused()) == {"data/", "teacher/", "student/", "onnx/student/", "onnx/student-quantized/"}
+    assert set(with_space.reused()) == {"data/", "teacher/", "student/", "onnx/student/", "onnx/student-quantized/",
+                                        "baseline/"}
     assert quality(root) == quality(reference) and leftovers(root) == []
 
 

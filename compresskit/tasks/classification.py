@@ -200,9 +200,7 @@ def _download_teacher(source: str, layout: Any, load: Any) -> Path:
 def _distill_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.distill import distill
-    from compresskit.run import record_stage
-
-    from compresskit.run import reuse_or_make
+    from compresskit.run import record_stage, reuse_or_make
 
     layout, teacher = ctx.layout, ctx.layout.recorded_teacher()
     note = reuse_or_make(layout, layout.student, lambda: distill(
@@ -252,16 +250,17 @@ def _quantize_stage(ctx: StageContext, task: TextClassification) -> list[str]:
 def _baseline_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.baseline import RECORD_FILE, TfidfConfig, fit_baseline
-    from compresskit.run import record_stage
+    from compresskit.run import record_stage, reuse_or_make
 
-    folder = ctx.layout.baseline
-    if not (folder / RECORD_FILE).is_file():
-        fit_baseline(TfidfConfig(), ctx.layout.data, folder)
+    layout, folder = ctx.layout, ctx.layout.baseline
+    # like every stage's output: reused only while whole and made from the same data, else fitted again
+    note = reuse_or_make(layout, folder, lambda: fit_baseline(TfidfConfig(), layout.data, folder), (layout.data,),
+                         RECORD_FILE)
     rec = read_json(folder / RECORD_FILE)
-    record_stage(ctx.layout, "baseline", {"path": str(folder)})
+    record_stage(layout, "baseline", {"path": str(folder)})
     val = rec["validation_accuracy"]
     return [f"C={rec['c']:g}, {rec['parameters']:,} parameters"
-            + (f", validation accuracy {val:.4f}" if val is not None else "") + f" ({rec['seconds']:.0f} s)"]
+            + (f", validation accuracy {val:.4f}" if val is not None else "") + f" ({rec['seconds']:.0f} s)", note]
 
 
 def _bench_stage(ctx: StageContext, task: TextClassification) -> list[str]:
