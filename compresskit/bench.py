@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import numpy as np
 from compresskit.artifacts import UserError, atomic_dir, folder_size_mb, read_json, stage_record, write_json
 from compresskit.data import read_split_for_head
 from compresskit.machine import default_threads, machine_info, pytorch_form_unsupported
+from compresskit.timing import Latency
 from compresskit.variants import TEACHER_FORMS, Variant, reference_teacher
 
 
@@ -47,6 +49,12 @@ class BenchConfig:
     """Timed runs at least (``--iterations``)."""
     min_seconds: float = 3.0
     """…and keep timing until this much time has passed, for stable percentiles (``--min-seconds``)."""
+    rounds: int = 3
+    """Fresh processes each variant is timed in, the rounds interleaved across variants (``--rounds``). Why: on a
+    shared machine one process of a model can run 10–30 % faster or slower than the next (where its memory and
+    threads land), a difference no number of timed runs inside one process shows; ``compare`` needs the spread
+    between processes to tell a real latency change from it. ``min_iterations`` and ``min_seconds`` are split
+    across the rounds; round 1 also predicts the test split and times the workload sweep."""
     threads: int | None = None
     """Intra-op threads for every variant; None uses the physical cores (``--threads``)."""
     device: str = "auto"
@@ -70,6 +78,8 @@ class BenchConfig:
             problems.append(f"--teacher-forms takes {', '.join(TEACHER_FORMS)} or none, got {', '.join(unknown)}")
         if self.warmup < 0 or self.min_iterations < 1 or self.min_seconds < 0:
             problems.append("warmup must be >= 0, --iterations >= 1 and --min-seconds >= 0")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or not 1 <= self.rounds <= 50:
+            problems.append(f"--rounds must be an integer from 1 to 50, got {self.rounds!r}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be >= 1, got {self.threads}")
         if self.provider not in ("auto", "cpu", "cuda", "tensorrt"):
@@ -83,6 +93,11 @@ class BenchConfig:
     def sizes(self) -> tuple[int, ...]:
         """Batch sizes to time, batch 1 first."""
         return tuple(sorted({1, *self.batch_sizes}))
+
+    def per_round(self) -> BenchConfig:
+        """This config with its timing budget split across ``rounds`` (what each worker process gets)."""
+        return dataclasses.replace(self, min_iterations=max(1, math.ceil(self.min_iterations / self.rounds)),
+                                   min_seconds=self.min_seconds / self.rounds)
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -176,12 +191,12 @@ def unsupported(v: Variant, device: str) -> str | None:
 
 
 def run_worker(module: str, v: Variant, cfg: Any, inputs: Path, workdir: Path, threads: int,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None, tag: str = "") -> dict[str, Any]:
     """Measure ``v`` in a fresh ``python -m module SPEC RESULT`` process (its spec: the variant, ``cfg``, the inputs
     file, the thread count and ``extra``) and return its result. A worker that exits 2 refused its input: a one-line
     UserError naming the variant; any other failure is reported with its last line of stderr."""
-    spec = workdir / f"{v.name}.spec.json"
-    result = workdir / f"{v.name}.result.json"
+    spec = workdir / f"{v.name}{tag}.spec.json"
+    result = workdir / f"{v.name}{tag}.result.json"
     write_json(spec, {"variant": dataclasses.asdict(v), "config": dataclasses.asdict(cfg), "inputs": str(inputs),
                       "threads": threads, **(extra or {})})
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -222,24 +237,31 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, 
         raw: dict[str, dict[str, Any]] = {}
         skipped: list[dict[str, Any]] = []
         by_length = {str(k): str(length_inputs(inputs, k)) for k in cfg.lengths if k != cfg.sequence_length}
+        per_round = cfg.per_round()
         with console.status("") as status:
             for i, v in enumerate(variants, 1):
                 if reason := unsupported(v, cfg.device):
                     skipped.append({"name": v.name, "model": v.model, "reason": reason})
                     console.log(f"{v.name}: skipped, {reason}")
                     continue
-                status.update(f"benchmarking {v.name} ({i}/{len(variants)}) on {n} test inputs, {threads} threads")
-                # The baseline reads raw texts, not token ids: its own worker, given the data and the head's order.
-                raw[v.name] = (run_worker("compresskit.baseline", v, cfg, inputs, tmp, threads,
-                                          {"data": str(data_dir), "labels_order": labels_order})
-                               if v.format == "sklearn" else
-                               run_worker("compresskit.bench_worker", v, cfg, inputs, tmp, threads,
-                                          {"inputs_by_length": by_length}))
+                status.update(f"benchmarking {v.name} ({i}/{len(variants)}) on {n} test inputs, {threads} threads"
+                              + (f", round 1 of {cfg.rounds}" if cfg.rounds > 1 else ""))
+                raw[v.name] = _measure(v, per_round, inputs, tmp, threads, data_dir, labels_order, by_length)
                 if "skipped" in raw[v.name]:  # the worker tried and could not (torch.compile failed)
                     skipped.append({"name": v.name, "model": v.model, "reason": raw.pop(v.name)["skipped"]})
                     console.log(f"{v.name}: skipped, {skipped[-1]['reason']}")
                     continue
                 console.log(f"{v.name}: p50 @1 {raw[v.name]['latency_ms']['batch_1']['p50']:.2f} ms")
+            # Later rounds time the main-length batch sizes again, each variant in a new process, round by round
+            # so that a machine slowing down over the run weighs on every variant alike.
+            later: dict[str, list[dict[str, Any]]] = {name: [] for name in raw}
+            for r in range(2, cfg.rounds + 1):
+                for v in (v for v in variants if v.name in raw):
+                    status.update(f"timing {v.name}, round {r} of {cfg.rounds}, {threads} threads")
+                    later[v.name].append(_measure(v, per_round, inputs, tmp, threads, data_dir, labels_order, {},
+                                                  latency_only=True, tag=f".round{r}"))
+            for name, rest in later.items():
+                _pool_rounds(raw[name], rest, cfg.sequence_length)
         teacher = getattr(reference_teacher(variants), "name", None)
         teacher_pred = np.array(raw[teacher]["predictions"]) if teacher else None
         rows = []
@@ -260,6 +282,8 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, 
                 # what `compresskit compare` pairs two runs on: the label id per test example, and every timed run
                 "predictions": [int(p) for p in pred],
                 "latency_samples_ms": r.get("latency_samples_ms"),
+                # each round's p50 per batch size: what compare's latency interval is built from (see BenchConfig)
+                "latency_rounds_ms": r.get("latency_rounds_ms"),
                 # the workload sweep (batch × sequence cells), a compiled form's compile time, the GPU's batch limit
                 "workloads": r.get("workloads"),
                 **{k: r[k] for k in ("compile_seconds", "max_batch_before_oom") if k in r},
@@ -273,6 +297,41 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path, 
         for f in tmp.glob("*.spec.json"):
             f.unlink()
     return result
+
+
+def _measure(v: Variant, cfg: BenchConfig, inputs: Path, workdir: Path, threads: int, data_dir: Path,
+             labels_order: list[str], by_length: dict[str, str], latency_only: bool = False, tag: str = ""
+             ) -> dict[str, Any]:
+    """One worker process measuring ``v``; ``latency_only``: time the main-length batch sizes, nothing else."""
+    if v.format == "sklearn":  # the baseline reads raw texts, not token ids: its own worker
+        return run_worker("compresskit.baseline", v, cfg, inputs, workdir, threads,
+                          {"data": str(data_dir), "labels_order": labels_order, "latency_only": latency_only}, tag)
+    return run_worker("compresskit.bench_worker", v, cfg, inputs, workdir, threads,
+                      {"inputs_by_length": by_length, "latency_only": latency_only}, tag)
+
+
+def _pool_rounds(first: dict[str, Any], later: list[dict[str, Any]], main_length: int) -> None:
+    """Fold the later rounds' timed runs into round 1's result ``first`` (in place): ``latency_samples_ms`` pools
+    every round's runs and ``latency_ms`` (and the workload cells at the main length) summarise the pool;
+    ``latency_rounds_ms`` keeps each round's p50, in round order."""
+    pooled = {k: list(s) for k, s in (first.get("latency_samples_ms") or {}).items()}
+    rounds = {k: [float(np.median(s))] for k, s in pooled.items()}
+    for res in later:
+        for k, s in (res.get("latency_samples_ms") or {}).items():
+            if k in pooled and s:
+                pooled[k] += s
+                rounds[k].append(float(np.median(s)))
+    first["latency_samples_ms"] = pooled
+    first["latency_rounds_ms"] = rounds
+    first["latency_ms"] = {k: Latency.from_samples(s).__dict__ for k, s in pooled.items()}
+    for cell in first.get("workloads") or []:
+        key = f"batch_{cell.get('batch')}"
+        if cell.get("sequence_length") == main_length and key in pooled:
+            lat = first["latency_ms"][key]
+            cell["latency_ms"] = lat
+            cell["throughput_per_s"] = round(cell["batch"] * 1000.0 / lat["mean"], 2)
+            cell["rounds"] = len(rounds[key])
+    first["peak_rss_mb"] = max([first.get("peak_rss_mb") or 0.0] + [r.get("peak_rss_mb") or 0.0 for r in later])
 
 
 def _labels_from_config(model_dir: Path) -> list[str]:

@@ -51,7 +51,7 @@ EXPORT = ("exporter", "attention", "opset", "optimize", "parity_tolerance", "par
 QUANTIZE = ("quantize", "per_channel", "int8_min_agreement", "max_accuracy_drop", "calibration_samples",
             "calibration_method", "int4_block_size", "fallback", "max_length")
 BENCH = ("batch_sizes", "seq_lengths", "sequence_length", "teacher_forms", "threads", "iterations", "min_seconds",
-         "device", "provider")
+         "rounds", "device", "provider")
 GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_ratio", "min_agreement",
          "baseline", "max_accuracy_regression", "max_latency_regression")
 LM = ("kd_divergence", "jsd_beta", "kd_temperature", "kd_alpha", "on_policy", "max_steps", "teacher_topk",
@@ -157,8 +157,8 @@ def bench_config(o: dict[str, Any]) -> BenchConfig:
     return BenchConfig(batch_sizes=_parse_batch_sizes(o["batch_sizes"]), sequence_length=o["sequence_length"],
                        seq_lengths=_parse_batch_sizes(o["seq_lengths"] or "", "--seq-lengths", "64,128,256"),
                        teacher_forms=forms,
-                       min_iterations=o["iterations"], min_seconds=o["min_seconds"], threads=o["threads"],
-                       device=o["device"], provider=o["provider"])
+                       min_iterations=o["iterations"], min_seconds=o["min_seconds"], rounds=o["rounds"],
+                       threads=o["threads"], device=o["device"], provider=o["provider"])
 
 
 def gate_config(o: dict[str, Any]) -> GateConfig:
@@ -428,7 +428,7 @@ def sweep_cmd(**o: Any) -> None:
                       _floats("--temperatures", o["temperatures"]), _floats("--alphas", o["alphas"]),
                       keep_models=o["keep_models"])
     bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=o["max_length"], min_iterations=20, min_seconds=2.0,
-                            threads=o["threads"], device=o["device"])
+                            rounds=1, threads=o["threads"], device=o["device"])
     base = distill_config(o)  # every point's settings but its grid values; the distill flags not taken: defaults
     result = sweep(cfg, base, fine_tuned_teacher(o), o["data"], o["out"], bench_cfg, o["out"] / ".cache")
     for c in result["comparisons"]:

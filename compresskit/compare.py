@@ -4,8 +4,12 @@ changes in peak memory and size. Writes compare.json, compare.md and compare.htm
 
 Why intervals: a CI job compares this commit with the last accepted one on a few hundred test examples and a
 shared machine, where accuracy moves by a point and latency by several percent from noise alone. Accuracy is
-paired (both runs predict the same examples, so resampling the same indices cancels what the examples share);
-latency is not (two separate sets of timed runs), so each run's timings are resampled on their own.
+paired (both runs predict the same examples, so resampling the same indices cancels what the examples share).
+Latency varies most between processes, not within one: a model's p50 can move 10–30 % from one fresh process to
+the next on a shared machine while its timed runs inside each process agree to 1 %. So when both runs timed each
+variant in several processes (``bench --rounds``), the interval comes from the spread of the per-round p50s (a Welch
+t interval of the difference of mean log p50s); resampling the timed runs alone would call that spread a change.
+Runs with a single round fall back to a bootstrap of the timed runs, which covers only the noise within a process.
 
 numpy only (no torch): comparing two finished runs must stay cheap.
 """
@@ -21,7 +25,7 @@ import numpy as np
 
 from compresskit.artifacts import UserError, read_json, write_atomic, write_json
 from compresskit.gates import deployed_student
-from compresskit.stats import paired_bootstrap_diff
+from compresskit.stats import mcnemar_exact_p, paired_bootstrap_diff
 from compresskit.variants import field_value, finite_number
 
 # Timed runs drawn per chunk of bootstrap resamples: bounds memory when a fast model was timed thousands of times.
@@ -141,6 +145,26 @@ def p50_ratio_interval(baseline_ms: np.ndarray, current_ms: np.ndarray, cfg: Com
     return float(low), float(high)
 
 
+def rounds_ratio_interval(baseline_p50s: np.ndarray, current_p50s: np.ndarray, confidence: float = 0.95
+                          ) -> tuple[float, float, float]:
+    """(ratio, low, high) of current / baseline latency from each run's per-round p50s (shapes (n,), (m,), n, m ≥ 2):
+    the ratio of their geometric means with a Welch t interval on the log scale (rounds are few, so t, not normal,
+    quantiles; the two runs' spreads may differ)."""
+    from scipy.stats import t as student_t
+
+    b, c = np.log(np.asarray(baseline_p50s, dtype=np.float64)), np.log(np.asarray(current_p50s, dtype=np.float64))
+    if b.size < 2 or c.size < 2:
+        raise ValueError("a rounds interval needs at least two rounds in each run")
+    diff = float(c.mean() - b.mean())
+    vb, vc = b.var(ddof=1) / b.size, c.var(ddof=1) / c.size
+    se = float(np.sqrt(vb + vc))
+    if se == 0.0:
+        return float(np.exp(diff)), float(np.exp(diff)), float(np.exp(diff))
+    df = (vb + vc) ** 2 / (vb ** 2 / (b.size - 1) + vc ** 2 / (c.size - 1))
+    half = float(student_t.ppf(1 - (1 - confidence) / 2, df)) * se
+    return float(np.exp(diff)), float(np.exp(diff - half)), float(np.exp(diff + half))
+
+
 def _correctness(row: dict, labels: list[int] | None) -> np.ndarray | None:
     """1/0 per test example (prediction == gold), or None without predictions or labels."""
     pred = row.get("predictions")
@@ -169,7 +193,9 @@ def compare_variant(base: dict, cur: dict, base_labels: list[int] | None, cur_la
     ``metrics``: per quality figure ``baseline``, ``current`` and ``change`` (current − baseline); ``accuracy``
     also has ``low``/``high`` (the paired bootstrap interval of the change) when both rows carry per-example
     ``predictions`` of the same test examples. ``latency``: per batch size measured by both, the p50s, their
-    ``ratio`` (current / baseline) and, from the raw timings, its interval. ``resources``: peak memory, size and
+    ``ratio`` (current / baseline) and its interval, ``method`` ``rounds`` (both runs timed it in two or more
+    processes: ``rounds_ratio_interval``, and the ratio is of the rounds' geometric means) or ``runs`` (a bootstrap
+    of the timed runs: the noise within one process only). ``resources``: peak memory, size and
     parameters with their change and ratio.
     """
     metrics: dict[str, dict[str, Any]] = {}
@@ -183,19 +209,31 @@ def compare_variant(base: dict, cur: dict, base_labels: list[int] | None, cur_la
                                "low": d["low"], "high": d["high"], "examples": int(cc.size),
                                "changed_to_wrong": int(((cb == 1) & (cc == 0)).sum()),
                                "changed_to_right": int(((cb == 0) & (cc == 1)).sum())}
+        # the exact test on the changed examples alone, beside the interval: "5 to wrong, 1 to right" reads as a
+        # loss, and p says how often equally accurate models would split 6 changes that unevenly
+        acc = metrics["accuracy"]
+        acc["p_value"] = mcnemar_exact_p(acc["changed_to_wrong"], acc["changed_to_right"])
         metrics = {"accuracy": metrics.pop("accuracy"), **metrics}
 
     latency: dict[str, dict[str, Any]] = {}
     b_lat, c_lat = base.get("latency_ms") or {}, cur.get("latency_ms") or {}
     b_raw, c_raw = base.get("latency_samples_ms") or {}, cur.get("latency_samples_ms") or {}
+    b_rounds, c_rounds = base.get("latency_rounds_ms") or {}, cur.get("latency_rounds_ms") or {}
     for key in sorted(set(b_lat) & set(c_lat), key=_batch_order):
         bp, cp = finite_number((b_lat[key] or {}).get("p50")), finite_number((c_lat[key] or {}).get("p50"))
         if bp is None or cp is None or bp <= 0 or cp <= 0:
             continue
         entry: dict[str, Any] = {"baseline_p50": bp, "current_p50": cp, "ratio": cp / bp}
         bs, cs = _samples(b_raw.get(key)), _samples(c_raw.get(key))
-        if bs is not None and cs is not None:
+        br, cr = _samples(b_rounds.get(key)), _samples(c_rounds.get(key))
+        if br is not None and cr is not None and br.size >= 2 and cr.size >= 2:
+            entry["ratio"], entry["low"], entry["high"] = rounds_ratio_interval(br, cr, cfg.confidence)
+            entry["method"] = "rounds"
+            entry["baseline_rounds"], entry["current_rounds"] = int(br.size), int(cr.size)
+        elif bs is not None and cs is not None:
             entry["low"], entry["high"] = p50_ratio_interval(bs, cs, cfg)
+            entry["method"] = "runs"
+        if bs is not None and cs is not None:
             entry["baseline_runs"], entry["current_runs"] = int(bs.size), int(cs.size)
         latency[key] = entry
 

@@ -253,6 +253,9 @@ OPTIONS: dict[str, Opt] = {
         "--iterations", help="Minimum timed runs per batch size.")),
     "min_seconds": Opt(float, BenchConfig.min_seconds, typer.Option(
         "--min-seconds", help="Minimum timing per batch size, in seconds.")),
+    "rounds": Opt(int, BenchConfig.rounds, typer.Option(
+        "--rounds", help="Fresh processes each variant is timed in, interleaved across variants; compare's latency "
+                         "interval is built from the spread between them. The timing budget is split across rounds.")),
     "provider": Opt(str, BenchConfig.provider, typer.Option(
         "--provider", help="ONNX Runtime provider: auto | cpu | cuda | tensorrt.")),
 

@@ -361,6 +361,10 @@ def _change_cell(m: dict | None) -> str:
     text = f"{100 * m['change']:+.2f}"
     if isinstance(m.get("low"), (int, float)) and isinstance(m.get("high"), (int, float)):
         text += f" [{100 * m['low']:+.2f}, {100 * m['high']:+.2f}]"
+    if isinstance(m.get("changed_to_wrong"), int) and isinstance(m.get("changed_to_right"), int):
+        text += f", {m['changed_to_wrong']}→wrong {m['changed_to_right']}→right"
+        if isinstance(m.get("p_value"), (int, float)):
+            text += f" (p {m['p_value']:.2g})"
     return text
 
 
@@ -426,6 +430,20 @@ def _compare_metric_table(result: dict) -> tuple[list[str], list[list[str]]]:
     return ["variant", "metric", "baseline", "current", "change"], rows
 
 
+def _latency_method(result: dict) -> str:
+    """How the latency intervals of a comparison were made, in words."""
+    methods = {lat.get("method") for v in result.get("variants") or [] for lat in (v.get("latency") or {}).values()}
+    rounds = ("from the spread of each run's per-round p50s (every variant timed in several fresh processes: "
+              "the drift between processes is in it)")
+    runs = ("from each run's timed runs of a single process (the noise within a process only: the drift between "
+            "processes and runs is not in it; bench --rounds 3 or more measures it)")
+    if methods <= {"rounds", None} and "rounds" in methods:
+        return rounds
+    if methods <= {"runs", None} and "runs" in methods:
+        return runs
+    return f"{rounds} where both runs have rounds, else {runs}" if methods - {None} else "without intervals"
+
+
 def _compare_header(result: dict) -> list[tuple[str, str]]:
     """The (label, text) lines above the comparison tables."""
     def run(r: dict) -> str:
@@ -435,9 +453,8 @@ def _compare_header(result: dict) -> list[tuple[str, str]]:
     sha = (test.get("sha256") or "")[:12]
     lines = [("Baseline", run(result.get("baseline") or {})), ("Current", run(result.get("current") or {})),
              ("Test set", f"{fmt(test.get('count'), '{}')} examples" + (f", sha256 {sha}…" if sha else "")),
-             ("Intervals", f"{100 * (result.get('confidence') or 0.95):g} % bootstrap, {result.get('n_boot')} "
-                           "resamples: accuracy paired by test example, latency from each run's timed runs (the "
-                           "noise within each run: a shared machine's drift between the two runs is not in it); a "
+             ("Intervals", f"{100 * (result.get('confidence') or 0.95):g} %: accuracy by a paired bootstrap over "
+                           f"test examples ({result.get('n_boot')} resamples); latency {_latency_method(result)}; a "
                            "change counts when its whole interval is on one side")]
     deployed = result.get("deployed")
     if deployed:

@@ -73,6 +73,9 @@ _VARIANT = {
         "predictions": {"type": ["array", "null"], "items": {"type": "integer"}},
         "latency_samples_ms": {"type": ["object", "null"], "propertyNames": _BATCH_KEY,
                                "additionalProperties": {"type": "array", "items": {"type": "number"}}},
+        # each benchmark round's (process's) p50, in round order: compare's latency interval when both runs have two
+        "latency_rounds_ms": {"type": ["object", "null"], "propertyNames": _BATCH_KEY,
+                              "additionalProperties": {"type": "array", "items": {"type": "number"}}},
     },
 }
 # Extra keys are allowed everywhere: readers ignore what they do not know, and a breaking change bumps

@@ -103,6 +103,18 @@ def paired_bootstrap_diff(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: 
             "p_a_not_better": float(np.mean(diffs <= 0))}
 
 
+def mcnemar_exact_p(to_wrong: int, to_right: int) -> float:
+    """Two-sided exact McNemar p-value for two models scored on the same examples: ``to_wrong`` examples the first
+    got right and the second wrong, ``to_right`` the reverse. Under "equally accurate" each changed example goes
+    either way with probability 1/2, so the p-value is a binomial tail (1.0 when nothing changed)."""
+    from math import comb
+
+    n, k = to_wrong + to_right, min(to_wrong, to_right)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the non-dominated (latency, accuracy) points, sorted by latency (then index).
 

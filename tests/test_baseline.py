@@ -57,7 +57,7 @@ def test_bench_measures_the_baseline_in_its_own_process(tiny_classifier: Path, t
     fit_baseline(TfidfConfig(), tiny_data, folder)
     variants = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", tiny_classifier),
                 Variant("baseline-tfidf", "baseline", "sklearn", "fp64", folder, 7)]
-    cfg = BenchConfig(batch_sizes=(1, 4), sequence_length=16, warmup=1, min_iterations=3, min_seconds=0.0)
+    cfg = BenchConfig(batch_sizes=(1, 4), sequence_length=16, warmup=1, min_iterations=3, min_seconds=0.0, rounds=2)
     result = bench(cfg, variants, tiny_data, tmp_path / "bench")
     row = {v["name"]: v for v in result.variants}["baseline-tfidf"]
     texts, gold = read_split(tiny_data, "test")
@@ -69,6 +69,9 @@ def test_bench_measures_the_baseline_in_its_own_process(tiny_classifier: Path, t
     assert raw["torch_imported"] is False  # its peak memory is the baseline's own
     # compare resamples the raw timed runs for its latency interval: the baseline row carries them like any variant
     assert len(row["latency_samples_ms"]["batch_4"]) == row["latency_ms"]["batch_4"]["iterations"] >= 3
+    # …and a second round's process timed it again, predicting nothing (the predictions are round 1's)
+    assert len(row["latency_rounds_ms"]["batch_4"]) == 2
+    assert json.loads((tmp_path / "bench" / "baseline-tfidf.round2.result.json").read_text())["predictions"] is None
 
 
 def test_run_folder_lists_the_baseline(tiny_classifier: Path, tiny_data: Path, tmp_path: Path) -> None:

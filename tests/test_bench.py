@@ -33,7 +33,8 @@ def test_batch_one_is_always_measured():
 
 
 def test_bench_measures_each_variant_in_its_own_process(tmp_path, tiny_classifier, tiny_onnx, tiny_data):
-    cfg = BenchConfig(batch_sizes=(1, 4), sequence_length=32, warmup=1, min_iterations=3, min_seconds=0, threads=1)
+    cfg = BenchConfig(batch_sizes=(1, 4), sequence_length=32, warmup=1, min_iterations=3, min_seconds=0, threads=1,
+                      rounds=2)
     variants = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", tiny_classifier, 1000),
                 Variant("teacher-onnx", "teacher", "onnx", "fp32", tiny_onnx, 1000)]
     result = bench(cfg, variants, tiny_data, tmp_path / "bench")
@@ -44,17 +45,22 @@ def test_bench_measures_each_variant_in_its_own_process(tmp_path, tiny_classifie
     assert rows["teacher-onnx"]["accuracy"] == rows["teacher-pytorch"]["accuracy"]
     for r in rows.values():
         assert set(r["latency_ms"]) == {"batch_1", "batch_4"}
-        assert r["latency_ms"]["batch_1"]["iterations"] >= 3
+        # two rounds, two processes: 3 timed runs split as 2 + 2, pooled; each round's own p50 kept, in order
+        assert r["latency_ms"]["batch_1"]["iterations"] == len(r["latency_samples_ms"]["batch_1"]) == 4
+        assert [len(x) for x in r["latency_rounds_ms"].values()] == [2, 2]
+        assert r["latency_rounds_ms"]["batch_1"][0] == pytest.approx(np.median(r["latency_samples_ms"]["batch_1"][:2]))
         assert 0 < r["latency_ms"]["batch_1"]["p50"] <= r["latency_ms"]["batch_1"]["p99"]
         assert r["peak_rss_mb"] > 10 and r["size_mb"] > 0
         # without --seq-lengths the workload cells are the batch sizes at the one sequence length
         assert [(c["batch"], c["sequence_length"]) for c in r["workloads"]] == [(1, 32), (4, 32)]
-        assert r["workloads"][1]["latency_ms"] == r["latency_ms"]["batch_4"]
+        assert r["workloads"][1]["latency_ms"] == r["latency_ms"]["batch_4"] and r["workloads"][1]["rounds"] == 2
     # an ONNX worker never imports torch, so its memory is its own: far below a torch process
     assert rows["teacher-onnx"]["peak_rss_mb"] < rows["teacher-pytorch"]["peak_rss_mb"]
     saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert saved["test_samples"] == 12 and saved["machine"]["threads"] == 1
     assert saved["seq_lengths"] == [32] and saved["skipped"] == []
+    # the later round's process wrote its own result, beside round 1's
+    assert (tmp_path / "bench" / "teacher-onnx.round2.result.json").is_file()
 
 
 def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
@@ -86,3 +92,11 @@ def test_gpu_provider_missing_is_a_clear_error():
             providers_for("cuda")
     with pytest.raises(UserError, match="--provider"):
         providers_for("npu")
+
+
+def test_rounds_split_the_timing_budget_and_are_checked():
+    cfg = BenchConfig(min_iterations=30, min_seconds=3.0, rounds=4)
+    assert (cfg.per_round().min_iterations, cfg.per_round().min_seconds) == (8, 0.75)
+    for bad in (0, 51, 2.5, True):
+        with pytest.raises(UserError, match="--rounds"):
+            BenchConfig(rounds=bad)

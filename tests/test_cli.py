@@ -11,7 +11,8 @@ from conftest import cli, save_tiny_bert
 
 FAST = ["--teacher-epochs", "8", "--teacher-learning-rate", "2e-3", "--epochs", "8", "--learning-rate", "2e-3",
         "--student-layers", "1", "--max-length", "32", "--sequence-length", "32", "--batch-sizes", "1,4",
-        "--iterations", "3", "--min-seconds", "0", "--threads", "1", "--device", "cpu", "--teacher-forms", "none"]
+        "--iterations", "3", "--min-seconds", "0", "--rounds", "1", "--threads", "1", "--device", "cpu",
+        "--teacher-forms", "none"]
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:

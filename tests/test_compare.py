@@ -78,6 +78,7 @@ def test_many_worse_predictions_fail_the_accuracy_gate_with_the_compared_variant
     assert result["deployed"]["name"] == result["deployed"]["baseline_name"] == "student-onnx-int8"
     assert acc["change"] == pytest.approx(-(100 - 30) / N) and acc["high"] < -0.1
     assert acc["changed_to_wrong"] == 90 and acc["changed_to_right"] == 20  # multiples of 30 are wrong in both
+    assert acc["p_value"] < 1e-9
     (gate,) = evaluate_gates(GateConfig(max_accuracy_regression=0.01), cur["variants"], comparison=result)
     assert not gate.passed and gate.value == pytest.approx(-acc["high"])
     assert gate.detail.startswith("student-onnx-int8 vs baseline student-onnx-int8: accuracy 0.6667 vs 0.9000")
@@ -103,6 +104,41 @@ def test_latency_ratio_interval_comes_from_the_samples():
     assert p50_ratio_interval(base, cur) == (low, high)  # seeded: the same runs give the same interval
     narrow = p50_ratio_interval(base, cur, CompareConfig(confidence=0.5))
     assert low < narrow[0] < narrow[1] < high
+
+
+def _with_rounds(report: dict, p50s: list[float], name: str = "student-onnx-int8") -> dict:
+    """``report`` with the variant ``name`` timed in len(p50s) processes whose p50s were ``p50s``."""
+    row = next(v for v in report["variants"] if v["name"] == name)
+    row["latency_rounds_ms"] = {"batch_1": list(p50s)}
+    return report
+
+
+def test_a_process_to_process_shift_is_noise_when_both_runs_have_rounds():
+    """What a shared machine does: within each process the timed runs agree to 5 %, but one run's processes came out
+    20 % slower. From the timed runs alone that is a certain regression; the per-round p50s show processes of either
+    run that slow, so the interval spans 1 and the gate passes."""
+    base = _with_rounds(_report([], student_p50=4.0), [4.0, 4.9, 4.1, 3.9, 4.8])
+    cur = _with_rounds(_report([], student_p50=4.8, seed=5), [4.8, 4.1, 5.0, 4.0, 4.9])
+    lat = compare_reports(base, cur)["deployed"]["latency"]["batch_1"]
+    assert lat["method"] == "rounds" and (lat["baseline_rounds"], lat["current_rounds"]) == (5, 5)
+    assert lat["low"] < 1 < lat["high"] and lat["ratio"] == pytest.approx(
+        np.exp(np.mean(np.log([4.8, 4.1, 5.0, 4.0, 4.9])) - np.mean(np.log([4.0, 4.9, 4.1, 3.9, 4.8]))))
+    assert failed_gates(evaluate_gates(GATES, cur["variants"], comparison=compare_reports(base, cur))) == []
+    runs_only = compare_reports(_report([], student_p50=4.0), _report([], student_p50=4.8, seed=5))
+    lat = runs_only["deployed"]["latency"]["batch_1"]
+    assert lat["method"] == "runs" and lat["low"] > 1.1  # the same shift, judged on one process a run
+
+
+def test_a_slower_student_fails_the_latency_gate_on_rounds_too():
+    base = _with_rounds(_report([]), [4.0, 4.3, 3.9])
+    cur = _with_rounds(_report([], student_p50=6.0), [6.1, 5.8, 6.4])
+    lat = compare_reports(base, cur)["deployed"]["latency"]["batch_1"]
+    assert lat["method"] == "rounds" and lat["low"] > 1.3
+    (gate,) = evaluate_gates(GateConfig(max_latency_regression=1.10), [], comparison=compare_reports(base, cur))
+    assert not gate.passed
+    # one round in the baseline (an older run): the timed runs' bootstrap, said so
+    one = _with_rounds(_report([]), [4.0])
+    assert compare_reports(one, cur)["deployed"]["latency"]["batch_1"]["method"] == "runs"
 
 
 def test_a_slower_student_fails_the_latency_gate():
@@ -245,7 +281,7 @@ def benchmarked_run(tmp_path_factory, tiny_classifier, tiny_data, tiny_onnx):
     shutil.copytree(tiny_classifier, run / "student")
     shutil.copytree(tiny_onnx, run / "onnx" / "student")
     proc = cli("bench", "--run-dir", str(run), "--sequence-length", "32", "--batch-sizes", "1,4", "--iterations",
-               "5", "--min-seconds", "0", "--threads", "1", "--device", "cpu")
+               "5", "--min-seconds", "0", "--rounds", "2", "--threads", "1", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = cli("report", "--run-dir", str(run))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -261,7 +297,9 @@ def test_report_carries_predictions_and_timings_and_plots(benchmarked_run):
         assert len(v["predictions"]) == n
         assert np.mean(np.array(v["predictions"]) == report["test_set"]["labels"]) == pytest.approx(v["accuracy"])
         samples = v["latency_samples_ms"]
-        assert set(samples) == {"batch_1", "batch_4"} and len(samples["batch_1"]) == 5
+        # --iterations 5 over --rounds 2: three timed runs in each of two processes, pooled, each round's p50 kept
+        assert set(samples) == {"batch_1", "batch_4"} and len(samples["batch_1"]) == 6
+        assert [len(r) for r in v["latency_rounds_ms"].values()] == [2, 2]
         assert np.percentile(samples["batch_1"], 50) == pytest.approx(v["latency_ms"]["batch_1"]["p50"], abs=1e-3)
     page = (benchmarked_run / "report.html").read_text()
     for alt in ("accuracy against p50 latency at batch 1", "box plot of the timed runs at batch 1"):
@@ -287,6 +325,7 @@ def test_report_against_a_baseline_passes_then_fails_the_gates(benchmarked_run, 
     student = next(v for v in fast["variants"] if v["name"] == "student-onnx")
     student["latency_samples_ms"] = {k: [x / 10 for x in s] for k, s in student["latency_samples_ms"].items()}
     student["latency_ms"] = {k: {**lat, "p50": lat["p50"] / 10} for k, lat in student["latency_ms"].items()}
+    student["latency_rounds_ms"] = {k: [x / 10 for x in r] for k, r in student["latency_rounds_ms"].items()}
     student["predictions"] = list(fast["test_set"]["labels"])
     current_student = next(v for v in baseline["variants"] if v["name"] == "student-onnx")
     (tmp_path / "fast.json").write_text(json.dumps(fast))
@@ -361,3 +400,12 @@ def test_distill_and_export_with_a_baseline_fails_a_real_regression(tmp_path, ti
     assert "95 % CI" in latency["detail"]  # judged on the interval from the timed runs, not the point estimate
     assert (tmp_path / "out" / "tiny" / "compare" / "compare.html").is_file()
     assert "# compresskit comparison: tiny → tiny" in summary.read_text()
+
+
+def test_mcnemar_exact_p_is_the_binomial_tail_of_the_changed_examples():
+    from compresskit.stats import mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(3, 3) == 1.0
+    assert mcnemar_exact_p(5, 1) == pytest.approx(2 * 7 / 64)  # the 1-layer student's 5 vs 1: p 0.22, not flagged
+    assert mcnemar_exact_p(1, 5) == mcnemar_exact_p(5, 1)
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 1024)

@@ -79,7 +79,7 @@ def fast_args() -> list[str]:
 
     args = ["--teacher-epochs", "8", "--teacher-learning-rate", "2e-3", "--epochs", "3", "--learning-rate", "2e-3",
             "--student-layers", "1", "--max-length", "32", "--sequence-length", "32", "--batch-sizes", "1",
-            "--iterations", "3", "--min-seconds", "0", "--threads", "1", "--device", "cpu",
+            "--iterations", "3", "--min-seconds", "0", "--rounds", "1", "--threads", "1", "--device", "cpu",
             "--exporter", "torchscript", "--attention", "eager", "--cls-only", "off", "--skip-layer-norm", "fused"]
     if "teacher_forms" in {f.name for f in dataclasses.fields(BenchConfig)}:
         args += ["--teacher-forms", "none"]

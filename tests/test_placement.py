@@ -85,7 +85,8 @@ def test_only_nodes_left_on_cpu_are_flagged(cpu_events):
 
 
 def test_bench_record_and_report_carry_placement(tmp_path, tiny_onnx, tiny_data):
-    cfg = BenchConfig(batch_sizes=(1,), sequence_length=32, warmup=0, min_iterations=2, min_seconds=0, threads=1,
+    cfg = BenchConfig(batch_sizes=(1,), sequence_length=32, warmup=0, min_iterations=2, min_seconds=0,
+                      rounds=1, threads=1,
                       provider="cpu")
     result = bench(cfg, [Variant("teacher-onnx", "teacher", "onnx", "fp32", tiny_onnx, 1000)], tiny_data,
                    tmp_path / "bench")

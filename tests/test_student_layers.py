@@ -46,6 +46,7 @@ def test_distill_and_export_picks_the_layers_from_the_teacher_by_default(tmp_pat
     proc = cli("distill-and-export", "--teacher", str(teacher), "--dataset", str(tiny_csv), "--output-root",
                str(tmp_path / "runs"), "--run-name", "auto", "--epochs", "1", "--max-length", "32",
                "--sequence-length", "32", "--batch-sizes", "1", "--iterations", "2", "--min-seconds", "0",
+               "--rounds", "1",
                "--threads", "1", "--device", "cpu", "--quantize", "none", "--exporter", "torchscript",
                "--attention", "eager", "--cls-only", "off", "--skip-layer-norm", "fused")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -26,7 +26,7 @@ def test_sweep_reports_every_point_with_ci_latency_and_a_comparison(tmp_path, ti
     base = DistillConfig(train=TrainConfig(epochs=10, learning_rate=2e-3, max_length=32, device="cpu", batch_size=8))
     cfg = SweepConfig(students=("0", "shape:layers=1,hidden=16,heads=2,intermediate=32"), temperatures=(2.0,),
                       alphas=(0.0, 0.5), n_boot=200)
-    bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=32, warmup=1, min_iterations=3, min_seconds=0,
+    bench_cfg = BenchConfig(batch_sizes=(1,), sequence_length=32, warmup=1, min_iterations=3, min_seconds=0, rounds=1,
                             threads=1)
     result = sweep(cfg, base, tiny_teacher, tiny_data, tmp_path / "sw", bench_cfg, tmp_path / "cache")
     rows = {r["name"]: r for r in result["rows"]}

@@ -137,7 +137,7 @@ def test_batch_search_stops_at_out_of_memory():
 
 def test_bench_sweeps_cells_and_runs_or_skips_the_teacher_forms(tmp_path, tiny_classifier, tiny_onnx, tiny_data):
     cfg = BenchConfig(batch_sizes=(1, 2), sequence_length=32, seq_lengths=(16,), warmup=1, min_iterations=3,
-                      min_seconds=0, threads=1, device="cpu")
+                      min_seconds=0, rounds=1, threads=1, device="cpu")
     teacher = Variant("teacher-pytorch", "teacher", "pytorch", "fp32", tiny_classifier, 1000)
     variants = [teacher, *teacher_forms(teacher, ("bf16", "compile")),
                 Variant("teacher-onnx", "teacher", "onnx", "fp32", tiny_onnx, 1000)]
