@@ -49,7 +49,7 @@ class BenchConfig:
     """Timed runs at least (``--iterations``)."""
     min_seconds: float = 3.0
     """…and keep timing until this much time has passed, for stable percentiles (``--min-seconds``)."""
-    rounds: int = 3
+    rounds: int = 5
     """Fresh processes each variant is timed in, the rounds interleaved across variants (``--rounds``). Why: on a
     shared machine one process of a model can run 10–30 % faster or slower than the next (where its memory and
     threads land), a difference no number of timed runs inside one process shows; ``compare`` needs the spread

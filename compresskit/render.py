@@ -436,7 +436,7 @@ def _latency_method(result: dict) -> str:
     rounds = ("from the spread of each run's per-round p50s (every variant timed in several fresh processes: "
               "the drift between processes is in it)")
     runs = ("from each run's timed runs of a single process (the noise within a process only: the drift between "
-            "processes and runs is not in it; bench --rounds 3 or more measures it)")
+            "processes and runs is not in it; bench --rounds 2 or more measures it)")
     if methods <= {"rounds", None} and "rounds" in methods:
         return rounds
     if methods <= {"runs", None} and "runs" in methods:
