@@ -246,6 +246,35 @@ def compare_variant(base: dict, cur: dict, base_labels: list[int] | None, cur_la
             "resources": resources}
 
 
+def shipped_graphs(report: dict) -> dict[str, dict[str, str]]:
+    """Per exported model (``teacher``, ``student``) the ONNX graph its export stage shipped: ``candidate`` (exporter +
+    attention [+ cls-only]) and, when chosen, the SkipLayerNormalization ``form``. Empty for reports without
+    ``exports`` (a causal LM's, an old one)."""
+    out = {}
+    for model, e in (report.get("exports") or {}).items():
+        if isinstance(e, dict) and isinstance(e.get("chosen"), str):
+            form = (e.get("skip_layer_norm") or {}).get("form")
+            out[model] = {"candidate": e["chosen"], **({"form": form} if isinstance(form, str) else {})}
+    return out
+
+
+def pin_flags(graph: dict[str, str]) -> str:
+    """The export flags that make ``export`` ship ``graph`` (``shipped_graphs``'s form) without choosing."""
+    parts = graph["candidate"].split("+")
+    flags = f"--exporter {parts[0]} --attention {parts[1]} --cls-only {'on' if 'cls-only' in parts[2:] else 'off'}"
+    return flags + (f" --skip-layer-norm {graph['form']}" if "form" in graph else "")
+
+
+def _graph_changes(baseline: dict, current: dict, common: list[dict]) -> list[dict[str, Any]]:
+    """The exported models whose shipped graph differs between the runs, with the ONNX variants built from them.
+    Why it matters: export chooses its graph by timing, and where candidates are close a rerun can ship another one;
+    the latency of those variants then compares two graphs, not two versions of the code."""
+    b, c = shipped_graphs(baseline), shipped_graphs(current)
+    return [{"model": m, "baseline": b[m], "current": c[m], "pin": pin_flags(b[m]),
+             "variants": [v.get("name") for v in common if v.get("model") == m and v.get("format") == "onnx"]}
+            for m in sorted(set(b) & set(c)) if b[m] != c[m]]
+
+
 def compare_reports(baseline: dict, current: dict, cfg: CompareConfig = CompareConfig(),
                     sources: tuple[str, str] | None = None) -> dict[str, Any]:
     """Compare every variant present in both reports (matched by name), and the deployed student of each (the one
@@ -279,6 +308,7 @@ def compare_reports(baseline: dict, current: dict, cfg: CompareConfig = CompareC
         "n_boot": cfg.n_boot,
         "variants": variants,
         "deployed": deployed,
+        "graph_changes": _graph_changes(baseline, current, common),
         "only_in_baseline": [n for n in b_rows if n not in {v.get("name") for v in c_rows}],
         "only_in_current": [v.get("name") for v in c_rows if v.get("name") not in b_rows],
     }

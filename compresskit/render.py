@@ -459,6 +459,15 @@ def _compare_header(result: dict) -> list[tuple[str, str]]:
     deployed = result.get("deployed")
     if deployed:
         lines.append(("Deployed student", f"{deployed.get('name')} vs baseline {deployed.get('baseline_name')}"))
+    for change in result.get("graph_changes") or []:
+        def graph(g: dict) -> str:
+            return g.get("candidate", MISSING) + (f" (SkipLayerNorm {g['form']})" if g.get("form") else "")
+
+        lines.append((f"Other {change.get('model')} graph",
+                      f"{graph(change.get('baseline') or {})} → {graph(change.get('current') or {})}: export chose "
+                      f"another graph by timing, so the latency of {', '.join(map(str, change.get('variants') or []))} "
+                      f"compares two graphs, not only the code; to compare the code alone, pin the baseline's "
+                      f"({change.get('pin')})"))
     for label, key in (("Only in the baseline", "only_in_baseline"), ("Only in the current run", "only_in_current")):
         if result.get(key):
             lines.append((label, ", ".join(map(str, result[key]))))

@@ -409,3 +409,21 @@ def test_mcnemar_exact_p_is_the_binomial_tail_of_the_changed_examples():
     assert mcnemar_exact_p(5, 1) == pytest.approx(2 * 7 / 64)  # the 1-layer student's 5 vs 1: p 0.22, not flagged
     assert mcnemar_exact_p(1, 5) == mcnemar_exact_p(5, 1)
     assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 1024)
+
+
+def test_a_graph_chosen_anew_is_named_with_the_flags_that_pin_the_baseline_s():
+    """Export picks its graph by timing; a rerun that ships another one says so, and how to ship the baseline's."""
+    base, cur = _report([]), _report([])
+    base["exports"] = {"student": {"chosen": "torchscript+eager+cls-only", "skip_layer_norm": {"form": "unfused"}},
+                       "teacher": {"chosen": "torchscript+eager"}}
+    cur["exports"] = {"student": {"chosen": "dynamo+sdpa+cls-only", "skip_layer_norm": {"form": "unfused"}},
+                      "teacher": {"chosen": "torchscript+eager"}}
+    result = compare_reports(base, cur)
+    (change,) = result["graph_changes"]
+    assert change["model"] == "student" and change["variants"] == ["student-onnx", "student-onnx-int8"]
+    assert change["pin"] == "--exporter torchscript --attention eager --cls-only on --skip-layer-norm unfused"
+    from compresskit.render import render_compare_markdown
+
+    assert "Other student graph:** torchscript+eager+cls-only (SkipLayerNorm unfused) → dynamo+sdpa+cls-only" in \
+        render_compare_markdown(result)
+    assert compare_reports(base, copy.deepcopy(base))["graph_changes"] == []
