@@ -29,7 +29,7 @@ from compresskit.machine import default_threads
 from compresskit.models import LoadOptions, head_labels, load_classifier, load_tokenizer, weight_bytes
 from compresskit.onnx_io import graph_record, move_graph
 from compresskit.onnx_runtime import SESSION_FILE, batched_logits, make_session, run_logits, tokenize_numpy
-from compresskit.timing import time_runs
+from compresskit.timing import SETTLE_SECONDS, time_runs
 from compresskit.torch_export import optimize_graph, torch_export
 from compresskit.torch_export import logits_export_spec
 from compresskit.verify import Parity, compare, require
@@ -241,9 +241,10 @@ def _runs_per_round(batch: int, per_round: int) -> int:
 
 
 def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads: int | None,
-                  batches: tuple[int, ...] = (1,), rounds: int = 5, per_round: int = 10) -> dict[str, dict[str, float]]:
+                  batches: tuple[int, ...] = (1,), rounds: int = 5, per_round: int = 10,
+                  settle_s: float = SETTLE_SECONDS) -> dict[str, dict[str, float]]:
     """Median latency (ms) of each graph at each batch size (``{"fused": {"batch_1": …, "batch_32": …}}``), measured
-    in interleaved rounds so drift hits all alike."""
+    in interleaved rounds so drift hits all alike, each block of runs after ``settle_s`` of quiet (``SETTLE_SECONDS``)."""
     sessions = {k: make_session(p, threads=threads) for k, p in paths.items()}
     samples: dict[str, dict[str, list[float]]] = {k: {} for k in sessions}
     for batch in batches:
@@ -253,6 +254,7 @@ def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads
                 run_logits(s, f)
         for _ in range(rounds):
             for k, s in sessions.items():
+                time.sleep(settle_s)
                 samples[k].setdefault(f"batch_{batch}", []).extend(
                     time_runs(functools.partial(run_logits, s), feeds, min_iterations=_runs_per_round(batch, per_round)))
     return {k: {w: float(np.median(v)) for w, v in per.items()} for k, per in samples.items()}
@@ -274,6 +276,7 @@ def time_pytorch(model: Any, arrays: dict[str, np.ndarray], threads: int, batche
         out = {}
         for batch in batches:
             feeds = _feeds(arrays, batch)
+            time.sleep(SETTLE_SECONDS)  # the ONNX sessions timed just before may still be spinning
             out[f"batch_{batch}"] = float(np.median(time_runs(
                 run, feeds, warmup=3, min_iterations=rounds * _runs_per_round(batch, per_round))))
         return out

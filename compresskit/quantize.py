@@ -35,7 +35,7 @@ from compresskit.machine import default_threads, has_vnni
 from compresskit.onnx_io import external_data_files, graph_record, move_graph, save_graph
 from compresskit.onnx_runtime import (SESSION_FILE, available_providers, batched_logits, make_session,
                                       session_inputs, tokenize_numpy)
-from compresskit.timing import Latency, time_runs
+from compresskit.timing import SETTLE_SECONDS, Latency, time_runs
 from compresskit.verify import Parity, compare
 
 MODES = ("none", "dynamic-int8", "static-int8", "fp16", "int4", "auto")
@@ -244,6 +244,7 @@ def batch1_latency(model_path: Path, padded: dict[str, np.ndarray], device: str 
     session = make_session(Path(model_path), threads=default_threads(), device=device)
     n = len(next(iter(padded.values())))
     rows = [session_inputs(session, {k: v[i:i + 1] for k, v in padded.items()}) for i in range(n)]
+    time.sleep(SETTLE_SECONDS)  # the previous candidate's threads may still be spinning (timing.SETTLE_SECONDS)
     samples = time_runs(lambda row: session.run(None, row), rows, warmup=LATENCY_WARMUP, min_iterations=LATENCY_RUNS)
     return Latency.from_samples(samples)
 

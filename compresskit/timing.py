@@ -15,6 +15,13 @@ import numpy as np
 
 T = TypeVar("T")
 
+SETTLE_SECONDS = 0.05
+"""Pause before timing another session of the same process. Why: ONNX Runtime's intra-op threads spin-wait after
+each run (its default), and on a machine with no core to spare the last session's spinning threads take the cores
+from the next one. Timed back to back, two student graphs that run in 3.2 and 3.4 ms alone measured 4–8 ms at
+batch 1, in either order from one repetition to the next, and two runs of one commit shipped different graphs;
+with this pause they measure 3.24 and 3.43 ms every time (benchmarks/export_timing.py; figures in RESULTS.md)."""
+
 
 @dataclass(frozen=True)
 class Latency:
