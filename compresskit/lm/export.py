@@ -27,6 +27,7 @@ import numpy as np
 
 from compresskit.artifacts import UserError, VerificationError, atomic_dir, stage_record, write_json
 from compresskit.lm.onnx_verify import DecoderParity
+from compresskit.timing import SETTLE_SECONDS
 
 CANDIDATES = ("genai", "torch")
 
@@ -97,6 +98,7 @@ def decode_ms_per_token(folder: Path, prompt: list[int], tokens: int, threads: i
     token = int(logits.argmax())
     for _ in range(2):  # warm-up
         logits, cache = decoder.step(token, cache)
+    time.sleep(SETTLE_SECONDS)  # the candidate timed before may still hold the cores (timing.SETTLE_SECONDS)
     samples = []
     for _ in range(tokens):
         t0 = time.perf_counter()
