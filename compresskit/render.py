@@ -121,7 +121,22 @@ def _header(report: dict) -> list[tuple[str, str]]:
         ("Versions", ", ".join(f"{k} {v or MISSING}" for k, v in (report.get("versions") or {}).items())),
         ("Run", f"{report.get('task', MISSING)}, sequence length {fmt(report.get('sequence_length'), '{}')}, "
                 f"created {report.get('created', MISSING)}"),
+        *_timing_line(report),
     ]
+
+
+def _timing_line(report: dict) -> list[tuple[str, str]]:
+    """How the latencies were taken, when the bench settings say (text classification): a reader of a p50 should
+    know it pools several processes."""
+    bench = (report.get("config") or {}).get("bench") or {}
+    rounds = bench.get("rounds")
+    if not isinstance(rounds, int):
+        return []
+    how = (f"each variant in {rounds} fresh processes, round by round across the variants; a p50 pools their timed "
+           f"runs, and report.json keeps each process's p50 (latency_rounds_ms)" if rounds > 1 else
+           "each variant in one fresh process")
+    return [("Timing", f"{how}; at least {bench.get('min_iterations', MISSING)} timed runs and "
+                       f"{fmt(bench.get('min_seconds'), '{:g}')} s per batch size in all")]
 
 
 def _verification_table(report: dict) -> tuple[list[str], list[list[str]]]:

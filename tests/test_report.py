@@ -264,3 +264,12 @@ def test_report_json_keeps_number_lists_on_one_line(report, tmp_path, monkeypatc
     assert json.loads(text) == report
     assert text.count("\n") == lines_before + 4 * len(report["variants"])  # "predictions", and samples with its key
     assert '"predictions": [0, 1, 2, 0,' in text and '"batch_1": [1.25, 3e-05, 12.0,' in text
+
+
+def test_header_says_how_the_latencies_were_timed(report):
+    assert "**Timing:**" not in render_markdown(report)  # no bench settings in the config: nothing claimed
+    report["config"]["bench"] = {"rounds": 5, "min_iterations": 30, "min_seconds": 3.0}
+    assert ("- **Timing:** each variant in 5 fresh processes, round by round across the variants; a p50 pools their "
+            "timed runs") in render_markdown(report)
+    report["config"]["bench"]["rounds"] = 1
+    assert "each variant in one fresh process; at least 30 timed runs and 3 s" in render_markdown(report)
