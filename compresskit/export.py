@@ -244,7 +244,8 @@ def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads
                   batches: tuple[int, ...] = (1,), rounds: int = 5, per_round: int = 10,
                   settle_s: float = SETTLE_SECONDS) -> dict[str, dict[str, float]]:
     """Median latency (ms) of each graph at each batch size (``{"fused": {"batch_1": …, "batch_32": …}}``), measured
-    in interleaved rounds so drift hits all alike, each block of runs after ``settle_s`` of quiet (``SETTLE_SECONDS``)."""
+    in interleaved rounds so drift hits all alike, each block of runs after ``settle_s`` of quiet
+    (``SETTLE_SECONDS``)."""
     sessions = {k: make_session(p, threads=threads) for k, p in paths.items()}
     samples: dict[str, dict[str, list[float]]] = {k: {} for k in sessions}
     for batch in batches:
@@ -254,9 +255,9 @@ def time_sessions(paths: dict[str, Path], arrays: dict[str, np.ndarray], threads
                 run_logits(s, f)
         for _ in range(rounds):
             for k, s in sessions.items():
-                time.sleep(settle_s)
                 samples[k].setdefault(f"batch_{batch}", []).extend(
-                    time_runs(functools.partial(run_logits, s), feeds, min_iterations=_runs_per_round(batch, per_round)))
+                    time_runs(functools.partial(run_logits, s), feeds, min_iterations=_runs_per_round(batch, per_round),
+                              settle_s=settle_s))
     return {k: {w: float(np.median(v)) for w, v in per.items()} for k, per in samples.items()}
 
 
@@ -276,9 +277,10 @@ def time_pytorch(model: Any, arrays: dict[str, np.ndarray], threads: int, batche
         out = {}
         for batch in batches:
             feeds = _feeds(arrays, batch)
-            time.sleep(SETTLE_SECONDS)  # the ONNX sessions timed just before may still be spinning
+            # settle: the ONNX sessions timed just before may still be spinning
             out[f"batch_{batch}"] = float(np.median(time_runs(
-                run, feeds, warmup=3, min_iterations=rounds * _runs_per_round(batch, per_round))))
+                run, feeds, warmup=3, min_iterations=rounds * _runs_per_round(batch, per_round),
+                settle_s=SETTLE_SECONDS)))
         return out
     finally:
         torch.set_num_threads(before)

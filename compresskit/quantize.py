@@ -244,8 +244,9 @@ def batch1_latency(model_path: Path, padded: dict[str, np.ndarray], device: str 
     session = make_session(Path(model_path), threads=default_threads(), device=device)
     n = len(next(iter(padded.values())))
     rows = [session_inputs(session, {k: v[i:i + 1] for k, v in padded.items()}) for i in range(n)]
-    time.sleep(SETTLE_SECONDS)  # the previous candidate's threads may still be spinning (timing.SETTLE_SECONDS)
-    samples = time_runs(lambda row: session.run(None, row), rows, warmup=LATENCY_WARMUP, min_iterations=LATENCY_RUNS)
+    # settle: the previous candidate's threads may still be spinning (timing.SETTLE_SECONDS)
+    samples = time_runs(lambda row: session.run(None, row), rows, warmup=LATENCY_WARMUP, min_iterations=LATENCY_RUNS,
+                        settle_s=SETTLE_SECONDS)
     return Latency.from_samples(samples)
 
 

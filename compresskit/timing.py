@@ -42,16 +42,19 @@ class Latency:
 
 def time_runs(run: Callable[[T], object], inputs: Sequence[T], *, warmup: int = 0, min_iterations: int = 1,
               min_seconds: float = 0.0, max_iterations: int = 100_000,
-              sync: Callable[[], object] | None = None) -> list[float]:
+              sync: Callable[[], object] | None = None, settle_s: float = 0.0) -> list[float]:
     """Milliseconds per call of ``run(input)``, taking ``inputs`` in turn (wrapping around).
 
     ``warmup`` untimed calls come first (on ``inputs[0]``, ``inputs[1]``…); timing then starts over from
     ``inputs[0]`` and goes on until at least ``min_iterations`` calls are timed and ``min_seconds`` have passed
     since the first, but stops at ``max_iterations``. ``sync`` (a GPU's ``synchronize``) runs after the warm-up and
-    inside each timed call, so the time covers the work queued by ``run``, not only its launch.
+    inside each timed call, so the time covers the work queued by ``run``, not only its launch. ``settle_s`` of
+    quiet come before anything (``SETTLE_SECONDS`` where another model of the same process ran just before).
     """
     if not inputs:
         raise ValueError("time_runs needs at least one input")
+    if settle_s > 0:
+        time.sleep(settle_s)
     for i in range(warmup):
         run(inputs[i % len(inputs)])
     if sync is not None:

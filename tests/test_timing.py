@@ -46,3 +46,11 @@ def test_timing_does_not_import_torch():
     code = "import sys, compresskit.timing, compresskit.bench_worker; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
+
+
+def test_settle_pauses_before_anything_and_is_not_timed():
+    calls = []
+    t0 = time.perf_counter()
+    samples = time_runs(lambda x: calls.append(time.perf_counter()), [0], warmup=1, min_iterations=3, settle_s=0.05)
+    assert calls[0] - t0 >= 0.05  # the pause comes before the warm-up call
+    assert len(samples) == 3 and max(samples) < 50.0  # and none of it is in a timed run
