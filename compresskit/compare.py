@@ -175,10 +175,13 @@ def _correctness(row: dict, labels: list[int] | None) -> np.ndarray | None:
 
 def _metric_names(base: dict, cur: dict) -> list[str]:
     """The numeric quality figures both rows carry: the top-level ones, then ``quality.<key>`` (causal LMs)."""
-    names = [k for k in _TOP_METRICS if finite_number(base.get(k)) is not None and finite_number(cur.get(k)) is not None]
+    def both(b: dict, c: dict, k: str) -> bool:
+        return finite_number(b.get(k)) is not None and finite_number(c.get(k)) is not None
+
+    names = [k for k in _TOP_METRICS if both(base, cur, k)]
     bq, cq = base.get("quality") or {}, cur.get("quality") or {}
     if isinstance(bq, dict) and isinstance(cq, dict):
-        names += [f"quality.{k}" for k in cq if finite_number(bq.get(k)) is not None and finite_number(cq.get(k)) is not None]
+        names += [f"quality.{k}" for k in cq if both(bq, cq, k)]
     return names
 
 

@@ -152,7 +152,8 @@ def latency_vs_batch(variants: list[dict]) -> str | None:
         by_length: dict[int, list[tuple[float, float]]] = {}
         for c in v.get("workloads") or []:
             p50 = finite_number((c.get("latency_ms") or {}).get("p50"))
-            if p50 is not None and p50 > 0 and finite_number(c.get("batch")) and finite_number(c.get("sequence_length")):
+            if (p50 is not None and p50 > 0 and finite_number(c.get("batch"))
+                    and finite_number(c.get("sequence_length"))):
                 by_length.setdefault(int(c["sequence_length"]), []).append((float(c["batch"]), p50))
         for length, points in by_length.items():
             if len(points) > 1:
