@@ -327,10 +327,10 @@ OPTIONS: dict[str, Opt] = {
     "int4_accuracy_level": Opt(int, 4, typer.Option(
         "--int4-accuracy-level", help="causal-lm: MatMulNBits accuracy level: 4 computes in int8 (fastest on "
                                       "CPU), 1 in fp32.")),
-    "int4_algorithm": Opt(str, "default", typer.Option(
-        "--int4-algorithm", help="causal-lm: how int4 weights are rounded: default (nearest) | rtn | k_quant "
-                                 "(error-minimising block scales) | k_quant_last (k_quant, LM head at int8)."),
-        choices=("default", "rtn", "k_quant", "k_quant_last")),
+    "int4_algorithm": Opt(str, "k_quant", typer.Option(
+        "--int4-algorithm", help="causal-lm: how int4 weights are rounded: k_quant (error-minimising block "
+                                 "scales) | default (the builder's round to nearest) | rtn."),
+        choices=("k_quant", "default", "rtn")),
     "lm_quant_min_agreement": Opt(float, 0.7, typer.Option(
         "--lm-quant-min-agreement", help="causal-lm: top-1 agreement a quantized graph keeps with the fp32 graph "
                                          "on validation answers (else more MatMuls stay in full precision).")),

@@ -191,8 +191,10 @@ def _graph_lines(report: dict) -> list[tuple[str, str]]:
             continue
         if "mode" in e:
             kept = e.get("kept_fp32") or []
+            int8 = e.get("kept_int8") or []
             lines.append((name, f"{e.get('mode') or MISSING}, {len(kept)} node(s) kept in fp32 by the accuracy fallback"
-                          + (f" ({', '.join(map(str, kept))})" if kept else "")))
+                          + (f" ({', '.join(map(str, kept))})" if kept else "")
+                          + (f"; at 8 bits: {', '.join(map(str, int8))}" if int8 else "")))
             continue
         ops = e.get("fused_operators") or {}
         text = f"{e.get('chosen') or MISSING}; fused " + (", ".join(f"{op} ×{n}" for op, n in ops.items()) or "none")

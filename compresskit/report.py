@@ -259,7 +259,8 @@ def _exports(layout: Any) -> tuple[list[dict], dict[str, dict]]:
                              "skip_layer_norm": record.get("skip_layer_norm"), "choice": record.get("choice"),
                              "fused_operators": record.get("fused_operators", {})}
         else:
-            exports[name] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or []}
+            exports[name] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or [],
+                             **({"kept_int8": record["kept_int8"]} if record.get("kept_int8") else {})}
     return verification, exports
 
 

@@ -11,7 +11,7 @@ from compresskit.artifacts import VerificationError
 from compresskit.lm import export as lm_export
 from compresskit.lm.export import LMExportConfig, export_lm
 from compresskit.lm.onnx_verify import DecoderParity
-from compresskit.lm.quantize import LMQuantizeConfig, fallback_groups, quantize_lm
+from compresskit.lm.quantize import LMQuantizeConfig, fallback_groups, ladder, quantize_lm
 
 WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album"]
 
@@ -75,24 +75,42 @@ def test_fallback_order_is_head_then_outer_layers_inwards():
     assert fallback_groups(1) == ["lm_head", "layer 0"]
 
 
-def test_quantize_falls_back_until_the_budget_holds_and_records_each_attempt(model_dir, data_dir, exported,
-                                                                              tmp_path):
-    # an impossible budget: every allowed fallback is tried, the last build is kept and says it is outside
-    strict = LMQuantizeConfig(precisions=("int4",), min_agreement=1.0, max_perplexity_ratio=1.0, max_fallbacks=2)
+def test_int4_ladder_tries_8_bits_before_float_and_int8_goes_straight_to_float():
+    int4 = ladder("int4", 2, LMQuantizeConfig(max_fallbacks=4))
+    assert [(s["int8_groups"], s["full_precision_groups"]) for s in int4] == [
+        ([], []), (["last_matmul"], []), (["last_matmul", "mixed_layers"], []),
+        (["last_matmul", "mixed_layers"], ["lm_head"]), (["last_matmul", "mixed_layers"], ["lm_head", "layer 0"])]
+    assert [s["full_precision_groups"] for s in ladder("int8", 2, LMQuantizeConfig(max_fallbacks=2))] == [
+        [], ["lm_head"], ["lm_head", "layer 0"]]
+    assert all(not s["int8_groups"] for s in ladder("int8", 2, LMQuantizeConfig()))
+    assert len(ladder("int4", 2, LMQuantizeConfig(max_fallbacks=0))) == 1
+    assert len(ladder("int4", 1, LMQuantizeConfig(max_fallbacks=50))) == 3 + 2  # every step once, no more
+
+
+def test_quantize_climbs_the_ladder_until_the_budget_holds_and_records_each_attempt(model_dir, data_dir, exported,
+                                                                                    tmp_path):
+    from compresskit.lm.onnx_build import matmul_bits, matmul_groups
+
+    # an impossible budget: every allowed step is tried, the last build is kept and says it is outside
+    strict = LMQuantizeConfig(precisions=("int4",), min_agreement=1.0, max_perplexity_ratio=1.0, max_fallbacks=3)
     rec = quantize_lm(strict, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1)["int4"]
-    assert [a["full_precision_groups"] for a in rec["attempts"]] == [[], ["lm_head"], ["lm_head", "layer 0"]]
+    assert [(a["int8_groups"], a["full_precision_groups"]) for a in rec["attempts"]] == [
+        ([], []), (["last_matmul"], []), (["last_matmul", "mixed_layers"], []),
+        (["last_matmul", "mixed_layers"], ["lm_head"])]
     assert not rec["within_budget"] and not rec["parity"]["passed"]
     q = json.loads((tmp_path / "student-int4" / "quantize.json").read_text())
-    assert q["kept_fp32"] == ["lm_head", "layer 0"]
-    from compresskit.lm.onnx_build import matmul_groups
+    assert q["kept_fp32"] == ["lm_head"] and q["kept_int8"] == ["last_matmul", "mixed_layers"]
     groups = matmul_groups(tmp_path / "student-int4" / "model.onnx")
-    assert not any(groups["lm_head"].values()) and not any(groups["layer 0"].values())  # kept in full precision
-    assert all(groups["layer 1"].values())
+    assert not any(groups["lm_head"].values())  # kept in full precision
+    assert all(groups["layer 0"].values()) and all(groups["layer 1"].values())
+    bits = matmul_bits(tmp_path / "student-int4" / "model.onnx")
+    assert set(bits) == {4, 8} and bits[8] >= 2  # the sensitive layer MatMuls at 8 bits, the rest at 4
     # a loose budget holds at once: nothing kept back
     shutil.rmtree(tmp_path / "student-int4")
     loose = LMQuantizeConfig(precisions=("int8",), min_agreement=0.0, max_perplexity_ratio=100.0)
     rec = quantize_lm(loose, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1)["int8"]
     assert len(rec["attempts"]) == 1 and rec["within_budget"] and rec["chosen"]["agreement"] > 0.5
+    assert set(matmul_bits(tmp_path / "student-int8" / "model.onnx")) == {8}
 
 
 def test_bytes_read_per_token_leave_out_the_embedding_table(exported, model_dir):
@@ -118,8 +136,13 @@ def test_int4_rounding_is_a_setting_the_builder_receives(tmp_path):
     from compresskit.artifacts import UserError
     from compresskit.lm.onnx_build import GenAIBuild, builder_command
 
-    cmd = builder_command(tmp_path, tmp_path / "out", GenAIBuild(precision="int4", algorithm="k_quant"), tmp_path)
-    assert "algo_config=k_quant" in cmd
-    assert not any(c.startswith("algo_config") for c in builder_command(tmp_path, tmp_path, GenAIBuild(), tmp_path))
+    cmd = builder_command(tmp_path, tmp_path / "out", GenAIBuild(precision="int4", algorithm="k_quant",
+                                                                 int8=("last_matmul",)), tmp_path)
+    assert "algo_config=k_quant" in cmd and "matmul_mixed_precision=last_matmul:int8" in cmd
+    assert not any(c.startswith(("algo_config", "matmul_mixed")) for c in builder_command(tmp_path, tmp_path,
+                                                                                          GenAIBuild(), tmp_path))
+    assert LMQuantizeConfig().algorithm == "k_quant"
     with pytest.raises(UserError, match="--int4-algorithm"):
         LMQuantizeConfig(algorithm="gptq")
+    with pytest.raises(UserError, match="int8 groups"):
+        GenAIBuild(precision="int4", int8=("attention",))

@@ -45,7 +45,11 @@ from compresskit.artifacts import (
 PRECISIONS = ("fp32", "int8", "int4")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 EXECUTION_PROVIDERS = ("cpu", "cuda")
-ALGORITHMS = ("default", "rtn", "k_quant", "k_quant_last")
+ALGORITHMS = ("default", "rtn", "k_quant")
+INT8_SELECTORS = ("last_matmul", "mixed_layers")
+"""MatMul groups the builder can keep at 8 bits inside an int4 graph: the LM head (``last_matmul``), and llama.cpp's
+most quantization-sensitive MatMuls (``mixed_layers``: the first and last eighth of the layers and every third one's
+attention value and MLP down projections)."""
 LM_HEAD = "/lm_head/MatMul"
 """The builder's name for the output projection's MatMul (before quantization renames it ``…_Q4``/``…_Q8``)."""
 BUILD_RECORD = "build.json"
@@ -70,6 +74,9 @@ class GenAIBuild:
     algorithm: str = "default"
     """How int4/int8 weights are rounded: ``default`` (the builder's round-to-nearest), ``rtn``, ``k_quant``
     (per-block scales chosen to minimise the error, as llama.cpp's k-quants) (``--int4-algorithm``)."""
+    int8: tuple[str, ...] = ()
+    """Groups of an int4 graph kept at 8 bits instead (``INT8_SELECTORS``): higher precision for the most sensitive
+    MatMuls at half the bytes of keeping them in float."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,6 +95,8 @@ class GenAIBuild:
                             f"got {list(self.exclude)}")
         if self.algorithm not in ALGORITHMS:
             problems.append(f"--int4-algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if any(g not in INT8_SELECTORS for g in self.int8):
+            problems.append(f"int8 groups must be some of {', '.join(INT8_SELECTORS)}, got {list(self.int8)}")
         if self.execution_provider not in EXECUTION_PROVIDERS:
             problems.append(f"--onnx-provider must be one of {', '.join(EXECUTION_PROVIDERS)}, "
                             f"got {self.execution_provider!r}")
@@ -107,6 +116,8 @@ def builder_command(model_dir: Path, out: Path, cfg: GenAIBuild, cache_dir: Path
         extra.append("nodes_to_exclude=" + ",".join(cfg.exclude))
     if cfg.algorithm != "default":
         extra.append(f"algo_config={cfg.algorithm}")
+    if cfg.int8 and cfg.precision == "int4":
+        extra.append("matmul_mixed_precision=" + ",".join(f"{g}:int8" for g in cfg.int8))
     return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(out),
             "-p", cfg.precision, "-e", cfg.execution_provider, "-c", str(cache_dir), "--extra_options", *extra]
 
@@ -145,7 +156,8 @@ def build_genai(model_dir: Path, out: Path, cfg: GenAIBuild, cache_dir: Path) ->
             weights_bytes=sum(p.stat().st_size for p in tmp.glob("*.onnx.data")),
             onnx_bytes=sum(p.stat().st_size for p in tmp.iterdir() if p.name.endswith((".onnx", ".onnx.data"))),
             matmuls={"quantized": sorted(n for g in groups.values() for n, q in g.items() if q),
-                     "float": sorted(n for g in groups.values() for n, q in g.items() if not q)},
+                     "float": sorted(n for g in groups.values() for n, q in g.items() if not q),
+                     "bits": matmul_bits(tmp / "model.onnx")},
         )
         record["command"] = [c.replace(str(tmp.resolve()), str(out.resolve())) for c in record["command"]]
         write_json(tmp / BUILD_RECORD, record)
@@ -224,6 +236,19 @@ def matmul_groups(model_path: Path) -> dict[str, dict[str, bool]]:
     # lm_head first, then layers by number, then anything else: the order a reader expects, not the graph's
     order = sorted(groups, key=lambda g: (g != "lm_head", g == "other", int(g.split()[1]) if g[:6] == "layer " else 0))
     return {g: groups[g] for g in order}
+
+
+def matmul_bits(model_path: Path) -> dict[int, int]:
+    """How many quantized MatMuls of a built graph hold their weights at each bit width (``{4: 60, 8: 14}``)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    counts: dict[int, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+            counts[bits] = counts.get(bits, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _version(dist: str) -> str | None:

@@ -292,8 +292,10 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
     for precision, rec in records.items():
         c = rec["chosen"]
         kept = ", ".join(c["full_precision_groups"]) or "none"
+        int8 = f"; 8 bits: {', '.join(c['int8_groups'])}" if c.get("int8_groups") else ""
         lines.append(f"{precision}: agreement {c['agreement']:.3f} with fp32, perplexity ×{c['perplexity_ratio']:.3f}"
-                     f"; full precision: {kept}{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}")
+                     f"{int8}; full precision: {kept} ({len(rec['attempts'])} build(s))"
+                     f"{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}")
     if cfg.teacher_int4:
         build = teacher_int4(teacher_dir(ctx), layout.onnx("teacher-int4"), ctx.cache)
         lines.append(f"teacher int4: {build['onnx_bytes'] / 1e6:.1f} MB of graph and weights")
