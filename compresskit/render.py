@@ -181,6 +181,12 @@ def _placement_lines(report: dict) -> list[tuple[str, str]]:
     return lines
 
 
+INT8_GROUP_WORDS = {"last_matmul": "the LM head",
+                    "mixed_layers": "llama.cpp's most sensitive MatMuls (attention and MLP-down of a third of the "
+                                    "layers)"}
+"""How a report names the groups an int4 graph keeps at 8 bits (``lm.onnx_build.INT8_SELECTORS``)."""
+
+
 def _graph_lines(report: dict) -> list[tuple[str, str]]:
     """Return (model, text) per ONNX graph the run made: how export built it and what a quantized one kept in fp32,
     e.g. ("teacher", "torchscript+eager+cls-only; fused Attention ×5, BiasGelu ×6; SkipLayerNormalization
@@ -194,7 +200,8 @@ def _graph_lines(report: dict) -> list[tuple[str, str]]:
             int8 = e.get("kept_int8") or []
             lines.append((name, f"{e.get('mode') or MISSING}, {len(kept)} node(s) kept in fp32 by the accuracy fallback"
                           + (f" ({', '.join(map(str, kept))})" if kept else "")
-                          + (f"; at 8 bits: {', '.join(map(str, int8))}" if int8 else "")))
+                          + (f"; at 8 bits: {', '.join(INT8_GROUP_WORDS.get(g, str(g)) for g in int8)}"
+                             if int8 else "")))
             continue
         ops = e.get("fused_operators") or {}
         text = f"{e.get('chosen') or MISSING}; fused " + (", ".join(f"{op} ×{n}" for op, n in ops.items()) or "none")

@@ -71,6 +71,23 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(tmp_path, llm_teacher, p
                      if v["name"] == "student-pytorch")["quality"]["top1_agreement"]
     proc = cli("report", "--run-dir", str(run), "--min-agreement", "1")
     assert (proc.returncode == 4) == (agreement < 1) and "min-agreement" in proc.stderr
+    # a stage output damaged after the run (a cut file) is found and made again; the outputs before it are reused
+    weights = max((run / "onnx" / "student-int4").iterdir(), key=lambda f: f.stat().st_size)
+    whole = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.truncate(whole // 2)
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(prompt_file),
+               "--output-root", str(tmp_path / "runs"), "--run-name", "lm", *FAST, "--min-agreement", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()]
+    notes = [ln for ln in lines if ln.startswith(("reused ", "made "))]
+    made = [n for n in notes if n.startswith("made ")]
+    assert [n.split()[1] for n in made] == ["onnx/student-int4/"], notes
+    flat = "".join((proc.stdout + proc.stderr).split())  # the console wraps long lines
+    assert f"madeonnx/student-int4/again:{weights}is{whole // 2:,}bytes,{whole:,}whenitwasmade" in flat
+    assert {n.split()[1] for n in notes if n.startswith("reused ")} == {
+        "data/", "student/", "onnx/student/", "onnx/student-int8/", "onnx/teacher-int4/"}
+    assert weights.stat().st_size == whole
 
 
 def test_a_classifier_teacher_with_task_causal_lm_is_one_line(tmp_path, tiny_classifier, prompt_file):

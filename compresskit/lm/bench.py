@@ -398,8 +398,8 @@ def bench_lm(cfg: LMBenchConfig, variants: list[Variant], data_dir: Path, out: P
         machine = machine_info(threads)
         bandwidth = None
         if any(v.format == "onnx" for v in variants):
-            from compresskit.machine import memory_bandwidth
-            machine["memory_bandwidth"] = memory_bandwidth(threads)
+            from compresskit.machine import fresh_memory_bandwidth
+            machine["memory_bandwidth"] = fresh_memory_bandwidth(threads)
             bandwidth = machine["memory_bandwidth"]["gb_per_s"]
         rows, examples = [], {}
         for v in variants:

@@ -206,19 +206,30 @@ def teacher_dir(ctx: StageContext) -> Path:
     return ctx.layout.recorded_teacher(ctx.found.teacher_dir)
 
 
+def _afresh(folder: Path) -> Path:
+    """Remove what a stage will make again (a damaged output), so its maker starts from nothing; returns it."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
 def _data_stage(ctx: StageContext) -> list[str]:
     from transformers import AutoTokenizer
 
     from compresskit.artifacts import read_json
     from compresskit.lm.prepare import prepare_lm_data
     from compresskit.lm.teacher import load_causal_lm
+    from compresskit.run import reuse_or_make
 
-    if not (ctx.layout.data / "data.json").is_file():
+    def make() -> None:
         folder = teacher_dir(ctx)
         prepare_lm_data(ctx.cfg.lm.data, load_causal_lm(str(folder)), AutoTokenizer.from_pretrained(str(folder)),
-                        ctx.layout.data, ctx.found.data)
+                        _afresh(ctx.layout.data), ctx.found.data)
+
+    note = reuse_or_make(ctx.layout, ctx.layout.data, make, record_file="data.json")
     rec = read_json(ctx.layout.data / "data.json")
-    return [f"{rec['sizes']} · {rec['teacher_answers']} teacher answers in {rec['teacher_seconds']:.0f} s"]
+    return [f"{rec['sizes']} · {rec['teacher_answers']} teacher answers in {rec['teacher_seconds']:.0f} s", note]
 
 
 def _teacher_stage(ctx: StageContext) -> list[str]:
@@ -247,26 +258,35 @@ def _teacher_stage(ctx: StageContext) -> list[str]:
 def _distill_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.lm.distill import distill_lm
-    from compresskit.run import record_stage
+    from compresskit.run import check_output, record_output, record_stage, reuse_or_make
 
-    layout = ctx.layout
-    if not (layout.student / "distill.json").is_file():
-        distill_lm(ctx.cfg.lm.distill, teacher_dir(ctx), layout.data, layout.student, layout.root / PRUNED,
-                   resume=ctx.resumed, cache_root=ctx.cache)
+    layout, pruned = ctx.layout, ctx.layout.root / PRUNED
+    damaged = check_output(layout, pruned, (layout.data,))
+    if damaged is not None:  # the pruned student is made (and recorded) with the distilled one
+        _afresh(layout.student)
+
+    def make() -> None:
+        distill_lm(ctx.cfg.lm.distill, teacher_dir(ctx), layout.data, _afresh(layout.student),
+                   pruned if damaged is None else _afresh(pruned), resume=ctx.resumed, cache_root=ctx.cache)
+        record_output(layout, pruned, (layout.data,), "pruned.json")
+
+    note = reuse_or_make(layout, layout.student, make, (layout.data,), "distill.json")
     rec = read_json(layout.student / "distill.json")
-    record_stage(layout, "distill", {"path": str(layout.student), "pruned": str(layout.root / PRUNED)})
+    record_stage(layout, "distill", {"path": str(layout.student), "pruned": str(pruned)})
     return [f"{rec['parameters']:,} parameters, layers {rec['student_layers']} ({rec['student_layers_rule']})",
             f"validation KD loss {rec['best_validation_loss']:.3f} ({rec['seconds']:.0f} s on {rec['device']}, "
-            f"{rec['precision']})"]
+            f"{rec['precision']})", note]
 
 
 def _export_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.lm.export import export_lm
 
+    from compresskit.run import reuse_or_make
+
     layout, out = ctx.layout, ctx.layout.onnx("student")
-    if not (out / "export.json").is_file():
-        export_lm(ctx.cfg.lm.export, layout.student, layout.data, out, ctx.cache)
+    note = reuse_or_make(layout, out, lambda: export_lm(ctx.cfg.lm.export, layout.student, layout.data, _afresh(out),
+                                                        ctx.cache), (layout.student, layout.data), "export.json")
     rec = read_json(out / "export.json")
     lines = []
     for name, c in rec["candidates"].items():
@@ -277,28 +297,40 @@ def _export_stage(ctx: StageContext) -> list[str]:
         speed = f", {c['decode_ms_per_token']:.2f} ms/token" if "decode_ms_per_token" in c else ""
         lines.append(f"{name}: {'verified' if v['passed'] else 'FAILED'}: max |Δ| {v['prefill']['max_abs']:.2g} "
                      f"prefill, {v['decode']['max_abs']:.2g} decode, agreement {v['agreement']:.3f}{speed}")
-    return lines + [f"chosen: {rec['chosen']}"]
+    return lines + [f"chosen: {rec['chosen']}", note]
 
 
 def _quantize_stage(ctx: StageContext) -> list[str]:
+    import dataclasses
+
+    from compresskit.artifacts import read_json
     from compresskit.lm.quantize import quantize_lm, teacher_int4
     from compresskit.machine import default_threads
+    from compresskit.run import reuse_or_make
 
     cfg, layout = ctx.cfg.lm.quantize, ctx.layout
     threads = ctx.cfg.lm.bench.threads or default_threads()
-    records = quantize_lm(cfg, layout.student, layout.onnx("student"), layout.data, layout.root / "onnx", ctx.cache,
-                          threads)
+    fp32 = layout.onnx("student")
     lines = []
-    for precision, rec in records.items():
+    for precision in cfg.precisions:
+        out = layout.onnx(f"student-{precision}")
+        note = reuse_or_make(layout, out, lambda p=precision, o=out: quantize_lm(
+            dataclasses.replace(cfg, precisions=(p,)), layout.student, fp32, layout.data, _afresh(o).parent, ctx.cache,
+            threads), (layout.student, fp32, layout.data), "quantize.json")
+        rec = read_json(out / "quantize.json")
         c = rec["chosen"]
         kept = ", ".join(c["full_precision_groups"]) or "none"
         int8 = f"; 8 bits: {', '.join(c['int8_groups'])}" if c.get("int8_groups") else ""
         lines.append(f"{precision}: agreement {c['agreement']:.3f} with fp32, perplexity ×{c['perplexity_ratio']:.3f}"
                      f"{int8}; full precision: {kept} ({len(rec['attempts'])} build(s))"
                      f"{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}")
+        lines.append(note)
     if cfg.teacher_int4:
-        build = teacher_int4(teacher_dir(ctx), layout.onnx("teacher-int4"), ctx.cache)
-        lines.append(f"teacher int4: {build['onnx_bytes'] / 1e6:.1f} MB of graph and weights")
+        out = layout.onnx("teacher-int4")
+        note = reuse_or_make(layout, out, lambda: teacher_int4(teacher_dir(ctx), _afresh(out), ctx.cache),
+                             record_file="build.json")
+        build = read_json(out / "build.json")
+        lines += [f"teacher int4: {build['onnx_bytes'] / 1e6:.1f} MB of graph and weights", note]
     return lines
 
 
