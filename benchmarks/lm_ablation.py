@@ -1,7 +1,7 @@
 """Benchmark: what does each distillation choice give a student LLM back, and what does depth cost and buy?
 
     python benchmarks/lm_ablation.py [--run-dir export/bbc-news-smollm2-135m-instruct-lm] [--out export/lm-ablation]
-                                     [--arms sft,forward-kl,reverse-kl,on-policy,top64] [--depths 5,20]
+                                     [--arms sft,forward-kl,reverse-kl,on-policy,top64,top64-5x] [--depths 5,20]
 
 Starts from a finished `compresskit distill-and-export --task causal-lm` run (made first when the folder has no
 report): its data, its teacher, its pruned-untrained student and its distilled (forward-KL) student. Every arm
@@ -12,6 +12,8 @@ trains a student with the run's settings and the same teacher layers, changing o
 - ``reverse-kl``: reverse KL; ``jsd``: generalized JSD with β = 0.5
 - ``on-policy``: forward KL, half of the batches answered by the student itself (GKD, λ = 0.5)
 - ``top64``: forward KL against an offline top-64 cache of the teacher instead of the live teacher
+- ``top64-5x``: the same with five times the steps (600 by default): what a larger training budget gives back,
+  at the cache's cost per step
 
 and each depth in ``--depths`` trains a student of that many layers (chosen by block influence) as the run did.
 Then every model is measured by the pipeline's own bench stage, each in its own process, on the run's held-out
@@ -49,6 +51,7 @@ ARMS = {
     "jsd": lambda c: _kd(c, divergence="jsd", beta=0.5),
     "on-policy": lambda c: dataclasses.replace(c, on_policy_fraction=0.5),
     "top64": lambda c: dataclasses.replace(c, teacher_topk=64),
+    "top64-5x": lambda c: dataclasses.replace(c, teacher_topk=64, max_steps=5 * c.max_steps),
 }
 REFERENCES = ("pruned", "sft", "forward-kl")
 """What each arm is compared with, pairwise."""
