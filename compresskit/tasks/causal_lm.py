@@ -281,7 +281,6 @@ def _distill_stage(ctx: StageContext) -> list[str]:
 def _export_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.lm.export import export_lm
-
     from compresskit.run import reuse_or_make
 
     layout, out = ctx.layout, ctx.layout.onnx("student")
