@@ -88,6 +88,16 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(tmp_path, llm_teacher, p
     assert {n.split()[1] for n in notes if n.startswith("reused ")} == {
         "data/", "student/", "onnx/student/", "onnx/student-int8/", "onnx/teacher-int4/"}
     assert weights.stat().st_size == whole
+    # the pruned student is made with the distilled one: a cut pruned student makes both again
+    pruned = run / "student-pruned" / "model.safetensors"
+    with open(pruned, "r+b") as f:
+        f.truncate(pruned.stat().st_size // 2)
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(prompt_file),
+               "--output-root", str(tmp_path / "runs"), "--run-name", "lm", *FAST, "--min-agreement", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flat = "".join((proc.stdout + proc.stderr).split())
+    assert f"madestudent-pruned/andstudent/again:{pruned}is" in flat and "reuseddata/" in flat
+    assert json.loads((run / "student-pruned" / "pruned.json").read_text())["layers"] == distill["student_layers"]
 
 
 def test_a_classifier_teacher_with_task_causal_lm_is_one_line(tmp_path, tiny_classifier, prompt_file):

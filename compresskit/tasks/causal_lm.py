@@ -258,7 +258,7 @@ def _teacher_stage(ctx: StageContext) -> list[str]:
 def _distill_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.lm.distill import distill_lm
-    from compresskit.run import check_output, record_output, record_stage, reuse_or_make
+    from compresskit.run import NOT_MADE, check_output, record_output, record_stage, reuse_or_make
 
     layout, pruned = ctx.layout, ctx.layout.root / PRUNED
     damaged = check_output(layout, pruned, (layout.data,))
@@ -271,6 +271,8 @@ def _distill_stage(ctx: StageContext) -> list[str]:
         record_output(layout, pruned, (layout.data,), "pruned.json")
 
     note = reuse_or_make(layout, layout.student, make, (layout.data,), "distill.json")
+    if damaged not in (None, NOT_MADE):
+        note = f"made {PRUNED}/ and student/ again: {damaged}"
     rec = read_json(layout.student / "distill.json")
     record_stage(layout, "distill", {"path": str(layout.student), "pruned": str(pruned)})
     return [f"{rec['parameters']:,} parameters, layers {rec['student_layers']} ({rec['student_layers_rule']})",
