@@ -19,6 +19,7 @@ versions; writes ``<run>/generation-benchmark.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -61,13 +62,15 @@ def main() -> None:
     # peer's agreement and no more than its perplexity ratio
     saved = read_json(layout.onnx("student-int4") / "quantize.json")["config"]
     run_cfg = LMQuantizeConfig(**{k: tuple(x) if isinstance(x, list) else x for k, x in saved.items()})
-    at_peer = LMQuantizeConfig(**{**run_cfg.__dict__, "precisions": ("int4",), "min_agreement": peer["agreement"],
-                                  "max_perplexity_ratio": peer["perplexity_ratio"], "teacher_int4": False})
+    at_peer = dataclasses.replace(run_cfg, precisions=("int4",), min_agreement=peer["agreement"],
+                                  max_perplexity_ratio=peer["perplexity_ratio"], teacher_int4=False)
     record = quantize_lm(at_peer, layout.student, layout.onnx("student"), layout.data, layout.root / "onnx",
-                         layout.root.parent / ".cache", threads, name="student-at-peer-quality")["int4"]
+                         layout.root.parent / ".cache", threads, name="student-at-peer-quality",
+                         scores={"examples": examples, "reference": reference})["int4"]
     variants.append(Variant("student-onnx-int4-at-peer-quality", "student", "onnx", "int4",
                             layout.onnx("student-at-peer-quality-int4"), params))
-    agreement = {v.name: judge(Path(v.path), reference, examples, threads, LMQuantizeConfig())["agreement"]
+    agreement = {v.name: peer["agreement"] if v.path == peer_dir else
+                 judge(Path(v.path), reference, examples, threads, LMQuantizeConfig())["agreement"]
                  for v in variants if v.format == "onnx" and v.model == "student"}
 
     cfg = LMBenchConfig(**{k: tuple(x) if isinstance(x, list) else x

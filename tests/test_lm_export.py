@@ -93,7 +93,10 @@ def test_quantize_climbs_the_ladder_until_the_budget_holds_and_records_each_atte
 
     # an impossible budget: every allowed step is tried, the last build is kept and says it is outside
     strict = LMQuantizeConfig(precisions=("int4",), min_agreement=1.0, max_perplexity_ratio=1.0, max_fallbacks=3)
-    rec = quantize_lm(strict, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1)["int4"]
+    scores = {}  # the fp32 graph's scores, shared between calls as the pipeline's stage shares them
+    rec = quantize_lm(strict, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1,
+                      scores=scores)["int4"]
+    reference = scores["reference"]
     assert [(a["int8_groups"], a["full_precision_groups"]) for a in rec["attempts"]] == [
         ([], []), (["last_matmul"], []), (["last_matmul", "mixed_layers"], []),
         (["last_matmul", "mixed_layers"], ["lm_head"])]
@@ -108,7 +111,9 @@ def test_quantize_climbs_the_ladder_until_the_budget_holds_and_records_each_atte
     # a loose budget holds at once: nothing kept back
     shutil.rmtree(tmp_path / "student-int4")
     loose = LMQuantizeConfig(precisions=("int8",), min_agreement=0.0, max_perplexity_ratio=100.0)
-    rec = quantize_lm(loose, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1)["int8"]
+    rec = quantize_lm(loose, model_dir, exported, data_dir, tmp_path, tmp_path / "cache", threads=1,
+                      scores=scores)["int8"]
+    assert scores["reference"] is reference  # measured once
     assert len(rec["attempts"]) == 1 and rec["within_budget"] and rec["chosen"]["agreement"] > 0.5
     assert set(matmul_bits(tmp_path / "student-int8" / "model.onnx")) == {8}
 

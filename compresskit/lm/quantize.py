@@ -144,9 +144,13 @@ def judge(folder: Path, reference: tuple[float, list[list[int]]], examples: list
 
 
 def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir: Path, out_dir: Path,
-                cache_dir: Path, threads: int, name: str = "student") -> dict[str, Any]:
+                cache_dir: Path, threads: int, name: str = "student", scores: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
     """Build ``model_dir`` at each precision into ``out_dir/<name>-<precision>`` (with ``quantize.json``), climbing
-    the ``ladder`` until the budget against the fp32 graph in ``fp32_dir`` holds; returns the records."""
+    the ``ladder`` until the budget against the fp32 graph in ``fp32_dir`` holds; returns the records.
+
+    ``scores`` holds the validation ``examples`` and the fp32 graph's ``reference`` scores once measured, so that
+    callers building one precision per call (the pipeline's stage) measure the fp32 graph once."""
     import shutil
 
     from transformers import AutoConfig
@@ -155,16 +159,17 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
     from compresskit.models import layer_count
 
     layers = layer_count(AutoConfig.from_pretrained(str(model_dir)))
-    examples = reference = None
+    scores = {} if scores is None else scores
     records = {}
     for precision in cfg.precisions:
         out = out_dir / f"{name}-{precision}"
         if (out / "quantize.json").is_file():
             records[precision] = read_json(out / "quantize.json")
             continue
-        if reference is None:  # measured once, and only when something is to be built
-            examples = answer_examples(model_dir, data_dir, cfg.examples)
-            reference = answer_scores(fp32_dir, examples, threads)
+        if "reference" not in scores:  # measured once, and only when something is to be built
+            scores["examples"] = answer_examples(model_dir, data_dir, cfg.examples)
+            scores["reference"] = answer_scores(fp32_dir, scores["examples"], threads)
+        examples, reference = scores["examples"], scores["reference"]
         started = time.time()
         attempts = []
         work = out_dir / f".{name}-{precision}.attempts"
@@ -206,6 +211,4 @@ def teacher_int4(model_dir: Path, out: Path, cache_dir: Path) -> dict[str, Any]:
     included, at 4 bits, blocks of 32): what a user of that tool gets, and so the fair "teacher on ONNX Runtime"."""
     from compresskit.lm.onnx_build import GenAIBuild, build_genai
 
-    if (out / "build.json").is_file():
-        return read_json(out / "build.json")
     return build_genai(model_dir, out, GenAIBuild(precision="int4", exclude=()), cache_dir)

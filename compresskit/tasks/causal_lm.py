@@ -207,7 +207,8 @@ def teacher_dir(ctx: StageContext) -> Path:
 
 
 def _afresh(folder: Path) -> Path:
-    """Remove what a stage will make again (a damaged output), so its maker starts from nothing; returns it."""
+    """Remove a damaged output whose maker would keep it because it exists (``quantize_lm`` keeps a folder with its
+    record, ``distill_lm`` a pruned student); returns it. The other makers replace their folder whole."""
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -225,7 +226,7 @@ def _data_stage(ctx: StageContext) -> list[str]:
     def make() -> None:
         folder = teacher_dir(ctx)
         prepare_lm_data(ctx.cfg.lm.data, load_causal_lm(str(folder)), AutoTokenizer.from_pretrained(str(folder)),
-                        _afresh(ctx.layout.data), ctx.found.data)
+                        ctx.layout.data, ctx.found.data)
 
     note = reuse_or_make(ctx.layout, ctx.layout.data, make, record_file="data.json")
     rec = read_json(ctx.layout.data / "data.json")
@@ -266,7 +267,7 @@ def _distill_stage(ctx: StageContext) -> list[str]:
         _afresh(layout.student)
 
     def make() -> None:
-        distill_lm(ctx.cfg.lm.distill, teacher_dir(ctx), layout.data, _afresh(layout.student),
+        distill_lm(ctx.cfg.lm.distill, teacher_dir(ctx), layout.data, layout.student,
                    pruned if damaged is None else _afresh(pruned), resume=ctx.resumed, cache_root=ctx.cache)
         record_output(layout, pruned, (layout.data,), "pruned.json")
 
@@ -286,8 +287,8 @@ def _export_stage(ctx: StageContext) -> list[str]:
     from compresskit.run import reuse_or_make
 
     layout, out = ctx.layout, ctx.layout.onnx("student")
-    note = reuse_or_make(layout, out, lambda: export_lm(ctx.cfg.lm.export, layout.student, layout.data, _afresh(out),
-                                                        ctx.cache), (layout.student, layout.data), "export.json")
+    note = reuse_or_make(layout, out, lambda: export_lm(ctx.cfg.lm.export, layout.student, layout.data, out, ctx.cache),
+                         (layout.student, layout.data), "export.json")
     rec = read_json(out / "export.json")
     lines = []
     for name, c in rec["candidates"].items():
@@ -311,13 +312,13 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
 
     cfg, layout = ctx.cfg.lm.quantize, ctx.layout
     threads = ctx.cfg.lm.bench.threads or default_threads()
-    fp32 = layout.onnx("student")
+    fp32, scores = layout.onnx("student"), {}  # the fp32 graph's scores, measured once for every precision
     lines = []
     for precision in cfg.precisions:
         out = layout.onnx(f"student-{precision}")
         note = reuse_or_make(layout, out, lambda p=precision, o=out: quantize_lm(
             dataclasses.replace(cfg, precisions=(p,)), layout.student, fp32, layout.data, _afresh(o).parent, ctx.cache,
-            threads), (layout.student, fp32, layout.data), "quantize.json")
+            threads, scores=scores), (layout.student, fp32, layout.data), "quantize.json")
         rec = read_json(out / "quantize.json")
         c = rec["chosen"]
         kept = ", ".join(c["full_precision_groups"]) or "none"
@@ -328,7 +329,7 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
         lines.append(note)
     if cfg.teacher_int4:
         out = layout.onnx("teacher-int4")
-        note = reuse_or_make(layout, out, lambda: teacher_int4(teacher_dir(ctx), _afresh(out), ctx.cache),
+        note = reuse_or_make(layout, out, lambda: teacher_int4(teacher_dir(ctx), out, ctx.cache),
                              record_file="build.json")
         build = read_json(out / "build.json")
         lines += [f"teacher int4: {build['onnx_bytes'] / 1e6:.1f} MB of graph and weights", note]
