@@ -82,7 +82,8 @@ def data_config(o: dict[str, Any]) -> DataConfig:
 
     return DataConfig(dataset=o["dataset"], text_column=o["text_column"], label_column=o["label_column"],
                       seed=o["seed"], max_samples=o["max_samples"], drop_unlabeled=o["drop_unlabeled"],
-                      validation_fraction=o["validation_fraction"], test_fraction=o["test_fraction"])
+                      validation_fraction=o["validation_fraction"],
+                      test_fraction=DataConfig.test_fraction if o["test_fraction"] is None else o["test_fraction"])
 
 
 def train_config(o: dict[str, Any], epochs: float, learning_rate: float, checkpoints: bool = True) -> TrainConfig:
@@ -203,7 +204,10 @@ def lm_config(o: dict[str, Any]) -> Any:
     from compresskit.tasks.causal_lm import LMConfig
     from compresskit.training import TrainConfig
 
-    prompts = BBCPromptConfig(validation_fraction=o["validation_fraction"], test_fraction=o["test_fraction"],
+    # The causal-LM split keeps its own test share: its held-out sets are counted in prompts and windows
+    # (--lm-test-prompts, --lm-heldout-texts), not the whole test split.
+    test_fraction = BBCPromptConfig.test_fraction if o["test_fraction"] is None else o["test_fraction"]
+    prompts = BBCPromptConfig(validation_fraction=o["validation_fraction"], test_fraction=test_fraction,
                               seed=o["seed"], max_article_words=o["max_article_words"], max_articles=o["max_samples"],
                               kinds=tuple(k.strip() for k in o["lm_tasks"].split(",") if k.strip()))
     data = LMDataConfig(dataset=o["dataset"], prompts=prompts, train_prompts=o["lm_train_prompts"],

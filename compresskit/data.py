@@ -39,8 +39,11 @@ class DataConfig:
     """Column holding the class label (files and ``datasets`` only)."""
     validation_fraction: float = 0.1
     """Share of each class held out for validation (parity checks, model selection)."""
-    test_fraction: float = 0.1
-    """Share of each class held out for the final test metrics."""
+    test_fraction: float = 0.2
+    """Share of each class held out for the final test metrics. 20 %, not 10 %: on BBC News a 223-article test
+    split gives a 95 % interval about 5 points wide, too wide for the accuracy gates and for judging the teacher
+    (TF-IDF's accuracy moves 1.1 points across split seeds at 10 %, 0.6 at 20 %). Validation is drawn
+    first, so it is the same at either fraction, and the 20 % test split holds the 10 % one."""
     seed: int = 42
     """Seed of the stratified shuffle: same seed, same split."""
     max_samples: int | None = None

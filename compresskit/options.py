@@ -118,8 +118,9 @@ OPTIONS: dict[str, Opt] = {
     "validation_fraction": Opt(float, DataConfig.validation_fraction, typer.Option(
         "--validation-fraction", help="Share of each label (or of the articles) held out for validation: model "
                                       "selection and parity checks.")),
-    "test_fraction": Opt(float, DataConfig.test_fraction, typer.Option(
-        "--test-fraction", help="Share of each label (or of the articles) held out for the final test metrics.")),
+    "test_fraction": Opt(Optional[float], None, typer.Option(
+        "--test-fraction", help=f"Share of each label held out for the final test metrics (default "
+                                f"{DataConfig.test_fraction}); causal-lm: share of the articles (default 0.1).")),
     "seed": Opt(int, DataConfig.seed, typer.Option("--seed", help="Seed for splits, initialisation and shuffling.")),
 
     # --- training (TrainConfig; literals, see the module docstring)

@@ -26,8 +26,19 @@ def test_split_is_stratified_reproducible_and_disjoint():
     assert stratified_split(labels, DataConfig(seed=8)) != s1
     all_ix = s1["train"] + s1["validation"] + s1["test"]
     assert sorted(all_ix) == list(range(100))
-    assert Counter(labels[i] for i in s1["test"]) == {"a": 5, "b": 3, "c": 2}
+    assert Counter(labels[i] for i in s1["test"]) == {"a": 10, "b": 6, "c": 4}
     assert Counter(labels[i] for i in s1["validation"]) == {"a": 5, "b": 3, "c": 2}
+
+
+def test_a_larger_test_split_keeps_validation_and_holds_the_smaller_one():
+    """The default test share went from 10 % to 20 %: validation (model selection) must not move, and the old
+    test articles stay test articles, so figures on the two splits can be set side by side."""
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    small = stratified_split(labels, DataConfig(seed=7, test_fraction=0.1))
+    large = stratified_split(labels, DataConfig(seed=7))
+    assert sorted(large["validation"]) == sorted(small["validation"])
+    assert set(small["test"]) < set(large["test"]) and len(large["test"]) == 2 * len(small["test"])
+    assert set(large["train"]) < set(small["train"])
 
 
 def test_max_samples_subsamples_every_class():
