@@ -57,7 +57,7 @@ def test_bench_measures_each_variant_in_its_own_process(tmp_path, tiny_classifie
     # an ONNX worker never imports torch, so its memory is its own: far below a torch process
     assert rows["teacher-onnx"]["peak_rss_mb"] < rows["teacher-pytorch"]["peak_rss_mb"]
     saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
-    assert saved["test_samples"] == 12 and saved["machine"]["threads"] == 1
+    assert saved["test_samples"] == 24 and saved["machine"]["threads"] == 1
     assert saved["seq_lengths"] == [32] and saved["skipped"] == []
     # the later round's process wrote its own result, beside round 1's
     assert (tmp_path / "bench" / "teacher-onnx.round2.result.json").is_file()
@@ -77,7 +77,7 @@ def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
                    check=True)
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["torch_imported"] is False
-    assert len(result["predictions"]) == 12
+    assert len(result["predictions"]) == 24
 
 
 def test_gpu_provider_missing_is_a_clear_error():

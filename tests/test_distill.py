@@ -125,7 +125,7 @@ def test_few_labels_rest_as_unlabelled_text(tmp_path, tiny_teacher, tiny_data):
     kd = distill(DistillConfig(student_layers="1", labeled_fraction=0.1, train=FAST), tiny_teacher, tiny_data,
                  tmp_path / "kd", tmp_path / "c")
     rec = _record(kd.model_dir)
-    assert rec["labeled_examples"] == 9 and rec["unlabeled_examples"] == 87  # 3 per class kept of 32/32/32
+    assert rec["labeled_examples"] == 9 and rec["unlabeled_examples"] == 75  # 3 per class kept of 28/28/28
     hard = distill(DistillConfig(student_layers="1", labeled_fraction=0.1, alpha=0.0, train=FAST), tiny_teacher,
                    tiny_data, tmp_path / "hard", tmp_path / "c")
     rec = _record(hard.model_dir)

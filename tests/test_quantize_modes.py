@@ -62,13 +62,15 @@ def test_integer_modes_make_their_operators_and_pass(tmp_path, tiny_onnx, tiny_d
 
 
 def test_each_calibration_method_runs_on_train_examples_and_sets_its_own_scales(tmp_path, tiny_onnx, tiny_data):
-    """ONNX Runtime's own entropy calibration (128 bins) equals minmax: ours must not."""
+    """ONNX Runtime's own entropy calibration (128 bins) equals minmax: ours must not. The random tiny model has no
+    outlier activations, so the KL search keeps the full range on all but a tensor or two; 16 training examples left
+    it none on the 70/10/20 split, 32 leave it one."""
     scales = {}
     for method in ("minmax", "entropy", "percentile"):
-        r = quantize(QuantizeConfig(mode="static-int8", max_length=32, calibration_samples=16,
+        r = quantize(QuantizeConfig(mode="static-int8", max_length=32, calibration_samples=32,
                                     calibration_method=method), tiny_onnx, tiny_data, tmp_path / method)
         assert r.parity.passed and _record(r.onnx_dir)["calibration"] == {
-            "split": "train", "samples": 16, "method": method, "preprocessed": "quant_pre_process(auto_merge)"}
+            "split": "train", "samples": 32, "method": method, "preprocessed": "quant_pre_process(auto_merge)"}
         graph = onnx.load(r.onnx_dir / "model.onnx").graph
         scales[method] = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_scale")}
     for method in ("entropy", "percentile"):
