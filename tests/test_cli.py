@@ -110,6 +110,7 @@ def test_same_folder_with_other_settings_is_refused(run, tiny_encoder, tiny_csv)
     (["--cls-only", "maybe"], ["--cls-only must be one of auto, on, off"]),
     (["--external-data", "sometimes"], ["--external-data must be one of auto, always, never"]),
     (["--rounds", "0"], ["--rounds must be an integer from 1 to 50, got 0"]),
+    (["--test-fraction", "1.2"], ["--test-fraction must be between 0 and 1, got 1.2"]),
     (["--int4-algorithm", "k_quant_last"],
      ["--int4-algorithm must be one of k_quant, default, rtn, got 'k_quant_last'"]),
 ])
