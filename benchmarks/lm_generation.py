@@ -88,14 +88,15 @@ def main() -> None:
     machine = result["machine"]
     bw = machine.get("memory_bandwidth", {}).get("gb_per_s")
     passes = ", ".join(f"{x:.1f}" for x in machine.get("memory_bandwidth", {}).get("passes_gb_per_s", []))
+    copies = ", ".join(f"{x:.1f}" for x in machine.get("memory_bandwidth", {}).get("passes_copy_gb_per_s", []))
     lines = [f"### Student LLM generation, batch 1, {cfg.decode_tokens} new tokens, {result['threads']} threads",
              "", f"Machine: {machine.get('cpu')}, memory bandwidth {bw:.1f} GB/s "
-             f"({machine['memory_bandwidth']['method']}; passes {passes} GB/s); "
+             f"({machine['memory_bandwidth']['method']}; passes {passes} GB/s; copy {copies} GB/s read + write); "
              f"onnxruntime {library_versions().get('onnxruntime')}, onnxruntime-genai "
              f"{library_versions().get('onnxruntime-genai')}", "",
              "| variant | size MB | perplexity | top-1 agr. with teacher | agr. with student fp32 graph | "
              "TTFT@128 p50 ms | decode tok/s | p50 ms/token | batch 8 tok/s | × teacher PyTorch | "
-             "× teacher int4 | bandwidth use | peak RSS MB |",
+             "× teacher int4 | bandwidth use (of read; of copy) | peak RSS MB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         g, q, b = r["generation"], r["quality"], r.get("bandwidth") or {}
@@ -107,7 +108,7 @@ def main() -> None:
         lines[-1] += (f"{ttft:.1f} | {g['decode_tokens_per_s']:.1f} | {g['decode_ms_per_token']['p50']:.2f} | "
                       f"{g.get('batch8_tokens_per_s', float('nan')):.1f} | {tps(name) / tps('teacher-pytorch'):.2f} | "
                       f"{tps(name) / tps('teacher-onnx-int4'):.2f} | "
-                      f"{format(b['fraction_of_limit'], '.0%') if b.get('fraction_of_limit') else '–'} | "
+                      f"{_share(b)} | "
                       f"{r['peak_rss_mb']:.0f} |")
     def ms(name: str) -> float:
         return rows[name]["generation"]["decode_ms_per_token"]["p50"]
@@ -130,6 +131,14 @@ def main() -> None:
         "machine": machine, "versions": library_versions(), "seconds": time.time() - started,
         "agreement_with_fp32_graph": agreement, "peer_quality": peer, "at_peer_quality": record,
         "variants": rows, "markdown": text})
+
+
+def _share(b: dict) -> str:
+    """A decoder's bandwidth use as 'GB/s, share of the read limit; share of the copy'."""
+    if not b.get("fraction_of_limit"):
+        return "–"
+    copy = f"; {b['fraction_of_copy']:.0%}" if b.get("fraction_of_copy") else ""
+    return f"{b['gb_per_s']:.1f} GB/s, {b['fraction_of_limit']:.0%}{copy}"
 
 
 if __name__ == "__main__":

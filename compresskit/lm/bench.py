@@ -322,19 +322,21 @@ def _quality(name: str, r: dict, teacher_name: str | None, t: dict | None, promp
     return quality, examples
 
 
-def _bandwidth(r: dict, machine_gb_s: float | None) -> dict[str, Any] | None:
+def _bandwidth(r: dict, machine: dict[str, Any] | None) -> dict[str, Any] | None:
     """How close an ONNX decoder runs to the memory limit: each decode step reads every weight once (the embedding
     table but one row), so decode tokens/s × those bytes is the bandwidth it uses (a lower bound: the KV cache and
-    activations are left out), and that over the machine's measured bandwidth is the share of the limit it
-    reaches."""
+    activations are left out), and that over the machine's measured read bandwidth (``machine.memory_bandwidth``)
+    is the share of the limit it reaches; its share of a copy's read + write bandwidth is recorded beside."""
     if r.get("weight_bytes") is None:
         return None
     used = r["generation"]["decode_tokens_per_s"] * r["weight_bytes"] / 1e9
-    return {"bytes_per_token": r["weight_bytes"], "gb_per_s": used, "machine_gb_per_s": machine_gb_s,
-            "fraction_of_limit": used / machine_gb_s if machine_gb_s else None}
+    limit, copy = (machine or {}).get("gb_per_s"), (machine or {}).get("copy_gb_per_s")
+    return {"bytes_per_token": r["weight_bytes"], "gb_per_s": used, "machine_gb_per_s": limit,
+            "fraction_of_limit": used / limit if limit else None,
+            "fraction_of_copy": used / copy if copy else None}
 
 
-def _row(v: Variant, r: dict, quality: dict, machine_gb_s: float | None = None) -> dict[str, Any]:
+def _row(v: Variant, r: dict, quality: dict, bandwidth: dict[str, Any] | None = None) -> dict[str, Any]:
     generation = {k: val for k, val in r["generation"].items() if k != "decode_token_ids"}
     return {
         "name": v.name, "model": v.model, "format": v.format, "precision": v.precision, "device": r["device"],
@@ -343,7 +345,7 @@ def _row(v: Variant, r: dict, quality: dict, machine_gb_s: float | None = None) 
         "context": r["context"],
         "quality": quality,
         "generation": generation,
-        "bandwidth": _bandwidth(r, machine_gb_s),
+        "bandwidth": _bandwidth(r, bandwidth),
         # the report's generic columns: batch-1 latency and throughput are decode's
         "latency_ms": {"batch_1": generation["decode_ms_per_token"]},
         "throughput_per_s": {"batch_1": generation["decode_tokens_per_s"]},
@@ -399,8 +401,7 @@ def bench_lm(cfg: LMBenchConfig, variants: list[Variant], data_dir: Path, out: P
         bandwidth = None
         if any(v.format == "onnx" for v in variants):
             from compresskit.machine import fresh_memory_bandwidth
-            machine["memory_bandwidth"] = fresh_memory_bandwidth(threads)
-            bandwidth = machine["memory_bandwidth"]["gb_per_s"]
+            bandwidth = machine["memory_bandwidth"] = fresh_memory_bandwidth(threads)
         rows, examples = [], {}
         for v in variants:
             quality, examples[v.name] = _quality(v.name, raw[v.name], teacher_name, t, prompts)

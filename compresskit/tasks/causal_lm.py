@@ -176,7 +176,7 @@ class CausalLM:
                 Column("TTFT @128 p50 (ms)", "generation.ttft_ms.prompt_128.p50", "{:.1f}", higher_is_better=False),
                 Column("decode (tok/s)", "generation.decode_tokens_per_s", "{:.1f}"),
                 Column("batch 8 (tok/s)", "generation.batch8_tokens_per_s", "{:.1f}"),
-                Column("memory bandwidth (% of limit)", "bandwidth.fraction_of_limit", scale=100)]
+                Column("memory bandwidth (% of read limit)", "bandwidth.fraction_of_limit", scale=100)]
 
 
 CAUSAL_LM = CausalLM()
