@@ -158,7 +158,8 @@ def bench_config(o: dict[str, Any]) -> BenchConfig:
     return BenchConfig(batch_sizes=_parse_batch_sizes(o["batch_sizes"]), sequence_length=o["sequence_length"],
                        seq_lengths=_parse_batch_sizes(o["seq_lengths"] or "", "--seq-lengths", "64,128,256"),
                        teacher_forms=forms,
-                       min_iterations=o["iterations"], min_seconds=o["min_seconds"], rounds=o["rounds"],
+                       min_iterations=o["iterations"], min_seconds=o["min_seconds"],
+                       rounds=BenchConfig.rounds if o["rounds"] is None else o["rounds"],
                        threads=o["threads"], device=o["device"], provider=o["provider"])
 
 
@@ -228,7 +229,7 @@ def lm_config(o: dict[str, Any]) -> Any:
                           prompt_lengths=tuple(int(n) for n in _floats("--ttft-prompt-lengths",
                                                                         o["ttft_prompt_lengths"])),
                           decode_tokens=o["decode_tokens"], repeats=o["lm_repeats"], threads=o["threads"],
-                          device=o["device"])
+                          rounds=LMBenchConfig.rounds if o["rounds"] is None else o["rounds"], device=o["device"])
     export = LMExportConfig(candidates=_names(o["lm_export_candidates"]), verify_prompts=o["verify_prompts"],
                             parity=DecoderParity(steps=o["verify_steps"]), threads=o["threads"])
     quantize = LMQuantizeConfig(precisions=() if o["lm_quantize"].strip() == "none" else _names(o["lm_quantize"]),
@@ -367,7 +368,8 @@ def bench_cmd(**o: Any) -> None:
         from compresskit.lm.bench import LMBenchConfig, bench_lm
         from compresskit.tasks.causal_lm import lm_variants
 
-        bench_lm(LMBenchConfig(threads=o["threads"], device=o["device"]),
+        bench_lm(LMBenchConfig(threads=o["threads"], device=o["device"],
+                               rounds=LMBenchConfig.rounds if o["rounds"] is None else o["rounds"]),
                  lm_variants(layout, layout.recorded_teacher()), layout.data, layout.bench)
     else:
         cfg = bench_config(o)

@@ -23,6 +23,7 @@ import typer
 
 from compresskit.artifacts import UserError
 from compresskit.bench import BenchConfig
+from compresskit.lm.bench import LMBenchConfig
 from compresskit.data import DataConfig
 from compresskit.export import ExportConfig
 from compresskit.gates import GateConfig
@@ -254,9 +255,10 @@ OPTIONS: dict[str, Opt] = {
         "--iterations", help="Minimum timed runs per batch size.")),
     "min_seconds": Opt(float, BenchConfig.min_seconds, typer.Option(
         "--min-seconds", help="Minimum timing per batch size, in seconds.")),
-    "rounds": Opt(int, BenchConfig.rounds, typer.Option(
+    "rounds": Opt(Optional[int], None, typer.Option(
         "--rounds", help="Fresh processes each variant is timed in, interleaved across variants; compare's latency "
-                         "interval is built from the spread between them. The timing budget is split across rounds.")),
+                         "interval is built from the spread between them. The timing budget is split across rounds "
+                         f"(default: text-classification {BenchConfig.rounds}, causal-lm {LMBenchConfig.rounds}).")),
     "provider": Opt(str, BenchConfig.provider, typer.Option(
         "--provider", help="ONNX Runtime provider: auto | cpu | cuda | tensorrt.")),
 

@@ -5,12 +5,13 @@ import math
 
 import pytest
 
+from compresskit.lm.bench import LMBenchConfig
 from compresskit.report import validate_report
 from conftest import cli
 from lm_models import save_lm, tiny_llama
 
 FAST = ["--max-steps", "4", "--lm-batch-size", "2", "--lm-max-length", "64", "--max-new-tokens", "6",
-        "--decode-tokens", "8", "--lm-test-prompts", "4", "--device", "cpu"]
+        "--decode-tokens", "8", "--lm-test-prompts", "4", "--device", "cpu", "--rounds", "1"]
 WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album", "chip", "bill"]
 
 
@@ -65,8 +66,14 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(tmp_path, llm_teacher, p
     gates = {g["name"]: g for g in report["gates"]}
     assert gates["min-agreement"]["passed"]
     # the stage commands work on a causal-LM run folder too: bench measures it again, report re-applies gates
-    proc = cli("bench", "--run-dir", str(run), "--device", "cpu")
+    # (in two rounds: each variant's speed measured in a second process too, ONNX Runtime's and PyTorch's alike)
+    proc = cli("bench", "--run-dir", str(run), "--device", "cpu", "--rounds", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    for row in json.loads((run / "bench" / "bench.json").read_text())["variants"]:
+        g = row["generation"]
+        assert len(g["decode_rounds_tokens_per_s"]) == 2 and min(g["decode_rounds_tokens_per_s"]) > 0, row["name"]
+        # the bench command's defaults: 3 repeats split over 2 rounds (2 a round) of 127 timed steps each
+        assert g["decode_ms_per_token"]["iterations"] == 2 * 2 * (LMBenchConfig.decode_tokens - 1), row["name"]
     agreement = next(v for v in json.loads((run / "report.json").read_text())["variants"]
                      if v["name"] == "student-pytorch")["quality"]["top1_agreement"]
     proc = cli("report", "--run-dir", str(run), "--min-agreement", "1")

@@ -21,7 +21,7 @@ from compresskit.lm.prompts import INSTRUCTIONS, SECTIONS, render_prompt, text_w
 from compresskit.variants import Variant
 
 CFG = LMBenchConfig(window=16, max_heldout=6, max_prompts=7, max_new_tokens=4, prompt_lengths=(16, 32),
-                    decode_tokens=8, repeats=1, threads=1, device="cpu")
+                    decode_tokens=8, repeats=1, rounds=2, threads=1, device="cpu")
 
 
 def _write_jsonl(path, rows):
@@ -123,8 +123,32 @@ def test_decode_makes_exactly_decode_tokens(measured):
         g = row["generation"]
         assert g["decode_new_tokens"] == g["generate_new_tokens"] == CFG.decode_tokens
         # the first token comes from the prefill; every later one is a timed step
-        assert g["decode_ms_per_token"]["iterations"] == CFG.repeats * (CFG.decode_tokens - 1)
+        # every round's timed steps pooled: one repeat a round (repeats split across rounds, at least one)
+        assert g["decode_ms_per_token"]["iterations"] == CFG.rounds * (CFG.decode_tokens - 1)
+        assert len(g["decode_rounds_tokens_per_s"]) == CFG.rounds and "decode_samples_ms" not in g
         assert g["decode_matches_generate"] is True
+
+
+def test_rounds_pool_decode_steps_and_take_the_median_of_the_rest():
+    from compresskit.lm.bench import pool_rounds
+
+    def gen(steps, ttft, batch8):
+        return {"decode_samples_ms": steps, "decode_tokens_per_s": 1000.0 / (sum(steps) / len(steps)),
+                "decode_ms_per_token": {}, "ttft_ms": {"prompt_16": {"p50": ttft, "p90": ttft + 1}, "prompt_99": None},
+                "prefill_tokens_per_s": {"prompt_16": 16000.0 / ttft, "prompt_99": None},
+                "batch8_tokens_per_s": batch8, "generate_tokens_per_s": batch8 / 2, "decode_matches_generate": True,
+                "decode_token_ids": [1, 2]}
+
+    g = pool_rounds([gen([2.0, 2.0], 10.0, 100.0), gen([4.0, 4.0], 30.0, 300.0), gen([3.0, 3.0], 20.0, 50.0)])
+    assert g["decode_ms_per_token"]["iterations"] == 6 and g["decode_ms_per_token"]["p50"] == 3.0
+    assert g["decode_tokens_per_s"] == pytest.approx(1000.0 / 3.0)
+    assert g["decode_rounds_tokens_per_s"] == pytest.approx([500.0, 250.0, 1000.0 / 3.0])
+    assert g["ttft_ms"] == {"prompt_16": {"p50": 20.0, "p90": 21.0}, "prompt_99": None}
+    assert g["prefill_tokens_per_s"] == {"prompt_16": pytest.approx(800.0), "prompt_99": None}
+    assert g["batch8_tokens_per_s"] == 100.0 and g["generate_tokens_per_s"] == 50.0
+    assert g["decode_token_ids"] == [1, 2] and "decode_samples_ms" not in g
+    one = pool_rounds([gen([2.0, 4.0], 10.0, 100.0)])  # one round: its own figures, with the pooled latency
+    assert one["ttft_ms"]["prompt_16"]["p50"] == 10.0 and one["decode_rounds_tokens_per_s"] == [pytest.approx(1000 / 3)]
 
 
 def test_numbers_equal_lm_quality_in_process(lm, measured):
@@ -185,8 +209,9 @@ def test_select_prompts_is_stratified_by_kind_and_keeps_file_order():
 
 def test_config_names_every_bad_flag_at_once():
     with pytest.raises(UserError) as e:
-        LMBenchConfig(window=1, max_prompts=0, decode_tokens=1, prompt_lengths=(), device="tpu")
-    for flag in ("--perplexity-window", "--lm-test-prompts", "--decode-tokens", "--ttft-prompt-lengths", "--device"):
+        LMBenchConfig(window=1, max_prompts=0, decode_tokens=1, prompt_lengths=(), device="tpu", rounds=0)
+    for flag in ("--perplexity-window", "--lm-test-prompts", "--decode-tokens", "--ttft-prompt-lengths", "--device",
+                 "--rounds"):
         assert flag in str(e.value)
 
 

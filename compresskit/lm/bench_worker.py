@@ -140,6 +140,7 @@ def speed_record(ttft: dict, prefill: dict, step_ms: list[float], decoded: list[
         "prefill_tokens_per_s": prefill,
         "decode_tokens_per_s": 1000.0 / per_token.mean,
         "decode_ms_per_token": per_token.__dict__,
+        "decode_samples_ms": [round(t, 4) for t in step_ms],  # pooled across rounds by the parent
         "generate_tokens_per_s": len(generated) / generate_s,
         "decode_prompt_tokens": len(decode_prompt),
         "decode_new_tokens": len(decoded),
@@ -256,6 +257,12 @@ def measure(spec: dict) -> dict[str, Any]:
     load_seconds = time.perf_counter() - started
     context = context_length(model.config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    if spec.get("speed_only"):  # a later round (``LMBenchConfig.rounds``): the speed workloads alone
+        texts = [h["text"] for h in heldout] or [p["prompt"] + (p["response"] or "") for p in prompts]
+        decode_prompt = _prompt_ids(tokenizer, prompts[0], context) if prompts else _speed_prompt(tokenizer, texts, 16)
+        return {"generation": generation_speed(model, tokenizer, cfg, texts, decode_prompt, context, device, sync),
+                "peak_rss_mb": peak_rss_mb()}
 
     # held-out windows: perplexity and agreement on text
     if cfg["window"] > context:

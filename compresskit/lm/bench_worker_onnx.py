@@ -196,6 +196,8 @@ def measure(spec: dict) -> dict[str, Any]:
     generation = generation_speed(model, cfg, tokens["speed"], tokens["decode_prompt"], context)
     peak_rss = peak_rss_mb()
     del model
+    if spec.get("speed_only"):  # a later round (``LMBenchConfig.rounds``): the speed workloads alone
+        return {"generation": generation, "peak_rss_mb": peak_rss}
 
     decoder = OnnxDecoder(folder, threads=threads)
     scored = teacher_forced(decoder, tokens["windows"])
