@@ -308,6 +308,7 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
     from compresskit.lm.quantize import quantize_lm, teacher_int4
     from compresskit.machine import default_threads
+    from compresskit.render import INT8_GROUP_WORDS
     from compresskit.run import reuse_or_make
 
     cfg, layout = ctx.cfg.lm.quantize, ctx.layout
@@ -322,7 +323,8 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
         rec = read_json(out / "quantize.json")
         c = rec["chosen"]
         kept = ", ".join(c["full_precision_groups"]) or "none"
-        int8 = f"; 8 bits: {', '.join(c['int8_groups'])}" if c.get("int8_groups") else ""
+        int8 = (f"; 8 bits: {', '.join(INT8_GROUP_WORDS.get(g, g) for g in c['int8_groups'])}"
+                if c.get("int8_groups") else "")  # named as the report names them
         lines.append(f"{precision}: agreement {c['agreement']:.3f} with fp32, perplexity ×{c['perplexity_ratio']:.3f}"
                      f"{int8}; full precision: {kept} ({len(rec['attempts'])} build(s))"
                      f"{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}")
