@@ -16,6 +16,7 @@ from collections.abc import Callable
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
+from compresskit.lm.onnx_build import INT8_GROUP_WORDS
 from compresskit.onnx_runtime import GPU_PROVIDERS
 from compresskit.tasks import Column
 from compresskit.variants import field_value, reference_teacher
@@ -179,12 +180,6 @@ def _placement_lines(report: dict) -> list[tuple[str, str]]:
             text += "; nodes on CPU under GPU provider: n/a (no GPU provider asked for)"
         lines.append((str(v.get("name", MISSING)), text))
     return lines
-
-
-INT8_GROUP_WORDS = {"last_matmul": "the LM head",
-                    "mixed_layers": "llama.cpp's most sensitive MatMuls (attention and MLP-down of a third of the "
-                                    "layers)"}
-"""How a report names the groups an int4 graph keeps at 8 bits (``lm.onnx_build.INT8_SELECTORS``)."""
 
 
 def _graph_lines(report: dict) -> list[tuple[str, str]]:

@@ -50,6 +50,10 @@ INT8_SELECTORS = ("last_matmul", "mixed_layers")
 """MatMul groups the builder can keep at 8 bits inside an int4 graph: the LM head (``last_matmul``), and llama.cpp's
 most quantization-sensitive MatMuls (``mixed_layers``: the first and last eighth of the layers and every third one's
 attention value and MLP down projections)."""
+INT8_GROUP_WORDS = {"last_matmul": "the LM head",
+                    "mixed_layers": "llama.cpp's most sensitive MatMuls (attention and MLP-down of a third of the "
+                                    "layers)"}
+"""How the report and the console name those groups."""
 LM_HEAD = "/lm_head/MatMul"
 """The builder's name for the output projection's MatMul (before quantization renames it ``…_Q4``/``…_Q8``)."""
 BUILD_RECORD = "build.json"

@@ -306,9 +306,9 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
     import dataclasses
 
     from compresskit.artifacts import read_json
+    from compresskit.lm.onnx_build import INT8_GROUP_WORDS
     from compresskit.lm.quantize import quantize_lm, teacher_int4
     from compresskit.machine import default_threads
-    from compresskit.render import INT8_GROUP_WORDS
     from compresskit.run import reuse_or_make
 
     cfg, layout = ctx.cfg.lm.quantize, ctx.layout
