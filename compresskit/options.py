@@ -23,10 +23,10 @@ import typer
 
 from compresskit.artifacts import UserError
 from compresskit.bench import BenchConfig
-from compresskit.lm.bench import LMBenchConfig
 from compresskit.data import DataConfig
 from compresskit.export import ExportConfig
 from compresskit.gates import GateConfig
+from compresskit.lm.bench import LMBenchConfig
 from compresskit.models import DEFAULT_TEACHER, LoadOptions
 from compresskit.quantize import QuantizeConfig
 

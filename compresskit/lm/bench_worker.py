@@ -111,6 +111,16 @@ def _speed_prompt(tokenizer: Any, texts: list[str], n: int) -> list[int]:
     return (ids * (n // len(ids) + 1))[:n]
 
 
+def _speed_inputs(tokenizer: Any, heldout: list[dict], prompts: list[dict], context: int
+                  ) -> tuple[list[str], list[int]]:
+    """What the speed workloads read, the same in every worker and round: the texts the time-to-first-token prompts
+    are cut from (held-out text; data without any, a prompt file, gives its prompts and answers instead) and the
+    decode prompt (the first test prompt, else 16 tokens of those texts)."""
+    texts = [h["text"] for h in heldout] or [p["prompt"] + (p["response"] or "") for p in prompts]
+    decode = _prompt_ids(tokenizer, prompts[0], context) if prompts else _speed_prompt(tokenizer, texts, 16)
+    return texts, decode
+
+
 def time_to_first_token(first_token: Callable[[Any], Any], prompts: dict[int, Any], repeats: int,
                         sync: Callable[[], None] = lambda: None) -> tuple[dict, dict]:
     """Time to first token (p50, p90 ms) and prefill tokens/s per prompt length, keyed ``prompt_<n>``;
@@ -259,10 +269,8 @@ def measure(spec: dict) -> dict[str, Any]:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
     if spec.get("speed_only"):  # a later round (``LMBenchConfig.rounds``): the speed workloads alone
-        texts = [h["text"] for h in heldout] or [p["prompt"] + (p["response"] or "") for p in prompts]
-        decode_prompt = _prompt_ids(tokenizer, prompts[0], context) if prompts else _speed_prompt(tokenizer, texts, 16)
-        return {"generation": generation_speed(model, tokenizer, cfg, texts, decode_prompt, context, device, sync),
-                "peak_rss_mb": peak_rss_mb()}
+        texts, decode_prompt = _speed_inputs(tokenizer, heldout, prompts, context)
+        return {"generation": generation_speed(model, tokenizer, cfg, texts, decode_prompt, context, device, sync)}
 
     # held-out windows: perplexity and agreement on text
     if cfg["window"] > context:
@@ -292,9 +300,7 @@ def measure(spec: dict) -> dict[str, Any]:
     section_idx = [i for i, p in enumerate(prompts) if p["kind"] == "section"]
     sections = _section_choices(model, tokenizer, [prompt_ids[i] for i in section_idx], pad_id, device)
 
-    # speed workloads read held-out text; data without any (a prompt file) gives its prompts and answers instead
-    texts = [h["text"] for h in heldout] or [p["prompt"] + (p["response"] or "") for p in prompts]
-    decode_prompt = prompt_ids[0] if prompt_ids else _speed_prompt(tokenizer, texts, 16)
+    texts, decode_prompt = _speed_inputs(tokenizer, heldout, prompts, context)
     generation = generation_speed(model, tokenizer, cfg, texts, decode_prompt, context, device, sync)
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return {
@@ -332,7 +338,7 @@ def tokenized_inputs(tokenizer: Any, inputs: dict, cfg: dict, context: int) -> d
                                                         prompts[i]["source_id"]), context, context,
                                response=prompts[i]["response"]) for i in with_response]
     prompt_ids = [_prompt_ids(tokenizer, p, context) for p in prompts]
-    texts = [h["text"] for h in heldout] or [p["prompt"] + (p["response"] or "") for p in prompts]
+    texts, decode_prompt = _speed_inputs(tokenizer, heldout, prompts, context)
     return {
         "windows": [{"id": heldout[int(w.source_id.split()[1])]["id"], "input_ids": w.input_ids,
                      "labels": w.labels} for w in windows],
@@ -344,7 +350,7 @@ def tokenized_inputs(tokenizer: Any, inputs: dict, cfg: dict, context: int) -> d
                      "names": list(SECTIONS),
                      "name_ids": [tokenizer(c, add_special_tokens=False)["input_ids"] for c in SECTIONS]},
         "speed": {f"prompt_{n}": _speed_prompt(tokenizer, texts, n) for n in cfg["prompt_lengths"] if n <= context},
-        "decode_prompt": prompt_ids[0] if prompt_ids else _speed_prompt(tokenizer, texts, 16),
+        "decode_prompt": decode_prompt,
         "eos_id": tokenizer.eos_token_id,
     }
 

@@ -197,7 +197,7 @@ def measure(spec: dict) -> dict[str, Any]:
     peak_rss = peak_rss_mb()
     del model
     if spec.get("speed_only"):  # a later round (``LMBenchConfig.rounds``): the speed workloads alone
-        return {"generation": generation, "peak_rss_mb": peak_rss}
+        return {"generation": generation}  # the parent reads round 1's memory and quality
 
     decoder = OnnxDecoder(folder, threads=threads)
     scored = teacher_forced(decoder, tokens["windows"])
