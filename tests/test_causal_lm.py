@@ -132,6 +132,16 @@ def test_bad_prompt_files_are_one_line_and_write_nothing(tmp_path, llm_teacher, 
     assert not (out / "bad-teacher-lm").exists()
 
 
+def test_bad_rounds_on_a_causal_lm_run_is_one_line_and_writes_nothing(tmp_path, llm_teacher, prompt_file):
+    # the causal-LM bench resolves --rounds itself (default 3), so its check is its own, not classification's
+    out = tmp_path / "runs"
+    proc = cli("distill-and-export", "--teacher", str(llm_teacher), "--dataset", str(prompt_file), "--output-root",
+               str(out), *FAST, "--rounds", "0")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == "error: --rounds must be an integer from 1 to 50, got 0"
+    assert not out.exists()
+
+
 def test_a_prompt_longer_than_the_context_is_refused_naming_it(tmp_path, prompt_file):
     short = save_lm(tmp_path / "short", tiny_llama(layers=2, hidden=32, max_positions=16))
     proc = cli("distill-and-export", "--teacher", str(short), "--dataset", str(prompt_file), "--output-root",
