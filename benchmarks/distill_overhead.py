@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from compresskit.distill import DistillConfig, distill
+from compresskit.tasks.classification.distill import DistillConfig, distill
 from compresskit.machine import library_versions, machine_info
 from compresskit.training import TrainConfig
 

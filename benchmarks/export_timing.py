@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from compresskit.export import time_sessions
+from compresskit.tasks.classification.export import time_sessions
 from compresskit.machine import default_threads, machine_info
 from compresskit.timing import SETTLE_SECONDS
 
 ALONE = """
 import json, sys, numpy as np
 from pathlib import Path
-from compresskit.export import time_sessions
+from compresskit.tasks.classification.export import time_sessions
 d = np.load(sys.argv[2]); arrays = {k: d[k][:8] for k in d.files if k != "labels"}
 print(json.dumps(time_sessions({"g": Path(sys.argv[1])}, arrays, int(sys.argv[3]), (1, 32))["g"]))
 """

@@ -144,7 +144,7 @@ def main() -> None:
 
         # 4. a full disk
         full = work / "full-disk"
-        for what, spec in (("writing the teacher-output cache", "compresskit.teacher_cache:_save:1"),
+        for what, spec in (("writing the teacher-output cache", "compresskit.tasks.classification.teacher_cache:_save:1"),
                            ("exporting to ONNX", "torch.onnx:export:2")):
             before = set(F.outputs(full))
             failed = F.distill_and_export(full, inputs, env={"FAULT_ENOSPC": spec,

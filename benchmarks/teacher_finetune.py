@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup, set_seed
 
-from compresskit.data import read_labels, read_split
+from compresskit.tasks.classification.data import read_labels, read_split
 from compresskit.machine import machine_info
-from compresskit.models import LoadOptions, load_classifier
+from compresskit.models import LoadOptions
+from compresskit.tasks.classification.models import load_classifier
 
 
 def batches(enc: dict[str, torch.Tensor], labels: torch.Tensor, size: int, order: torch.Tensor | None = None):
@@ -68,8 +69,8 @@ def main() -> None:
     if args.split_seed is not None:
         import tempfile
 
-        from compresskit.baseline import TfidfConfig, fit_tfidf
-        from compresskit.data import DataConfig, prepare_data
+        from compresskit.tasks.classification.baseline import TfidfConfig, fit_tfidf
+        from compresskit.tasks.classification.data import DataConfig, prepare_data
 
         args.data = Path(tempfile.mkdtemp()) / "data"
         split = {} if args.test_fraction is None else {"test_fraction": args.test_fraction}

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from compresskit.baseline import TfidfConfig, fit_tfidf
-from compresskit.data import read_split
+from compresskit.tasks.classification.baseline import TfidfConfig, fit_tfidf
+from compresskit.tasks.classification.data import read_split
 from compresskit.machine import machine_info
 
 

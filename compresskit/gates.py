@@ -5,7 +5,7 @@ line. Gates never raise on missing data: a gate that cannot be computed fails, a
 broken benchmark can never make CI green.
 
 The two regression gates compare the deployed student with the same variant of a baseline run
-(``compresskit.compare``) and judge the bootstrap interval, not the point difference: a few hundred test examples
+(``compresskit.reporting.compare``) and judge the bootstrap interval, not the point difference: a few hundred test examples
 and a shared CI machine move accuracy and latency by noise alone, and a gate that fires on noise gets switched off.
 """
 
@@ -13,11 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Protocol
 
 from compresskit.variants import field_value, finite_number, reference_teacher
 
 # Accuracies are ratios of counts and limits are typed as decimals, so 0.97 - 0.96 must not fail a 0.01 limit.
 _EPS = 1e-9
+
+
+class GateFields(Protocol):
+    """The report fields the gates read, as a task family names them (``compresskit.tasks.Task``)."""
+
+    quality_metric: str
+    """What ``--max-accuracy-drop`` and ``--max-accuracy-regression`` compare (higher is better)."""
+    agreement_metric: str
+    """What ``--min-agreement`` reads, in [0, 1]."""
+    perplexity_metric: str | None
+    """What ``--max-perplexity-ratio`` reads (lower is better); None where the family has none."""
 
 
 @dataclass(frozen=True)
@@ -31,9 +43,10 @@ class GateConfig:
     max_latency_ms: float | None = None
     """Largest allowed best student p50 at batch 1, in milliseconds, > 0."""
     max_perplexity_ratio: float | None = None
-    """Largest allowed student / teacher perplexity on held-out text (causal LMs), >= 1."""
+    """Largest allowed student / teacher perplexity on held-out text (a family that measures perplexity), >= 1."""
     min_agreement: float | None = None
-    """Smallest allowed top-1 next-token agreement of the student with the teacher (causal LMs), in [0, 1]."""
+    """Smallest allowed agreement of the student with the teacher (the family's ``agreement_metric``: top-1
+    next-token agreement of a causal LM, label agreement of a classifier), in [0, 1]."""
     max_accuracy_regression: float | None = None
     """Largest allowed loss of the deployed student's quality metric against ``--baseline``, absolute, in [0, 1]:
     fails only when the whole 95 % interval of baseline − current lies above it."""
@@ -152,15 +165,13 @@ def _latency_gate(limit: float, variants: list[dict]) -> GateResult:
     return _judge(name, limit, p50, head, at_most=True, spec="{:.2f}", unit=" ms")
 
 
-def _quality(variant: dict | None, key: str) -> float | None:
-    """A causal LM's quality figure (``quality.<key>``), or None."""
-    return finite_number(((variant or {}).get("quality") or {}).get(key))
-
-
-def _perplexity_gate(limit: float, variants: list[dict]) -> GateResult:
+def _perplexity_gate(limit: float, variants: list[dict], field: str | None) -> GateResult:
     name = "max-perplexity-ratio"
+    if field is None:
+        return GateResult(name, limit, None, False, "this task family measures no perplexity")
     teacher, student = reference_teacher(variants), deployed_student(variants)
-    t, s = _quality(teacher, "perplexity"), _quality(student, "perplexity")
+    t = finite_number(field_value(teacher or {}, field))
+    s = finite_number(field_value(student or {}, field))
     if t is None or s is None or t <= 0:
         return GateResult(name, limit, None, False, "no teacher and student perplexity in the report")
     ratio = s / t
@@ -168,13 +179,13 @@ def _perplexity_gate(limit: float, variants: list[dict]) -> GateResult:
     return _judge(name, limit, ratio, head, at_most=True, spec="{:.2f}")
 
 
-def _agreement_gate(limit: float, variants: list[dict]) -> GateResult:
+def _agreement_gate(limit: float, variants: list[dict], field: str) -> GateResult:
     name = "min-agreement"
     student = deployed_student(variants)
-    a = _quality(student, "top1_agreement")
+    a = finite_number(field_value(student or {}, field))
     if a is None:
-        return GateResult(name, limit, None, False, "no student top-1 agreement with the teacher in the report")
-    head = f"{student['name']} top-1 agreement with the teacher {a:.4f}"
+        return GateResult(name, limit, None, False, f"no student {field} (agreement with the teacher) in the report")
+    head = f"{student['name']} {field} (agreement with the teacher) {a:.4f}"
     return _judge(name, limit, a, head, at_most=False, spec="{:.4f}")
 
 
@@ -226,16 +237,18 @@ def _latency_regression_gate(limit: float, comparison: dict | None) -> GateResul
     return _judge(name, limit, low, head, at_most=True, spec="{:.3f}", unit="×")
 
 
-def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accuracy",
-                   comparison: dict | None = None) -> list[GateResult]:
+def evaluate_gates(cfg: GateConfig, variants: list[dict], fields: GateFields, comparison: dict | None = None
+                   ) -> list[GateResult]:
     """Evaluate every gate set in ``cfg`` against the report's ``variants``, in a fixed order.
 
-    Speed and latency use the fastest student at batch 1; the accuracy gate compares the task's quality
-    ``metric`` (higher is better) of the quantized student when present, since that is what gets deployed. The
-    regression gates read ``comparison`` (``compresskit.compare.compare_reports`` of a baseline and this run), whose
+    ``fields`` (the run's task family) names what the quality gates read. Speed and latency use the fastest student
+    at batch 1; the accuracy gate compares the family's ``quality_metric`` (higher is better) of the quantized
+    student when present, since that is what gets deployed. The
+    regression gates read ``comparison`` (``compresskit.reporting.compare.compare_reports`` of a baseline and this run), whose
     ``deployed`` entry pairs the deployed student with the baseline's. Missing data gives a failed result, never an
     exception.
     """
+    metric = fields.quality_metric
     results = []
     if cfg.max_accuracy_drop is not None:
         results.append(_accuracy_gate(cfg.max_accuracy_drop, variants, metric))
@@ -244,9 +257,9 @@ def evaluate_gates(cfg: GateConfig, variants: list[dict], metric: str = "accurac
     if cfg.max_latency_ms is not None:
         results.append(_latency_gate(cfg.max_latency_ms, variants))
     if cfg.max_perplexity_ratio is not None:
-        results.append(_perplexity_gate(cfg.max_perplexity_ratio, variants))
+        results.append(_perplexity_gate(cfg.max_perplexity_ratio, variants, fields.perplexity_metric))
     if cfg.min_agreement is not None:
-        results.append(_agreement_gate(cfg.min_agreement, variants))
+        results.append(_agreement_gate(cfg.min_agreement, variants, fields.agreement_metric))
     if cfg.max_accuracy_regression is not None:
         results.append(_accuracy_regression_gate(cfg.max_accuracy_regression, comparison, metric))
     if cfg.max_latency_regression is not None:

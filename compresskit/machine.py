@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import resource
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -196,3 +198,20 @@ def fresh_memory_bandwidth(threads: int = 1, passes: int = 3) -> dict[str, Any]:
     return {**best, "passes_gb_per_s": [round(r["gb_per_s"], 2) for r in results],
             "passes_copy_gb_per_s": [round(r["copy_gb_per_s"], 2) for r in results],
             "method": best["method"] + f"; in {len(results)} new processes, the best"}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    Why VmHWM first: on Linux ``ru_maxrss`` survives exec, so a worker started from a parent that had torch
+    loaded would report the parent's peak; VmHWM belongs to the new program image only.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0  # bytes on macOS, KiB elsewhere

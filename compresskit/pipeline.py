@@ -17,69 +17,32 @@ from typing import Any
 
 from rich.console import Console
 
-from compresskit.bench import BenchConfig
-from compresskit.data import DataConfig
-from compresskit.distill import DistillConfig
-from compresskit.export import ExportConfig
-from compresskit.finetune import FinetuneConfig
 from compresskit.gates import GateConfig, evaluate_gates, failed_gates
-from compresskit.models import LoadOptions, read_config, resolve_model_source
-from compresskit.quantize import QuantizeConfig
+from compresskit.models import LoadOptions
 from compresskit.run import RunLayout, claim_run_dir, run_lock
-from compresskit.tasks import AUTO, StageContext, Task, get_task, resolve_task
+from compresskit.tasks import get_task, task_of_run
+from compresskit.tasks.protocol import StageContext
+from compresskit.training import FinetuneConfig
 
 GATE_EXIT = 4
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Every stage's settings for one run."""
+    """Every setting of one run: what all families share, and the family's own (``settings``)."""
 
     teacher: str
+    """The teacher as given (``--teacher``), or the family's embedded one."""
+    task: str
+    """``--task`` as given: ``auto`` or a family's name (the run's identity keeps what the user asked for)."""
+    family: str
+    """The family that runs (``--task``, or the one ``tasks.resolve_task`` found for the teacher)."""
     finetune_mode: str  # auto | always | never
-    data: DataConfig
     finetune: FinetuneConfig
-    distill: DistillConfig
-    export: ExportConfig
-    quantize: QuantizeConfig
-    bench: BenchConfig
+    """The teacher's fine-tuning, when the family fine-tunes it (``--teacher-epochs``, …)."""
     load: LoadOptions
-    task: str = "auto"
-    """The task family (``--task``): ``auto`` infers it from the teacher's config (see ``compresskit.tasks``)."""
-    lm: Any = None
-    """The causal-LM family's settings (``tasks.causal_lm.LMConfig``); None for classification runs."""
-
-
-def identity_config(cfg: PipelineConfig, task: str = "text-classification") -> dict[str, Any]:
-    """The options that shape ``task``'s artifacts (gates do not: they only judge a finished run; one family's
-    settings do not shape another's run)."""
-    config = dataclasses.asdict(cfg)
-    if task == "causal-lm":
-        shaping = ("teacher", "task", "load", "lm") + (("finetune_mode", "finetune")
-                                                       if cfg.finetune_mode == "always" else ())
-        return {k: config[k] for k in shaping}
-    config.pop("lm", None)
-    return config
-
-
-@dataclass(frozen=True)
-class Preflight:
-    """What the checks before the run found: the task, and what its checks loaded (``task.preflight``'s result:
-    for classification the teacher's source, whether it is fine-tuned first and the examples, so the data stage
-    does not load them twice)."""
-
-    task: Task
-    found: Any
-
-
-def _preflight(cfg: PipelineConfig, cache: Path) -> Preflight:
-    """Check everything that can be checked before anything is written: the task (``--task``, or inferred from the
-    teacher's config), then what the task checks (teacher, data, labels)."""
-    if cfg.task == AUTO:
-        task = resolve_task(AUTO, read_config(resolve_model_source(cfg.teacher), cfg.load))
-    else:
-        task = get_task(cfg.task)
-    return Preflight(task, task.preflight(cfg, cache))
+    settings: Any
+    """The family's settings for this run (its ``Task.settings``: one typed config per stage)."""
 
 
 def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, overwrite: bool,
@@ -93,20 +56,22 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
     """
     started = time.time()
     if baseline is not None:  # a mistyped baseline is refused now, not after the whole run
-        from compresskit.compare import load_report
+        from compresskit.reporting.compare import load_report
 
         load_report(baseline)
-    pre = _preflight(cfg, Path(output_root) / ".cache")
-    layout = RunLayout(Path(output_root) / (run_name or pre.task.default_run_name(cfg)))
+    task = get_task(cfg.family)
+    cache = Path(output_root) / ".cache"
+    found = task.preflight(cfg, cache)  # everything that can be checked before anything is written
+    layout = RunLayout(Path(output_root) / (run_name or task.default_run_name(cfg)))
     with run_lock(layout):  # a second run on this folder is refused at once instead of mixing into this one
-        resumed = claim_run_dir(layout, identity_config(cfg, pre.task.name), overwrite)
+        resumed = claim_run_dir(layout, task.identity(cfg), overwrite, task.name)
         if options is not None:
-            from compresskit.config_file import write_config_file
+            from compresskit.cli.config_file import write_config_file
 
             write_config_file(layout.root / "config.toml", options)
         if resumed:
             console.print(f"[yellow]resuming the run in {layout.root}: finished stages are reused[/]")
-        stages = pre.task.stages(StageContext(cfg, pre.found, layout, Path(output_root) / ".cache", resumed))
+        stages = task.stages(StageContext(cfg, found, layout, cache, resumed))
         step = _Steps(console, len(stages) + 1)
         for stage in stages:
             step(stage.name, stage.detail)
@@ -122,22 +87,23 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
 def report_and_gates(run_dir: Path, gates: GateConfig, console: Console, baseline: Path | None = None) -> int:
     """Write the report of a benchmarked run, print its table, apply the gates; returns the exit code.
 
-    With ``baseline`` (a run folder or report.json) the run is compared with it first (``compresskit.compare``;
+    With ``baseline`` (a run folder or report.json) the run is compared with it first (``compresskit.reporting.compare``;
     different test sets are refused before anything is written), the regression gates judge that comparison, and
     compare.json/.md/.html go to ``run_dir/compare/``.
     """
-    from compresskit.report import build_report, render_console_table, validate_report, write_report
-    from compresskit.tasks import get_task
+    from compresskit.reporting.render import render_console_table
+    from compresskit.reporting.report import build_report, validate_report, write_report
 
-    collected = build_report(Path(run_dir))
+    task = task_of_run(Path(run_dir))
+    collected = build_report(Path(run_dir), task)
     comparison = None
     if baseline is not None:
-        from compresskit.compare import compare_reports, load_report
+        from compresskit.reporting.compare import compare_reports, load_report
 
         base_report, base_path = load_report(baseline)
         comparison = compare_reports(base_report, collected.to_dict(),
                                      sources=(str(base_path), str(Path(run_dir) / "report.json")))
-    results = evaluate_gates(gates, collected.variants, get_task(collected.task).quality_metric, comparison)
+    results = evaluate_gates(gates, collected.variants, task, comparison)
     report = dataclasses.replace(collected, gates=[r.to_dict() for r in results], comparison=comparison).to_dict()
     problems = validate_report(report)
     if problems:  # our own output: a mismatch is a bug, not a user error
@@ -149,8 +115,8 @@ def report_and_gates(run_dir: Path, gates: GateConfig, console: Console, baselin
     out.print(render_console_table(report))
     console.print(f"report: {paths['json']}, {paths['markdown']}, {paths['html']}")
     if comparison is not None:
-        from compresskit.compare import write_comparison
-        from compresskit.render import render_compare_console
+        from compresskit.reporting.compare import write_comparison
+        from compresskit.reporting.compare_render import render_compare_console
 
         compared = write_comparison(comparison, Path(run_dir) / "compare")
         out.print(render_compare_console(comparison))

@@ -149,8 +149,9 @@ def _lock_holder(fd: int) -> str:
     return f"pid {info['pid']} on {info.get('host', '?')}, started {info.get('started', '?')}"
 
 
-def claim_run_dir(layout: RunLayout, config: dict[str, Any], overwrite: bool) -> bool:
-    """Make ``layout.root`` this run's folder. Returns True when an earlier, identical run is resumed.
+def claim_run_dir(layout: RunLayout, config: dict[str, Any], overwrite: bool, task: str) -> bool:
+    """Make ``layout.root`` this run of the ``task`` family's folder. Returns True when an earlier, identical run is
+    resumed. ``run.json`` records the identity of ``config`` and the family (what ``tasks.task_of_run`` reads).
 
     A folder holding a different run (or anything that is not a run) is refused unless ``overwrite``: a CI job
     must never mix artifacts of two configurations in one report.
@@ -169,7 +170,8 @@ def claim_run_dir(layout: RunLayout, config: dict[str, Any], overwrite: bool) ->
             _remove_leftovers(root)
             return True
     root.mkdir(parents=True, exist_ok=True)
-    write_json(layout.record, {"schema_version": 1, "identity": identity, "config": config, "stages": {}})
+    write_json(layout.record, {"schema_version": 1, "identity": identity, "task": task, "config": config,
+                               "stages": {}})
     return False
 
 

@@ -1,5 +1,6 @@
-"""The model variants a run measures (teacher and student, PyTorch and ONNX, fp32 and quantized), how they are
-found in a run folder, and which one is the reference teacher that every comparison is made against."""
+"""The model variants a run measures (teacher and student, PyTorch and ONNX, fp32 and quantized; each family finds
+its own in a run folder), the teacher's faster PyTorch forms, and which variant is the reference teacher that every
+comparison is made against."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compresskit.artifacts import UserError, read_json
-from compresskit.run import RunLayout
 
 REFERENCE_TEACHER = "teacher-pytorch"
 
@@ -57,11 +56,6 @@ def finite_number(x: object) -> float | None:
     return None
 
 
-def precision_of(mode: str) -> str:
-    """The number format a quantization mode leaves the weights in: ``dynamic-int8`` → ``int8``."""
-    return {"fp16": "fp16", "int4": "int4"}.get(mode, "int8")
-
-
 TEACHER_FORMS = ("bf16", "compile")
 """Faster PyTorch forms of the teacher that a user would try before any compression (``--teacher-forms``)."""
 
@@ -76,38 +70,3 @@ def teacher_forms(teacher: Variant, forms: Iterable[str]) -> list[Variant]:
             "compile": Variant(f"{teacher.name}-compile", teacher.model, "pytorch", teacher.precision, teacher.path,
                                teacher.parameters, runtime="compile")}
     return [made[f] for f in forms]
-
-
-def discover_variants(layout: RunLayout, forms: Iterable[str] = ()) -> list[Variant]:
-    """The variants present in a run folder, teacher first; with ``forms`` (see ``teacher_forms``) the PyTorch
-    teacher's other forms follow it."""
-    teacher_dir = layout.recorded_teacher()
-
-    def params(folder: Path, record: str) -> int | None:
-        p = folder / record
-        return read_json(p).get("parameters") if p.is_file() else None
-
-    t_params = params(teacher_dir, "finetune.json")
-    s_params = params(layout.student, "distill.json")
-    candidates = [
-        Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir, t_params),
-        Variant("teacher-onnx", "teacher", "onnx", "fp32", layout.onnx("teacher"), t_params),
-        Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, s_params),
-        Variant("student-onnx", "student", "onnx", "fp32", layout.onnx("student"), s_params),
-    ]
-    quantized = layout.onnx("student-quantized") / "quantize.json"
-    if quantized.is_file():
-        precision = precision_of(read_json(quantized).get("mode", "dynamic-int8"))
-        candidates.append(Variant(f"student-onnx-{precision}", "student", "onnx", precision,
-                                  layout.onnx("student-quantized"), s_params))
-    baseline = layout.baseline / "baseline.json"
-    if baseline.is_file():  # the classical TF-IDF baseline (classification only), measured like a model
-        candidates.append(Variant("baseline-tfidf", "baseline", "sklearn", "fp64", layout.baseline,
-                                  read_json(baseline).get("parameters")))
-    marker = {"onnx": "model.onnx", "sklearn": "baseline.json"}
-    found = [v for v in candidates if (v.path / marker.get(v.format, "config.json")).is_file()]
-    if not found:
-        raise UserError(f"{layout.root} holds no models to benchmark (expected teacher/, student/, onnx/…)")
-    if found[0].name == REFERENCE_TEACHER:
-        found[1:1] = teacher_forms(found[0], forms)
-    return found

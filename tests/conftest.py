@@ -92,7 +92,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory, tiny_csv) -> Path:
     """The tiny CSV split by compresskit's data stage."""
-    from compresskit.data import DataConfig, prepare_data
+    from compresskit.tasks.classification.data import DataConfig, prepare_data
 
     return prepare_data(DataConfig(dataset=str(tiny_csv)), tmp_path_factory.mktemp("split") / "data").data_dir
 
@@ -106,7 +106,7 @@ def tiny_classifier(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_classifier, tiny_data) -> Path:
     """The tiny classifier exported (and verified) by compresskit's export stage."""
-    from compresskit.export import ExportConfig, export
+    from compresskit.tasks.classification.export import ExportConfig, export
 
     return export(ExportConfig(max_length=32, exporter="torchscript", attention="eager", cls_only="off",
                                skip_layer_norm="fused"), tiny_classifier, tiny_data,
@@ -116,7 +116,8 @@ def tiny_onnx(tmp_path_factory, tiny_classifier, tiny_data) -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, tiny_encoder, tiny_data) -> Path:
     """The tiny encoder fine-tuned on the tiny data: a teacher that knows the task (100 % on validation)."""
-    from compresskit.finetune import FinetuneConfig, finetune_teacher
+    from compresskit.tasks.classification.finetune import finetune_teacher
+    from compresskit.training import FinetuneConfig
     from compresskit.training import TrainConfig
 
     cfg = FinetuneConfig(TrainConfig(epochs=8, learning_rate=2e-3, max_length=32, device="cpu"))

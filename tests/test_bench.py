@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.bench import BenchConfig, Variant, bench, macro_f1
+from compresskit.tasks.classification.bench import BenchConfig, Variant, bench, macro_f1
 from compresskit.timing import Latency
 
 
@@ -64,7 +64,7 @@ def test_bench_measures_each_variant_in_its_own_process(tmp_path, tiny_classifie
 
 
 def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
-    from compresskit.bench import write_inputs
+    from compresskit.tasks.classification.bench import write_inputs
     from compresskit.artifacts import write_json
 
     inputs = tmp_path / "inputs.npz"
@@ -73,7 +73,7 @@ def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
     write_json(spec, {"variant": {"name": "x", "format": "onnx", "path": str(tiny_onnx)},
                       "config": {"device": "cpu", "batch_sizes": [1], "warmup": 0, "min_iterations": 2,
                                  "min_seconds": 0}, "inputs": str(inputs), "threads": 1})
-    subprocess.run([sys.executable, "-m", "compresskit.bench_worker", str(spec), str(tmp_path / "r.json")],
+    subprocess.run([sys.executable, "-m", "compresskit.tasks.classification.bench_worker", str(spec), str(tmp_path / "r.json")],
                    check=True)
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["torch_imported"] is False
@@ -83,7 +83,7 @@ def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
 def test_gpu_provider_missing_is_a_clear_error():
     import onnxruntime as ort
 
-    from compresskit.onnx_runtime import providers_for
+    from compresskit.onnx.sessions import providers_for
 
     assert providers_for("cpu") == ["CPUExecutionProvider"]
     assert providers_for("auto")[-1] == "CPUExecutionProvider"

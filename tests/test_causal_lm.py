@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from compresskit.lm.bench import LMBenchConfig
-from compresskit.report import validate_report
+from compresskit.tasks.causal_lm.bench import LMBenchConfig
+from compresskit.reporting.report import validate_report
 from conftest import cli
 from lm_models import save_lm, tiny_llama
 

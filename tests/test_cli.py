@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from compresskit.report import validate_report
+from compresskit.reporting.report import validate_report
 from conftest import cli, save_tiny_bert
 
 FAST = ["--teacher-epochs", "8", "--teacher-learning-rate", "2e-3", "--epochs", "8", "--learning-rate", "2e-3",
@@ -165,7 +165,7 @@ def test_stage_subcommands_chain_through_folders(tmp_path, tiny_classifier, tiny
     assert p.returncode == 0 and p.stdout.split("\t")[0] in {"money", "sport", "tech"}, p.stderr[-2000:]
 
 
-# --- every flag has one home (compresskit.options)
+# --- every flag has one home (compresskit.cli.options)
 
 def test_every_flag_is_declared_once_and_named_after_its_option():
     """One ``typer.Option("--flag"`` per flag in the whole package, and each option's name is its flag (the key a
@@ -175,7 +175,7 @@ def test_every_flag_is_declared_once_and_named_after_its_option():
     from pathlib import Path
 
     import compresskit
-    from compresskit.options import OPTIONS, flag
+    from compresskit.cli.options import OPTIONS, flag
 
     package = Path(compresskit.__file__).parent
     declared = Counter(m for p in package.rglob("*.py")
@@ -190,13 +190,13 @@ def test_every_flag_is_declared_once_and_named_after_its_option():
 def test_option_defaults_are_the_stage_config_defaults():
     """The training and distillation defaults are written in the table (their modules import torch, which the CLI
     does not load up front): they must be the dataclasses' own."""
-    from compresskit.bench import BenchConfig
-    from compresskit.distill import DistillConfig
-    from compresskit.export import ExportConfig
-    from compresskit.finetune import FinetuneConfig
-    from compresskit.options import OPTIONS
-    from compresskit.quantize import QuantizeConfig
-    from compresskit.sweep import SweepConfig
+    from compresskit.tasks.classification.bench import BenchConfig
+    from compresskit.tasks.classification.distill import DistillConfig
+    from compresskit.tasks.classification.export import ExportConfig
+    from compresskit.training import FinetuneConfig
+    from compresskit.cli.options import OPTIONS
+    from compresskit.tasks.classification.quantize import QuantizeConfig
+    from compresskit.tasks.classification.sweep import SweepConfig
 
     d, t, w, s = DistillConfig(), FinetuneConfig().train, DistillConfig().weights, SweepConfig()
     want = {
@@ -221,21 +221,89 @@ def test_option_defaults_are_the_stage_config_defaults():
     assert OPTIONS["max_length"].default == ExportConfig.max_length == QuantizeConfig.max_length
     assert OPTIONS["device"].default == BenchConfig.device
     assert OPTIONS["batch_sizes"].default == ",".join(map(str, BenchConfig.batch_sizes))
+    # the shared table's literals (the core's options module imports no family)
+    from compresskit.corpus import BBC_NEWS
+    from compresskit.tasks.classification.data import DataConfig
+
+    assert (OPTIONS["dataset"].default, OPTIONS["validation_fraction"].default, OPTIONS["seed"].default,
+            OPTIONS["max_samples"].default) == (BBC_NEWS, DataConfig.validation_fraction, DataConfig.seed,
+                                                DataConfig.max_samples)
+    assert (OPTIONS["int4_block_size"].default, OPTIONS["fallback"].default, OPTIONS["threads"].default) == (
+        QuantizeConfig.int4_block_size, QuantizeConfig.fallback, BenchConfig.threads)
+    assert f"text-classification, default {DataConfig.test_fraction}" in OPTIONS["test_fraction"].declaration.help
+    assert f"text-classification {BenchConfig.rounds}" in OPTIONS["rounds"].declaration.help
+
+
+def test_causal_lm_option_defaults_are_its_config_defaults():
+    """The causal-LM flags' literal defaults are the family's config dataclasses' own (house style #15)."""
+    from compresskit.cli.options import OPTIONS
+    from compresskit.tasks.causal_lm.bench import LMBenchConfig
+    from compresskit.tasks.causal_lm.distill import LMDistillConfig
+    from compresskit.tasks.causal_lm.export import LMExportConfig
+    from compresskit.tasks.causal_lm.prepare import LMDataConfig
+    from compresskit.tasks.causal_lm.prompts import BBCPromptConfig
+    from compresskit.tasks.causal_lm.quantize import LMQuantizeConfig
+
+    d, b, e, q, data, bbc = (LMDistillConfig(), LMBenchConfig(), LMExportConfig(), LMQuantizeConfig(), LMDataConfig(),
+                             BBCPromptConfig())
+    want = {
+        "kd_divergence": d.kd.divergence, "jsd_beta": d.kd.beta, "kd_temperature": d.kd.temperature,
+        "kd_alpha": d.kd.alpha, "on_policy": d.on_policy_fraction, "max_steps": d.max_steps,
+        "teacher_topk": d.teacher_topk, "student_depth": d.student_depth, "layer_choice": d.layer_choice,
+        "lm_learning_rate": d.train.learning_rate, "lm_batch_size": d.train.batch_size,
+        "lm_max_length": d.train.max_length, "lm_window": d.window,
+        "lm_train_prompts": data.train_prompts, "lm_train_texts": data.train_texts,
+        "lm_test_prompts": data.test_prompts, "lm_heldout_texts": data.heldout_texts,
+        "max_new_tokens": data.max_new_tokens, "max_article_words": data.prompts.max_article_words,
+        "lm_tasks": ",".join(data.prompts.kinds),
+        "perplexity_window": b.window, "ttft_prompt_lengths": ",".join(map(str, b.prompt_lengths)),
+        "lm_repeats": b.repeats, "decode_tokens": b.decode_tokens,
+        "lm_export_candidates": ",".join(e.candidates), "verify_steps": e.parity.steps,
+        "verify_prompts": e.verify_prompts, "lm_quantize": ",".join(q.precisions),
+        "int4_accuracy_level": q.accuracy_level, "int4_algorithm": q.algorithm,
+        "lm_quant_min_agreement": q.min_agreement, "lm_quant_max_perplexity_ratio": q.max_perplexity_ratio,
+    }
+    assert {n: OPTIONS[n].default for n in want} == want
+    assert (b.max_heldout, b.max_prompts, b.max_new_tokens) == (data.heldout_texts, data.test_prompts,
+                                                                 data.max_new_tokens)
+    assert f"causal-lm {LMBenchConfig.rounds}" in OPTIONS["rounds"].declaration.help
+    assert f"causal-lm, default {BBCPromptConfig.test_fraction}" in OPTIONS["test_fraction"].declaration.help
+
+
+def test_help_groups_the_options_in_panels_and_cuts_no_flag_at_80_columns():
+    """``--help`` reads as sections (each option in a panel) on an 80-column terminal, with no flag name cut."""
+    from compresskit.cli.options import OPTIONS
+
+    assert all(opt.declaration.rich_help_panel for opt in OPTIONS.values())
+    proc = cli("distill-and-export", "--help", env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert proc.returncode == 0, proc.stderr
+    for panel in ("Run", "Data", "Teacher", "Student and distillation", "Export", "Quantization", "Benchmark",
+                  "Quality gates", "Causal LM"):
+        assert f"─ {panel}" in proc.stdout, panel
+    # A flag's name shows whole unless it is over 28 characters: rich then narrows the name column with the help
+    # column (one such flag today, --lm-quant-max-perplexity-ratio, loses 3 characters at exactly 80 columns).
+    from compresskit.cli.flags import flag
+    from compresskit.cli.options import PIPELINE
+
+    cut = [flag(n) for n in PIPELINE if len(flag(n)) <= 28 and f"{flag(n)} " not in proc.stdout
+           and f"{flag(n)}\n" not in proc.stdout]
+    assert cut == []
+    assert "--no-cache-teacher-activations" in proc.stdout  # an off form is named in its help
 
 
 def test_cli_start_up_does_not_import_torch():
     """``predict`` runs on ONNX Runtime alone, and ``--help`` should not wait for torch."""
     import sys
 
-    code = "import sys, compresskit.cli; print('torch' in sys.modules)"
+    code = "import sys, compresskit.cli.app; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_every_option_of_every_command_is_in_its_help():
     import typer
 
-    from compresskit.cli import app
-    from compresskit.options import OPTIONS
+    from compresskit.cli.app import app
+    from compresskit.cli.options import OPTIONS
 
     for command in typer.main.get_command(app).commands.values():
         taken = [p for p in command.params if p.name in OPTIONS]
@@ -248,8 +316,12 @@ def test_every_option_of_every_command_is_in_its_help():
 
 def test_finetune_teacher_takes_the_teacher_flags():
     """``--epochs`` and ``--learning-rate`` are the student's; the teacher's fine-tuning has its own flags."""
-    from compresskit.cli import distill_and_export_cmd, finetune_cmd
+    import typer
 
+    from compresskit.cli.app import app
+
+    commands = typer.main.get_command(app).commands
+    finetune_cmd, distill_and_export_cmd = (commands[n].callback for n in ("finetune-teacher", "distill-and-export"))
     assert {"teacher_epochs", "teacher_learning_rate"} <= set(finetune_cmd.option_names)
     assert not {"epochs", "learning_rate"} & set(finetune_cmd.option_names)
     assert {"teacher_epochs", "epochs", "task", "config"} <= set(distill_and_export_cmd.option_names)

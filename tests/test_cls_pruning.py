@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from compresskit.cls_pruning import ClsOnlyClassifier, supports
+from compresskit.tasks.classification.cls_pruning import ClsOnlyClassifier, supports
 from conftest import bert_classifier
 
 

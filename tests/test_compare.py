@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.compare import CompareConfig, compare_reports, p50_ratio_interval, write_comparison
+from compresskit.reporting.compare import CompareConfig, compare_reports, p50_ratio_interval, write_comparison
 from compresskit.gates import GateConfig, evaluate_gates, failed_gates
-from compresskit.report import validate_report
+from compresskit.tasks.causal_lm.task import CAUSAL_LM as LM
+from compresskit.tasks.classification.task import TEXT_CLASSIFICATION as TC
+from compresskit.reporting.report import validate_report
 from conftest import cli
 
 N = 300  # test examples
@@ -58,7 +60,7 @@ def test_identical_runs_span_zero_and_pass_every_gate():
         acc, lat = v["metrics"]["accuracy"], v["latency"]["batch_1"]
         assert acc["low"] <= 0 <= acc["high"] and acc["change"] == 0
         assert lat["low"] <= 1 <= lat["high"] and lat["ratio"] == 1
-    results = evaluate_gates(GATES, base["variants"], comparison=result)
+    results = evaluate_gates(GATES, base["variants"], TC, comparison=result)
     assert [r.name for r in results] == ["max-accuracy-regression", "max-latency-regression"]
     assert failed_gates(results) == []
 
@@ -68,7 +70,7 @@ def test_two_runs_of_the_same_model_differ_only_by_noise():
     result = compare_reports(_report([1, 2, 3], seed=0), _report([1, 2, 3], seed=10))
     lat = result["deployed"]["latency"]["batch_1"]
     assert lat["ratio"] != 1 and lat["low"] < 1 < lat["high"]
-    assert failed_gates(evaluate_gates(GATES, _report([1, 2, 3])["variants"], comparison=result)) == []
+    assert failed_gates(evaluate_gates(GATES, _report([1, 2, 3])["variants"], TC, comparison=result)) == []
 
 
 def test_many_worse_predictions_fail_the_accuracy_gate_with_the_compared_variant_named():
@@ -79,7 +81,7 @@ def test_many_worse_predictions_fail_the_accuracy_gate_with_the_compared_variant
     assert acc["change"] == pytest.approx(-(100 - 30) / N) and acc["high"] < -0.1
     assert acc["changed_to_wrong"] == 90 and acc["changed_to_right"] == 20  # multiples of 30 are wrong in both
     assert acc["p_value"] < 1e-9
-    (gate,) = evaluate_gates(GateConfig(max_accuracy_regression=0.01), cur["variants"], comparison=result)
+    (gate,) = evaluate_gates(GateConfig(max_accuracy_regression=0.01), cur["variants"], TC, comparison=result)
     assert not gate.passed and gate.value == pytest.approx(-acc["high"])
     assert gate.detail.startswith("student-onnx-int8 vs baseline student-onnx-int8: accuracy 0.6667 vs 0.9000")
     assert "95 % CI" in gate.detail and "> limit 0.0100" in gate.detail
@@ -88,7 +90,7 @@ def test_many_worse_predictions_fail_the_accuracy_gate_with_the_compared_variant
 def test_one_worse_example_is_noise_not_a_regression():
     """The point estimate loses 1/300 > 0, but the interval reaches below the limit: the gate passes."""
     result = compare_reports(_report([]), _report([7]))
-    (gate,) = evaluate_gates(GateConfig(max_accuracy_regression=0.0), _report([7])["variants"], comparison=result)
+    (gate,) = evaluate_gates(GateConfig(max_accuracy_regression=0.0), _report([7])["variants"], TC, comparison=result)
     assert result["deployed"]["metrics"]["accuracy"]["change"] == pytest.approx(-1 / N)
     assert gate.passed, gate.detail
 
@@ -123,7 +125,7 @@ def test_a_process_to_process_shift_is_noise_when_both_runs_have_rounds():
     assert lat["method"] == "rounds" and (lat["baseline_rounds"], lat["current_rounds"]) == (5, 5)
     assert lat["low"] < 1 < lat["high"] and lat["ratio"] == pytest.approx(
         np.exp(np.mean(np.log([4.8, 4.1, 5.0, 4.0, 4.9])) - np.mean(np.log([4.0, 4.9, 4.1, 3.9, 4.8]))))
-    assert failed_gates(evaluate_gates(GATES, cur["variants"], comparison=compare_reports(base, cur))) == []
+    assert failed_gates(evaluate_gates(GATES, cur["variants"], TC, comparison=compare_reports(base, cur))) == []
     runs_only = compare_reports(_report([], student_p50=4.0), _report([], student_p50=4.8, seed=5))
     lat = runs_only["deployed"]["latency"]["batch_1"]
     assert lat["method"] == "runs" and lat["low"] > 1.1  # the same shift, judged on one process a run
@@ -134,7 +136,7 @@ def test_a_slower_student_fails_the_latency_gate_on_rounds_too():
     cur = _with_rounds(_report([], student_p50=6.0), [6.1, 5.8, 6.4])
     lat = compare_reports(base, cur)["deployed"]["latency"]["batch_1"]
     assert lat["method"] == "rounds" and lat["low"] > 1.3
-    (gate,) = evaluate_gates(GateConfig(max_latency_regression=1.10), [], comparison=compare_reports(base, cur))
+    (gate,) = evaluate_gates(GateConfig(max_latency_regression=1.10), [], TC, comparison=compare_reports(base, cur))
     assert not gate.passed
     # one round in the baseline (an older run): the timed runs' bootstrap, said so
     one = _with_rounds(_report([]), [4.0])
@@ -145,9 +147,9 @@ def test_a_slower_student_fails_the_latency_gate():
     result = compare_reports(_report([]), _report([], student_p50=6.0))  # 4 ms → 6 ms
     lat = result["deployed"]["latency"]["batch_1"]
     assert lat["low"] > 1.4
-    (gate,) = evaluate_gates(GateConfig(max_latency_regression=1.10), [], comparison=result)
+    (gate,) = evaluate_gates(GateConfig(max_latency_regression=1.10), [], TC, comparison=result)
     assert not gate.passed and gate.value == pytest.approx(lat["low"]) and "ms vs" in gate.detail
-    (loose,) = evaluate_gates(GateConfig(max_latency_regression=2.0), [], comparison=result)
+    (loose,) = evaluate_gates(GateConfig(max_latency_regression=2.0), [], TC, comparison=result)
     assert loose.passed
 
 
@@ -200,17 +202,17 @@ def test_variants_without_predictions_get_deltas_without_an_interval():
     assert set(m) == {"quality.top1_agreement", "quality.perplexity"}
     assert m["quality.perplexity"]["change"] == pytest.approx(10.0) and "low" not in m["quality.top1_agreement"]
     assert "low" not in result["deployed"]["latency"]["batch_1"]
-    acc, lat = evaluate_gates(GATES, cur["variants"], "quality.top1_agreement", comparison=result)
+    acc, lat = evaluate_gates(GATES, cur["variants"], LM, comparison=result)
     assert not acc.passed and acc.value == pytest.approx(0.10) and "point estimate" in acc.detail
     assert lat.passed and "no latency samples" in lat.detail
-    from compresskit.render import render_compare_markdown
+    from compresskit.reporting.compare_render import render_compare_markdown
 
     md = render_compare_markdown(result)
     assert "## Other quality figures" in md and "| student-onnx-int8 | quality.perplexity | 200.0000 |" in md
 
 
 def test_regression_gates_without_a_comparison_fail_not_raise():
-    results = evaluate_gates(GATES, _report([])["variants"])
+    results = evaluate_gates(GATES, _report([])["variants"], TC)
     assert [r.passed for r in results] == [False, False]
     assert all("no --baseline comparison" in r.detail for r in results)
 
@@ -355,7 +357,7 @@ def test_comparing_and_plotting_do_not_import_torch(tmp_path):
     import sys
 
     (tmp_path / "r.json").write_text(json.dumps(_report([])))
-    code = ("import json, sys; from compresskit.compare import compare; from compresskit.render import render_html; "
+    code = ("import json, sys; from compresskit.reporting.compare import compare; from compresskit.reporting.render import render_html; "
             f"r = json.load(open({str(tmp_path / 'r.json')!r})); compare({str(tmp_path / 'r.json')!r}, "
             f"{str(tmp_path / 'r.json')!r}); assert '<img ' in render_html(r); print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -422,7 +424,7 @@ def test_a_graph_chosen_anew_is_named_with_the_flags_that_pin_the_baseline_s():
     (change,) = result["graph_changes"]
     assert change["model"] == "student" and change["variants"] == ["student-onnx", "student-onnx-int8"]
     assert change["pin"] == "--exporter torchscript --attention eager --cls-only on --skip-layer-norm unfused"
-    from compresskit.render import render_compare_markdown
+    from compresskit.reporting.compare_render import render_compare_markdown
 
     assert "Other student graph:** torchscript+eager+cls-only (SkipLayerNorm unfused) → dynamo+sdpa+cls-only" in \
         render_compare_markdown(result)

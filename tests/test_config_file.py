@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.config_file import read_config_file, toml_value, write_config_file
+from compresskit.cli.config_file import read_config_file, toml_value, write_config_file
 from conftest import cli
 
 TYPES = {"temperature": float, "epochs": float, "seed": int, "overwrite": bool, "student_layers": str,

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.data import DataConfig, bbc_news_root, load_examples, prepare_data, read_split, stratified_split
+from compresskit.corpus import bbc_news_root, stratified_split
+from compresskit.tasks.classification.data import DataConfig, load_examples, prepare_data, read_split
 from conftest import cli
 
 

@@ -10,9 +10,11 @@ import time
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.distill import DistillConfig, distill, parse_shape
-from compresskit.losses import LossWeights
-from compresskit.models import LoadOptions, load_classifier
+from compresskit.tasks.classification.distill import DistillConfig, distill
+from compresskit.models import parse_shape
+from compresskit.tasks.classification.losses import LossWeights
+from compresskit.models import LoadOptions
+from compresskit.tasks.classification.models import load_classifier
 from compresskit.training import TrainConfig
 
 FAST = TrainConfig(epochs=10, learning_rate=2e-3, max_length=32, device="cpu", batch_size=8)
@@ -136,7 +138,7 @@ def test_alpha_zero_keeps_the_inner_terms(tiny_teacher):
     """α = 0 switches off the soft targets only: hidden-state terms still pull the student to the teacher."""
     import torch
 
-    from compresskit.objective import Objective
+    from compresskit.tasks.classification.objective import Objective
 
     teacher = load_classifier(str(tiny_teacher), LoadOptions())
     student = load_classifier(str(tiny_teacher), LoadOptions())

@@ -6,10 +6,11 @@ import pytest
 from onnx import numpy_helper
 
 from compresskit.artifacts import VerificationError
-from compresskit.export import ExportConfig, choose_fastest, verify_onnx
-from compresskit.models import LoadOptions, load_classifier, load_tokenizer
-from compresskit.onnx_runtime import make_session
-from compresskit.verify import compare, require
+from compresskit.tasks.classification.export import ExportConfig, choose_fastest, verify_onnx
+from compresskit.models import LoadOptions, load_tokenizer
+from compresskit.tasks.classification.models import load_classifier
+from compresskit.onnx.sessions import make_session
+from compresskit.tasks.classification.verify import compare, require
 
 
 def test_export_is_self_contained_and_verified(tiny_onnx):
@@ -63,7 +64,7 @@ def test_compare_reports_each_failure():
 
 
 def test_auto_tries_every_exporter_and_keeps_the_fastest_verified(tmp_path, tiny_classifier, tiny_data):
-    from compresskit.export import export
+    from compresskit.tasks.classification.export import export
 
     r = export(ExportConfig(max_length=32), tiny_classifier, tiny_data, tmp_path / "auto")
     record = json.loads((r.onnx_dir / "export.json").read_text())
@@ -89,7 +90,7 @@ def test_auto_tries_every_exporter_and_keeps_the_fastest_verified(tmp_path, tiny
 
 
 def test_cls_only_last_layer_is_verified_against_the_full_model(tmp_path, tiny_classifier, tiny_data):
-    from compresskit.export import export
+    from compresskit.tasks.classification.export import export
 
     r = export(ExportConfig(max_length=32, exporter="torchscript", attention="eager", cls_only="on"), tiny_classifier,
                tiny_data, tmp_path / "cls")
@@ -108,7 +109,7 @@ def test_cls_only_on_is_refused_for_a_model_it_cannot_prune(tmp_path, tiny_data)
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     from compresskit.artifacts import UserError
-    from compresskit.export import export
+    from compresskit.tasks.classification.export import export
 
     folder = tmp_path / "distil"
     DistilBertForSequenceClassification(DistilBertConfig(vocab_size=60, dim=32, n_layers=1, n_heads=2, hidden_dim=64,

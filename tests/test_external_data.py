@@ -12,12 +12,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import cli, outlier_model
 
-import compresskit.export as export_module
+import compresskit.tasks.classification.export as export_module
 from compresskit.artifacts import DiskFullError, UserError, sha256_file
-from compresskit.data import read_split
-from compresskit.export import ExportConfig, export, use_external_data
+from compresskit.tasks.classification.data import read_split
+from compresskit.tasks.classification.export import ExportConfig, export, use_external_data
 from compresskit.models import weight_bytes
-from compresskit.quantize import QuantizeConfig, quantize
+from compresskit.tasks.classification.quantize import QuantizeConfig, quantize
 from compresskit.runtime import OnnxClassifier
 
 # cls_only off, fused layer norms: these exports are compared with tiny_onnx's graph, and a timing choice must
@@ -214,8 +214,8 @@ def test_export_cli_flag(tmp_path, tiny_classifier, tiny_data, tiny_encoder, tin
 def test_spilled_tensor_files_are_gathered_into_one_data_file(tmp_path):
     """The TorchScript exporter takes no external-data option: over 2 GB it writes one file per tensor, named after
     the tensor. The export gathers them into model.onnx.data (or back into one file), whatever the exporter left."""
-    from compresskit.onnx_io import store_exported
-    from compresskit.onnx_runtime import make_session
+    from compresskit.onnx.io import store_exported
+    from compresskit.onnx.sessions import make_session
 
     rng = np.random.default_rng(0)
     weights = {n: rng.normal(0, 1, (32, 32)).astype(np.float32) for n in ("w1", "w2")}
@@ -247,7 +247,8 @@ def test_distill_and_export_refuses_never_before_any_stage(monkeypatch, tmp_path
     from transformers import AutoModelForSequenceClassification
 
     from compresskit.cli import app
-    from compresskit.models import LoadOptions, estimated_weight_bytes, read_config
+    from compresskit.models import LoadOptions, read_config
+    from compresskit.tasks.classification.models import estimated_weight_bytes
 
     loaded = AutoModelForSequenceClassification.from_pretrained(str(tiny_encoder), num_labels=2)
     assert estimated_weight_bytes(read_config(str(tiny_encoder), LoadOptions())) == weight_bytes(loaded)

@@ -75,7 +75,7 @@ main()
 def fast_args() -> list[str]:
     """A tiny run that takes about half a minute on 2 cores: one export candidate, few timed runs, the teacher only in
     its plain PyTorch form (when bench knows other forms)."""
-    from compresskit.bench import BenchConfig
+    from compresskit.tasks.classification.bench import BenchConfig
 
     args = ["--teacher-epochs", "8", "--teacher-learning-rate", "2e-3", "--epochs", "3", "--learning-rate", "2e-3",
             "--student-layers", "1", "--max-length", "32", "--sequence-length", "32", "--batch-sizes", "1",
@@ -360,7 +360,7 @@ def test_run_records_find_every_kind_of_damage(tmp_path):
 def test_teacher_output_cache_never_serves_a_cut_file(tmp_path):
     import numpy as np
 
-    from compresskit.teacher_cache import drop_damaged, file_problem
+    from compresskit.tasks.classification.teacher_cache import drop_damaged, file_problem
 
     folder = tmp_path / "teacher-outputs-x"
     folder.mkdir()
@@ -373,7 +373,8 @@ def test_teacher_output_cache_never_serves_a_cut_file(tmp_path):
 
 
 def test_fine_tuned_teacher_cache_entry_is_checked_before_reuse(tmp_path, tiny_encoder, tiny_data):
-    from compresskit.finetune import FinetuneConfig, cached_or_finetune, entry_problem
+    from compresskit.tasks.classification.finetune import cached_or_finetune, entry_problem
+    from compresskit.training import FinetuneConfig
     from compresskit.training import TrainConfig
 
     cfg = FinetuneConfig(TrainConfig(epochs=1, learning_rate=2e-3, max_length=32, device="cpu"))
@@ -398,7 +399,7 @@ def test_a_full_disk_while_caching_teacher_outputs_or_exporting_is_one_line_and_
     shutil.rmtree(next((root / ".cache").glob("teacher-outputs-*")))
     truncate(root / RUN / "student" / "model.safetensors")
     truncate(root / RUN / "onnx" / "teacher" / "model.onnx")
-    cache_full = distill_and_export(root, inputs, env={"FAULT_ENOSPC": "compresskit.teacher_cache:_save:1"})
+    cache_full = distill_and_export(root, inputs, env={"FAULT_ENOSPC": "compresskit.tasks.classification.teacher_cache:_save:1"})
     assert cache_full.code == 2 and "Traceback" not in cache_full.console, cache_full.console[-3000:]
     line = cache_full.error_line()
     assert line.startswith("error: no space left on device while writing ") and "logits.npy" in line
@@ -471,7 +472,8 @@ def test_a_teacher_folder_cut_short_is_refused_in_one_line_before_anything_is_wr
 def test_a_damaged_weights_file_found_only_at_load_time_names_the_model(tmp_path, inputs):
     """When the header is whole but the weights are not (the cheap check passes), loading still says which model."""
     from compresskit.artifacts import UserError
-    from compresskit.models import LoadOptions, load_classifier
+    from compresskit.models import LoadOptions
+    from compresskit.tasks.classification.models import load_classifier
 
     teacher = tmp_path / "teacher"
     shutil.copytree(inputs.teacher, teacher)

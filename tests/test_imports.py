@@ -1,55 +1,55 @@
-"""The package's import graph: no module imports itself back through another, and none reaches for another module's
-private names."""
+"""The package's shape, checked on its import graph: no module imports itself back through another; the shared core
+never reaches into a task family (it asks the ``Task`` protocol); families do not import each other; the core never
+decides by a family's name; and no module reaches for another module's private names."""
 
 import ast
 from pathlib import Path
 
 import compresskit
+from compresskit.tasks import task_names
 
 PACKAGE = Path(compresskit.__file__).parent
+FAMILIES = {p.name for p in (PACKAGE / "tasks").iterdir() if (p / "__init__.py").is_file()}
+PUBLIC_SHIMS = {"compresskit.runtime"}
+"""Documented entry points that re-export a family's public class (``compresskit.runtime.OnnxClassifier``)."""
 
 
-def top_level(name: str) -> str | None:
-    """The compresskit module or subpackage a dotted name lies in (``compresskit.tasks.classification`` → ``tasks``);
-    None outside the package, and for the root package, which only holds the version."""
-    parts = name.split(".")
-    return parts[1] if parts[0] == "compresskit" and len(parts) > 1 else None
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """The compresskit modules (a subpackage counts as one) that ``path`` imports, at module level or inside
-    functions: an import inside a function still runs the imported module, and a cycle through it is still one."""
-    package = ".".join(path.relative_to(PACKAGE.parent).parent.parts)
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its ``__init__``)."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The compresskit modules ``path`` imports, at module level or inside functions (an import inside a function
+    still runs the imported module, and a cycle through it is still one). ``from package import module`` counts as
+    importing the module; ``from module import name`` as importing the module."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:  # relative: from . import x, from ..data import y
+            if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            names = [base, *(f"{base}.{a.name}" for a in node.names)]  # from compresskit import export
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
-        for name in names:
-            top = top_level(name)
-            if top and ((PACKAGE / top).is_dir() or (PACKAGE / f"{top}.py").is_file()):
-                found.add(top)
+        found |= {n for n in names if n in known and n != "compresskit"}
     return found
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module (or subpackage) → the modules it imports, over compresskit/*.py and compresskit/*/ (imports inside a
-    subpackage are its own business: they become a self-edge and are dropped)."""
-    graph: dict[str, set[str]] = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        node = top_level(".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts))
-        if node is None or node == "__init__":
-            continue
-        graph.setdefault(node, set()).update(imports(path))
-    for node, deps in graph.items():
-        deps.discard(node)
+    known = set(modules())
+    graph = {name: imports(path, known) for name, path in modules().items()}
+    for name, deps in graph.items():
+        deps.discard(name)
     return graph
 
 
@@ -68,9 +68,14 @@ def cycles(graph: dict[str, set[str]]) -> dict[str, list[str]]:
     return {m: sorted(d for d in graph[m] if d == m or m in reached[d]) for m in graph if m in reached[m]}
 
 
+def family_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "tasks" and parts[2] in FAMILIES else None
+
+
 def test_no_module_imports_itself_back():
     graph = import_graph()
-    assert "onnx_io" in graph["export"] and "layer_norm" in graph["export"]
+    assert "compresskit.onnx.io" in graph["compresskit.tasks.classification.export"]
     assert cycles(graph) == {}
 
 
@@ -79,14 +84,49 @@ def test_the_cycle_check_finds_a_cycle_through_another_module():
     assert cycles(graph) == {"a": ["b"], "b": ["c"], "c": ["a"]}
 
 
-def test_onnx_modules_import_no_private_names():
-    """Modules that talk to ONNX share public functions (onnx_io, torch_export, timing), not each other's internals."""
-    owned = ["export", "layer_norm", "quantize", "teacher_cache", "bench_worker", "artifacts", "onnx_runtime", "verify",
-             "onnx_io", "timing", "torch_export"]
+def test_the_core_reaches_a_family_only_through_the_registry():
+    """Outside ``compresskit/tasks/<family>/`` nothing imports a family's modules: the registry
+    (``compresskit.tasks``) imports each family's ``task`` module, and the documented public shims re-export."""
+    reaching = sorted(f"{m} -> {d}" for m, deps in import_graph().items() for d in deps
+                      if family_of(d) and not family_of(m) and m not in PUBLIC_SHIMS
+                      and not (m == "compresskit.tasks" and d.endswith(".task")))
+    assert reaching == []
+    assert {family_of(d) for d in import_graph()["compresskit.tasks"] if family_of(d)} == FAMILIES
+
+
+def test_families_do_not_import_each_other():
+    crossing = sorted(f"{m} -> {d}" for m, deps in import_graph().items() for d in deps
+                      if family_of(m) and family_of(d) and family_of(m) != family_of(d))
+    assert crossing == []
+
+
+def test_the_core_never_compares_a_family_name():
+    """No ``task == "causal-lm"`` (or ``in (...)``) outside the families: the core asks the task instead."""
+    names = set(task_names())
+    found = []
+    for name, path in modules().items():
+        if family_of(name):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                for c in ast.walk(node):
+                    if isinstance(c, ast.Constant) and c.value in names:
+                        found.append(f"{name}:{node.lineno}")
+    assert found == []
+
+
+def test_the_name_check_sees_a_comparison():
+    tree = ast.parse('if data.get("task") == "causal-lm": pass')
+    assert any(isinstance(c, ast.Constant) and c.value == "causal-lm"
+               for n in ast.walk(tree) if isinstance(n, ast.Compare) for c in ast.walk(n))
+
+
+def test_modules_import_no_private_names():
+    """Modules share public functions, not each other's internals (a test may reach in; the package may not)."""
     private = []
-    for name in owned:
-        tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("compresskit"):
-                private += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+                private += [f"{name}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
     assert private == []

@@ -10,14 +10,14 @@ import pytest
 from lm_models import CORPUS, save_lm, tiny_llama, tiny_tokenizer
 
 from compresskit.artifacts import UserError
-from compresskit.lm import quality as Q
-from compresskit.lm.bench import (
+from compresskit.tasks.causal_lm import quality as Q
+from compresskit.tasks.causal_lm.bench import (
     LMBenchConfig,
     bench_lm,
     read_test_prompts,
     select_prompts,
 )
-from compresskit.lm.prompts import INSTRUCTIONS, SECTIONS, render_prompt, text_windows
+from compresskit.tasks.causal_lm.prompts import INSTRUCTIONS, SECTIONS, render_prompt, text_windows
 from compresskit.variants import Variant
 
 CFG = LMBenchConfig(window=16, max_heldout=6, max_prompts=7, max_new_tokens=4, prompt_lengths=(16, 32),
@@ -130,7 +130,7 @@ def test_decode_makes_exactly_decode_tokens(measured):
 
 
 def test_rounds_pool_decode_steps_and_take_the_median_of_the_rest():
-    from compresskit.lm.bench import pool_rounds
+    from compresskit.tasks.causal_lm.bench import pool_rounds
 
     def gen(steps, ttft, batch8):
         return {"decode_samples_ms": steps, "decode_tokens_per_s": 1000.0 / (sum(steps) / len(steps)),

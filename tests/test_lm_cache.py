@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.lm import kd_losses as K
-from compresskit.lm import topk_cache as C
-from compresskit.lm.prompts import (PromptExample, TokenizedExample, collate, render_prompt, text_windows,
+from compresskit.tasks.causal_lm import kd_losses as K
+from compresskit.tasks.causal_lm import topk_cache as C
+from compresskit.tasks.causal_lm.prompts import (PromptExample, TokenizedExample, collate, render_prompt, text_windows,
                                     tokenize_example)
 from lm_models import CORPUS, tiny_llama, tiny_tokenizer
 

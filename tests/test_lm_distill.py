@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.lm.distill import LMDistillConfig, distill_lm
-from compresskit.lm.kd_losses import (LMKDConfig, cross_entropy_chunked, final_hidden_states, kd_loss_chunked,
+from compresskit.tasks.causal_lm.distill import LMDistillConfig, distill_lm
+from compresskit.tasks.causal_lm.kd_losses import (LMKDConfig, cross_entropy_chunked, final_hidden_states, kd_loss_chunked,
                                       lm_head, next_token_targets)
-from compresskit.lm.prompts import collate, tokenize_example
-from compresskit.lm.prompts import PromptExample
+from compresskit.tasks.causal_lm.prompts import collate, tokenize_example
+from compresskit.tasks.causal_lm.prompts import PromptExample
 from compresskit.training import TrainConfig
 from lm_models import save_lm, tiny_llama, tiny_tokenizer
 
@@ -115,7 +115,7 @@ def test_the_users_own_student_trains_when_it_reads_the_teachers_tokens(tmp_path
 def test_student_checks_refuse_other_token_ids_and_encoders_and_bad_shapes(tmp_path, teacher_dir):
     from transformers import AutoConfig, AutoTokenizer
 
-    from compresskit.lm.distill import check_student
+    from compresskit.tasks.causal_lm.distill import check_student
 
     config, tok = AutoConfig.from_pretrained(teacher_dir), AutoTokenizer.from_pretrained(teacher_dir)
     other = save_lm(tmp_path / "other", tiny_llama(vocab_size=280, layers=1), tiny_tokenizer(280))

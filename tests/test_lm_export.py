@@ -8,10 +8,10 @@ import pytest
 from lm_models import save_lm, tiny_llama
 
 from compresskit.artifacts import VerificationError
-from compresskit.lm import export as lm_export
-from compresskit.lm.export import LMExportConfig, export_lm
-from compresskit.lm.onnx_verify import DecoderParity
-from compresskit.lm.quantize import LMQuantizeConfig, fallback_groups, ladder, quantize_lm
+from compresskit.tasks.causal_lm import export as lm_export
+from compresskit.tasks.causal_lm.export import LMExportConfig, export_lm
+from compresskit.tasks.causal_lm.onnx_verify import DecoderParity
+from compresskit.tasks.causal_lm.quantize import LMQuantizeConfig, fallback_groups, ladder, quantize_lm
 
 WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album"]
 
@@ -89,7 +89,7 @@ def test_int4_ladder_tries_8_bits_before_float_and_int8_goes_straight_to_float()
 
 def test_quantize_climbs_the_ladder_until_the_budget_holds_and_records_each_attempt(model_dir, data_dir, exported,
                                                                                     tmp_path):
-    from compresskit.lm.onnx_build import matmul_bits, matmul_groups
+    from compresskit.tasks.causal_lm.onnx_build import matmul_bits, matmul_groups
 
     # an impossible budget: every allowed step is tried, the last build is kept and says it is outside
     strict = LMQuantizeConfig(precisions=("int4",), min_agreement=1.0, max_perplexity_ratio=1.0, max_fallbacks=3)
@@ -121,10 +121,10 @@ def test_quantize_climbs_the_ladder_until_the_budget_holds_and_records_each_atte
 def test_bytes_read_per_token_leave_out_the_embedding_table(exported, model_dir):
     from transformers import AutoConfig
 
-    from compresskit.lm.bench_worker_onnx import bytes_read_per_token
+    from compresskit.tasks.causal_lm.bench_worker_onnx import bytes_read_per_token
 
     c = AutoConfig.from_pretrained(model_dir)
-    params = sum(p.numel() for p in __import__("compresskit.lm.teacher", fromlist=["x"]).load_causal_lm(
+    params = sum(p.numel() for p in __import__("compresskit.tasks.causal_lm.teacher", fromlist=["x"]).load_causal_lm(
         str(model_dir)).parameters())
     every_weight_but_the_table = 4 * (params - c.vocab_size * c.hidden_size)  # fp32, untied head: read each step
     assert every_weight_but_the_table <= bytes_read_per_token(exported) <= 1.1 * every_weight_but_the_table
@@ -144,7 +144,7 @@ def test_memory_bandwidth_is_measured_both_ways():
 
 def test_int4_rounding_is_a_setting_the_builder_receives(tmp_path):
     from compresskit.artifacts import UserError
-    from compresskit.lm.onnx_build import GenAIBuild, builder_command
+    from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, builder_command
 
     cmd = builder_command(tmp_path, tmp_path / "out", GenAIBuild(precision="int4", algorithm="k_quant",
                                                                  int8=("last_matmul",)), tmp_path)

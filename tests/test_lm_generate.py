@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.lm.onnx_generate import generate, generate_stream
+from compresskit.tasks.causal_lm.onnx_generate import generate, generate_stream
 from conftest import cli
 
 PROMPT = "what is the capital of france ?"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.lm import layers as Ly
-from compresskit.lm.prompts import collate, text_windows
+from compresskit.tasks.causal_lm import layers as Ly
+from compresskit.tasks.causal_lm.prompts import collate, text_windows
 from lm_models import CORPUS, tiny_gpt2, tiny_llama, tiny_qwen2, tiny_tokenizer
 
 

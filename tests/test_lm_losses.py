@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.lm import kd_losses as K
-from compresskit.lm.kd_losses import IGNORE_INDEX, LMKDConfig
+from compresskit.tasks.causal_lm import kd_losses as K
+from compresskit.tasks.causal_lm.kd_losses import IGNORE_INDEX, LMKDConfig
 
 
 def _softmax(xs: list[float], t: float = 1.0) -> list[float]:

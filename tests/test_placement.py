@@ -9,10 +9,11 @@ import pytest
 from rich.console import Console
 from tokenizers import Tokenizer
 
-from compresskit.bench import BenchConfig, Variant, bench
-from compresskit.onnx_runtime import (CPU_PROVIDER, NodeOnCpu, cpu_fallback, node_placement, nodes_per_provider,
+from compresskit.tasks.classification.bench import BenchConfig, Variant, bench
+from compresskit.onnx.sessions import (CPU_PROVIDER, NodeOnCpu, cpu_fallback, node_placement, nodes_per_provider,
                                       profile_node_events)
-from compresskit.report import render_console_table, render_html, render_markdown, validate_report
+from compresskit.reporting.report import validate_report
+from compresskit.reporting.render import render_console_table, render_html, render_markdown
 
 CUDA_FIRST = ["CUDAExecutionProvider", CPU_PROVIDER]
 

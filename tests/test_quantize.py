@@ -4,7 +4,7 @@ import onnx
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.quantize import QuantizeConfig, quantize
+from compresskit.tasks.classification.quantize import QuantizeConfig, quantize
 
 
 def test_dynamic_int8_is_quantized_and_verified(tmp_path, tiny_onnx, tiny_data):

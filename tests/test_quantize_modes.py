@@ -11,7 +11,7 @@ from onnx import TensorProto, numpy_helper
 from conftest import outlier_model
 
 from compresskit.artifacts import UserError, VerificationError
-from compresskit.quantize import (QuantizeConfig, load_validation, quantizable_groups, quantize,
+from compresskit.tasks.classification.quantize import (QuantizeConfig, load_validation, quantizable_groups, quantize,
                                   verify_quantized)
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.data import read_split
-from compresskit.models import LoadOptions, load_classifier, load_tokenizer
+from compresskit.tasks.classification.data import read_split
+from compresskit.models import LoadOptions, load_tokenizer
+from compresskit.tasks.classification.models import load_classifier
 from compresskit.runtime import OnnxClassifier
-from compresskit.training import predict_logits
+from compresskit.tasks.classification.training import predict_logits
 
 
 def test_runtime_matches_pytorch_without_torch(tiny_onnx, tiny_classifier, tiny_data):

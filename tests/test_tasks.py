@@ -1,36 +1,68 @@
+import inspect
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from transformers import BertConfig, GPT2Config, LlamaConfig
 
-from compresskit.artifacts import UserError
-from compresskit.tasks import families, get_task, infer_task, model_shape, resolve_task
-from compresskit.tasks.classification import TEXT_CLASSIFICATION
+from compresskit.artifacts import UserError, write_json
+from compresskit.models import model_shape
+from compresskit.tasks import families, get_task, infer_task, resolve_task, task_of_run
+from compresskit.tasks.causal_lm.task import CAUSAL_LM
+from compresskit.tasks.classification.task import TEXT_CLASSIFICATION, check_teacher
+from compresskit.tasks.protocol import Task
 from compresskit.variants import Variant, reference_teacher
 
 
 @pytest.mark.parametrize("config, task", [
-    (BertConfig(architectures=["BertForSequenceClassification"]), "text-classification"),
-    (BertConfig(architectures=["BertModel"]), "text-classification"),
-    (LlamaConfig(architectures=["LlamaForCausalLM"]), "causal-lm"),
-    (GPT2Config(architectures=["GPT2LMHeadModel"]), "causal-lm"),
+    (BertConfig(architectures=["BertForSequenceClassification"]), TEXT_CLASSIFICATION),
+    (BertConfig(architectures=["BertModel"]), TEXT_CLASSIFICATION),
+    (LlamaConfig(architectures=["LlamaForCausalLM"]), CAUSAL_LM),
+    (GPT2Config(architectures=["GPT2LMHeadModel"]), CAUSAL_LM),
+    (LlamaConfig(), CAUSAL_LM),  # no architectures: the model type says decoder
 ])
 def test_task_is_inferred_from_the_teachers_config(config, task):
-    assert infer_task(config) == task
+    assert infer_task(config) is task
 
 
-def test_auto_resolves_to_the_inferred_family_and_an_explicit_task_wins():
-    assert resolve_task("auto", BertConfig(architectures=["BertModel"])) is TEXT_CLASSIFICATION
-    assert resolve_task("text-classification", GPT2Config(architectures=["GPT2LMHeadModel"])) is TEXT_CLASSIFICATION
+def test_task_and_teacher_are_resolved_from_the_flags():
+    def never(name):
+        raise AssertionError(f"{name}'s config should not be read")
+
+    # no --teacher: the registry's first family and its embedded teacher
+    assert resolve_task("auto", None, never) == (TEXT_CLASSIFICATION, TEXT_CLASSIFICATION.default_teacher)
+    # a family's embedded teacher names its family; --task picks the family's own embedded teacher
+    assert resolve_task("auto", "SmolLM2-135M-Instruct", never) == (CAUSAL_LM, "SmolLM2-135M-Instruct")
+    assert resolve_task("causal-lm", None, never) == (CAUSAL_LM, CAUSAL_LM.default_teacher)
+    # any other teacher: its config decides, unless --task says
+    llama = LlamaConfig(architectures=["LlamaForCausalLM"])
+    assert resolve_task("auto", "my/llm", lambda name: llama) == (CAUSAL_LM, "my/llm")
+    assert resolve_task("text-classification", "my/llm", never) == (TEXT_CLASSIFICATION, "my/llm")
 
 
 def test_an_unknown_task_is_a_one_line_error():
-    assert get_task("causal-lm").name == "causal-lm"
+    assert get_task("causal-lm") is CAUSAL_LM
     with pytest.raises(UserError, match="--task must be auto or one of text-classification, causal-lm") as e:
         get_task("translation")
     assert "\n" not in str(e.value)
+
+
+def test_every_family_provides_every_member_of_the_protocol():
+    """The protocol lists what the core calls; a family that lacks a member would fail only when that path runs."""
+    members = set(Task.__annotations__) | {n for n, v in vars(Task).items() if inspect.isfunction(v)}
+    for task in families().values():
+        missing = sorted(m for m in members if not hasattr(task, m))
+        assert missing == [], task.name
+        assert set(task.quality_fields) and task.options, task.name
+
+
+def test_a_run_folder_names_its_family(tmp_path):
+    with pytest.raises(UserError, match="names its task family"):
+        task_of_run(tmp_path)
+    write_json(tmp_path / "bench" / "bench.json", {"task": "causal-lm"})
+    assert task_of_run(tmp_path) is CAUSAL_LM
+    write_json(tmp_path / "run.json", {"task": "text-classification"})  # the run's own record comes first
+    assert task_of_run(tmp_path) is TEXT_CLASSIFICATION
 
 
 def test_python_m_compresskit_tasks_lists_every_family_and_what_it_needs():
@@ -47,25 +79,15 @@ def test_model_shape_reads_each_familys_names():
     assert shape == {"model_type": "bert", "layers": 2, "hidden_size": 32, "heads": 2, "intermediate_size": 64}
 
 
-def test_classification_quality_export_spec_and_workloads():
-    q = TEXT_CLASSIFICATION.quality(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), np.array([0, 1, 1, 1]), 3)
-    assert q["accuracy"] == 0.75 and q["agreement_with_teacher"] == 0.75
-    assert q["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
-    assert TEXT_CLASSIFICATION.quality(np.array([0]), np.array([0]), None, 2)["agreement_with_teacher"] is None
-    spec = TEXT_CLASSIFICATION.export_spec(["input_ids", "attention_mask"])
-    assert spec.outputs == ("logits",) and spec.dynamic_axes["attention_mask"] == {0: "batch", 1: "sequence"}
-    assert [w.key for w in TEXT_CLASSIFICATION.workloads((32, 8), 128)] == ["batch_1", "batch_8", "batch_32"]
-
-
 def test_a_teacher_without_a_head_is_finetuned_and_one_with_a_head_must_know_the_labels():
     bare = BertConfig(architectures=["BertModel"])
-    assert TEXT_CLASSIFICATION.check_teacher(bare, ["a", "b"], "auto", "t") is True
+    assert check_teacher(bare, ["a", "b"], "auto", "t") is True
     with pytest.raises(UserError, match="no classification head"):
-        TEXT_CLASSIFICATION.check_teacher(bare, ["a", "b"], "never", "t")
+        check_teacher(bare, ["a", "b"], "never", "t")
     head = BertConfig(architectures=["BertForSequenceClassification"], id2label={0: "a", 1: "b"})
-    assert TEXT_CLASSIFICATION.check_teacher(head, ["a", "b"], "auto", "t") is False
+    assert check_teacher(head, ["a", "b"], "auto", "t") is False
     with pytest.raises(UserError, match="cannot predict label"):
-        TEXT_CLASSIFICATION.check_teacher(head, ["a", "c"], "auto", "t")
+        check_teacher(head, ["a", "c"], "auto", "t")
 
 
 def test_one_reference_teacher_rule_for_objects_and_report_rows():

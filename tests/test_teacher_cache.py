@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from compresskit.distill import DistillConfig, distill
-from compresskit.losses import LossWeights
-from compresskit.models import LoadOptions, load_classifier, load_tokenizer
-from compresskit.objective import Objective
-from compresskit.teacher_cache import TeacherNeeds, activation_bytes, teacher_outputs
-from compresskit.training import Collator, TextDataset, TrainConfig, encode
+from compresskit.tasks.classification.distill import DistillConfig, distill
+from compresskit.tasks.classification.losses import LossWeights
+from compresskit.models import LoadOptions, load_tokenizer
+from compresskit.tasks.classification.models import load_classifier
+from compresskit.tasks.classification.objective import Objective
+from compresskit.tasks.classification.teacher_cache import TeacherNeeds, activation_bytes, teacher_outputs
+from compresskit.training import TrainConfig
+from compresskit.tasks.classification.training import Collator, TextDataset, encode
 
 FAST = TrainConfig(epochs=3, learning_rate=2e-3, max_length=32, device="cpu", batch_size=8)
 TEXTS = ["match goal team", "bank market price share profit stock trade", "the chip", "code device network app data"]
@@ -97,8 +99,8 @@ def test_distillation_reads_activations_from_the_cache(tmp_path, tiny_teacher, t
 
 
 def test_cold_logits_come_from_onnx_runtime_and_match_pytorch(tmp_path, tiny_teacher, monkeypatch):
-    from compresskit import teacher_cache
-    from compresskit.training import predict_logits
+    from compresskit.tasks.classification import teacher_cache
+    from compresskit.tasks.classification.training import predict_logits
 
     teacher = load_classifier(str(tiny_teacher), LoadOptions())
     tokenizer = load_tokenizer(str(tiny_teacher), LoadOptions())

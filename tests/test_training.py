@@ -22,8 +22,8 @@ def test_fsdp_wraps_each_transformer_layer_and_accelerate_accepts_it():
 def test_fsdp_of_a_wrapped_student_and_of_a_model_without_layer_classes():
     import torch
 
-    from compresskit.losses import HiddenProjection
-    from compresskit.objective import StudentWithProjection
+    from compresskit.tasks.classification.losses import HiddenProjection
+    from compresskit.tasks.classification.objective import StudentWithProjection
 
     wrapped = StudentWithProjection(bert_classifier(layers=1), HiddenProjection(32, 64, 2))
     assert fsdp_settings(wrapped)["transformer_layer_cls_to_wrap"] == ["BertEmbeddings", "BertLayer"]
@@ -41,7 +41,7 @@ def test_checkpoint_selection_breaks_accuracy_ties_by_loss_but_never_outweighs_a
     the right labels (the Trainer alone keeps the first of equals)."""
     from types import SimpleNamespace
 
-    from compresskit.training import _accuracy
+    from compresskit.tasks.classification.training import _accuracy
 
     labels = np.array([0, 1, 1, 0])
     def score(logits: list[list[float]]) -> dict[str, float]:

@@ -1,0 +1,2 @@
+"""Text classification with an encoder (BERT family): the ``text-classification`` task family.
+"""

@@ -1,0 +1,305 @@
+"""Text classification with an encoder (BERT family): the ``text-classification`` family's ``Task``.
+
+What is classification-specific lives in this package: labelled texts, a classification head the teacher must have
+(or be fine-tuned to), one ``logits`` output per input, parity as logit closeness plus argmax agreement, accuracy /
+macro-F1 / agreement as quality, forward passes at fixed batch sizes as the benchmark workload, and the TF-IDF
+baseline every report carries. This module says what the core calls; the stages are the package's other modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compresskit.artifacts import UserError
+from compresskit.tasks.protocol import Collected, Column, Stage, StageContext
+from compresskit.tasks.classification.bench import TASK
+from compresskit.tasks.classification.models import DEFAULT_TEACHER
+from compresskit.tasks.classification.options import OPTIONS, ClassificationConfig, settings
+from compresskit.tasks.classification.report import METRICS, collect, graph_changes, graph_lines, metrics, timing_lines
+
+
+@dataclass(frozen=True)
+class Found:
+    """What classification's preflight found: the teacher's resolved source, whether it is fine-tuned first, and
+    the loaded examples (the data stage writes them without loading again)."""
+
+    source: str
+    needs_finetune: bool
+    examples: Any  # compresskit.tasks.classification.data.Examples
+
+
+@dataclass(frozen=True)
+class TextClassification:
+    """The ``text-classification`` task family (see the module docstring)."""
+
+    name: str = TASK
+    summary: str = "label texts with an encoder classifier (BERT family); student = fewer/narrower encoder layers"
+    needs: str = ("an encoder teacher (a sequence classifier, or a bare encoder that is fine-tuned first) and "
+                  "labelled texts: bbc-news, CSV/JSONL/Parquet with text and label columns, <label>/*.txt folders")
+    default_teacher: str = DEFAULT_TEACHER
+    quality_metric: str = "accuracy"
+    agreement_metric: str = "agreement_with_teacher"
+    perplexity_metric: str | None = None
+    quality_fields: tuple[str, ...] = METRICS
+    options: dict[str, Any] = field(default_factory=lambda: OPTIONS)
+
+    def accepts(self, config: Any) -> bool:
+        """Every teacher that is not a causal language model: an encoder, with or without a classification head."""
+        from compresskit.models import is_causal_lm_config
+
+        return not is_causal_lm_config(config)
+
+    def settings(self, o: dict[str, Any]) -> ClassificationConfig:
+        """Data, distillation, export, quantization and benchmark settings from the flags (``options.settings``)."""
+        return settings(o)
+
+    def default_run_name(self, cfg: Any) -> str:
+        """``<data>-<teacher>``, e.g. ``bbc-news-all-minilm-l6-v2``."""
+        from compresskit.corpus import BBC_NEWS
+        from compresskit.run import slug
+
+        dataset = cfg.settings.data.dataset
+        data = dataset if dataset == BBC_NEWS else Path(dataset).stem
+        return slug(f"{data}-{Path(cfg.teacher.rstrip('/')).name}")
+
+    def identity(self, cfg: Any) -> dict[str, Any]:
+        """Every setting of the run but the gates: the teacher and how it is fine-tuned and loaded, and every
+        stage's config."""
+        return {"teacher": cfg.teacher, "task": cfg.task, "finetune_mode": cfg.finetune_mode,
+                "finetune": dataclasses.asdict(cfg.finetune), "load": dataclasses.asdict(cfg.load),
+                **dataclasses.asdict(cfg.settings)}
+
+    def preflight(self, cfg: Any, cache: Path) -> Found:
+        """The teacher's config and the data, checked before anything is written: labels, the student's layers,
+        whether the teacher's head fits, and whether the graph can be one ONNX file when ``--external-data never``."""
+        from compresskit.tasks.classification.export import use_external_data
+        from compresskit.models import layer_count, read_config
+        from compresskit.tasks.classification.models import estimated_weight_bytes, parse_layers, resolve_teacher
+
+        source = resolve_teacher(cfg.teacher)
+        config = read_config(source, cfg.load)
+        examples = load_labelled(cfg.settings.data)
+        if cfg.settings.distill.student is None and cfg.settings.distill.student_shape is None:
+            parse_layers(cfg.settings.distill.student_layers, layer_count(config))
+        if cfg.settings.export.external_data == "never":
+            # export refuses a model over one protobuf file's limit; find out now, not after hours of distillation
+            weights = estimated_weight_bytes(config)
+            if weights is not None:
+                use_external_data(weights, "never")
+        return Found(source, check_teacher(config, examples.labels, cfg.finetune_mode, cfg.teacher), examples)
+
+    def stages(self, ctx: StageContext) -> list[Stage]:
+        """data → teacher (fine-tuned when it has no head) → distill → export → quantize (unless ``none``) →
+        baseline (TF-IDF) → bench."""
+        s, found = ctx.cfg.settings, ctx.found
+        origin = s.distill.student or (f"shape {s.distill.student_shape}" if s.distill.student_shape
+                                         else f"teacher layers {s.distill.student_layers}")
+        stages = [
+            Stage("data", found.examples.source, lambda: _data_stage(ctx)),
+            Stage("teacher", found.source, lambda: _teacher_stage(ctx)),
+            Stage("distill", f"T={s.distill.temperature}, α={s.distill.alpha}, student={origin}, "
+                             f"terms={s.distill.weights.active()}", lambda: _distill_stage(ctx)),
+            Stage("export", f"{s.export.exporter}, opset {s.export.opset}, parity on validation",
+                  lambda: _export_stage(ctx)),
+        ]
+        if s.quantize.mode != "none":
+            stages.append(Stage("quantize", s.quantize.mode, lambda: _quantize_stage(ctx)))
+        stages.append(Stage("baseline", "TF-IDF + logistic regression on the training split",
+                            lambda: _baseline_stage(ctx)))
+        stages.append(Stage("bench", f"batch sizes {s.bench.sizes}, sequence {s.bench.lengths}, each "
+                                     "variant in its own process", lambda: _bench_stage(ctx)))
+        return stages
+
+    def bench_run(self, settings: ClassificationConfig, layout: Any) -> None:
+        """Every variant in the run folder (the teacher's PyTorch forms of ``--teacher-forms`` among them) on the
+        test split, each in its own processes."""
+        from compresskit.tasks.classification.bench import bench, discover_variants
+
+        bench(settings.bench, discover_variants(layout, settings.bench.teacher_forms), layout.data, layout.bench)
+
+    def add_commands(self, cli: Any) -> None:
+        """The family's own commands (``commands.add_commands``)."""
+        from compresskit.tasks.classification.commands import add_commands
+
+        add_commands(cli)
+
+    def collect(self, layout: Any) -> Collected:
+        """Each ONNX graph's parity check and build record, and the test split's gold label ids."""
+        return collect(layout)
+
+    def report_columns(self) -> list[Column]:
+        """Accuracy and agreement in percent, macro-F1 as a fraction."""
+        return [Column("accuracy (%)", "accuracy", scale=100), Column("macro-F1", "macro_f1", "{:.4f}"),
+                Column("agreement (%)", "agreement_with_teacher", scale=100)]
+
+    def report_lines(self, report: dict[str, Any]) -> list[tuple[str, str]]:
+        """How the latencies were taken (rounds of fresh processes, timed runs and seconds)."""
+        return timing_lines(report)
+
+    def report_sections(self, report: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+        """How each ONNX graph was built: exporter, fusions, SkipLayerNormalization form, fp32 fallbacks."""
+        return [("ONNX graphs", graph_lines(report))]
+
+    def metrics(self, row: dict[str, Any]) -> dict[str, float]:
+        """Accuracy, macro-F1 and agreement with the teacher."""
+        return metrics(row)
+
+    def compare_notes(self, baseline: dict[str, Any], current: dict[str, Any], common: list[str]) -> dict[str, Any]:
+        """``graph_changes``: the exported models whose shipped graph differs between the two runs."""
+        rows = [v for v in current.get("variants") or [] if v.get("name") in common]
+        return {"graph_changes": graph_changes(baseline, current, rows)}
+
+
+TEXT_CLASSIFICATION = TextClassification()
+
+
+def load_labelled(cfg: Any) -> Any:
+    """Texts and label names from ``cfg`` (a ``DataConfig``); at least two distinct labels."""
+    from compresskit.tasks.classification.data import load_examples
+
+    examples = load_examples(cfg)
+    labels = sorted(set(examples.labels))
+    if len(labels) < 2:
+        raise UserError(f"{examples.source} has {len(labels)} distinct label(s); classification needs at least 2")
+    return examples
+
+
+def check_teacher(config: Any, targets: list[str], finetune_mode: str, source: str) -> bool:
+    """A teacher without a classification head is fine-tuned first (``--finetune-teacher auto``); one with a head
+    must know every label of the data unless it is fine-tuned anyway."""
+    from compresskit.tasks.classification.models import is_classifier, match_labels
+
+    has_head = is_classifier(config)
+    needs_finetune = finetune_mode == "always" or (finetune_mode == "auto" and not has_head)
+    if not needs_finetune:
+        if not has_head:
+            raise UserError(f"teacher {source} has no classification head and --finetune-teacher is never")
+        match_labels(config, sorted(set(targets)), source)
+    return needs_finetune
+
+
+# ---------------------------------------------------------------- the stages of distill-and-export
+
+
+def _data_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.tasks.classification.data import prepare_data
+    from compresskit.run import reuse_or_make
+
+    note = reuse_or_make(ctx.layout, ctx.layout.data,
+                         lambda: prepare_data(ctx.cfg.settings.data, ctx.layout.data, examples=ctx.found.examples),
+                         record_file="data.json")
+    data = read_json(ctx.layout.data / "data.json")
+    return [f"{data['sizes']} · labels: {', '.join(data['labels'])}", note]
+
+
+def _teacher_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.tasks.classification.finetune import cached_or_finetune
+    from compresskit.run import link_tree, record_stage, reuse_or_make
+
+    cfg, layout, source = ctx.cfg, ctx.layout, ctx.found.source
+    if ctx.found.needs_finetune:
+        made = []
+
+        def make() -> None:
+            made.append(cached_or_finetune(cfg.finetune, source, layout.data, ctx.cache))
+            link_tree(made[0].model_dir, layout.teacher)
+
+        note = reuse_or_make(layout, layout.teacher, make, (layout.data,), "finetune.json")
+        teacher_dir = layout.teacher
+        accuracy = read_json(layout.teacher / "finetune.json").get("best_validation_accuracy")
+        lines = [f"fine-tuned{' (cached)' if not made or made[0].reused else ''}: validation accuracy {accuracy:.4f}",
+                 note] + ([f"cache entry made again: {made[0].damaged}"] if made and made[0].damaged else [])
+    else:
+        teacher_dir = Path(source) if Path(source).is_dir() else _download_teacher(source, layout, cfg.load)
+        lines = ["already a classifier: used as it is"]
+    record_stage(layout, "teacher", {"path": str(teacher_dir), "source": cfg.teacher,
+                                     "finetuned": ctx.found.needs_finetune})
+    return lines
+
+
+def _download_teacher(source: str, layout: Any, load: Any) -> Path:
+    """A hub-id classifier, saved into the run folder so every later stage reads a local folder."""
+    from compresskit.models import load_tokenizer
+    from compresskit.tasks.classification.models import load_classifier
+
+    if not (layout.teacher / "config.json").is_file():
+        model, tok = load_classifier(source, load), load_tokenizer(source, load)
+        model.save_pretrained(layout.teacher)
+        tok.save_pretrained(layout.teacher)
+    return layout.teacher
+
+
+def _distill_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.tasks.classification.distill import distill
+    from compresskit.run import record_stage, reuse_or_make
+
+    layout, teacher = ctx.layout, ctx.layout.recorded_teacher()
+    note = reuse_or_make(layout, layout.student, lambda: distill(
+        ctx.cfg.settings.distill, teacher, layout.data, layout.student, ctx.cache, ctx.cfg.load, resume=ctx.resumed),
+        (layout.data, teacher), "distill.json")
+    rec = read_json(layout.student / "distill.json")
+    record_stage(layout, "distill", {"path": str(layout.student)})
+    return [f"{rec['parameters']:,} parameters, {rec['layers']} layers, validation accuracy "
+            f"{rec['best_validation_accuracy']:.4f} ({rec['seconds']:.0f} s on {rec['device']}, {rec['precision']})",
+            note]
+
+
+def _export_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.tasks.classification.export import export
+    from compresskit.run import record_stage, reuse_or_make
+
+    layout, lines = ctx.layout, []
+    for name, folder in (("teacher", layout.recorded_teacher()), ("student", layout.student)):
+        note = reuse_or_make(layout, layout.onnx(name), lambda name=name, folder=folder: export(
+            ctx.cfg.settings.export, folder, layout.data, layout.onnx(name), name, ctx.cfg.load),
+            (layout.data, folder), "export.json")
+        p = read_json(layout.onnx(name) / "export.json")["parity"]
+        lines.append(f"{name}: max |Δlogit| {p['max_abs_diff']:.2e}, label agreement {p['label_agreement']:.2%}")
+        lines.append(note)
+    record_stage(layout, "export", {"teacher": str(layout.onnx("teacher")), "student": str(layout.onnx("student"))})
+    return lines
+
+
+def _quantize_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.tasks.classification.quantize import quantize
+    from compresskit.run import record_stage, reuse_or_make
+
+    layout, cfg = ctx.layout, ctx.cfg
+    note = reuse_or_make(layout, layout.onnx("student-quantized"), lambda: quantize(
+        cfg.settings.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student"),
+        (layout.data, layout.onnx("student")), "quantize.json")
+    q = read_json(layout.onnx("student-quantized") / "quantize.json")
+    p = q["parity"]
+    record_stage(layout, "quantize", {"path": str(layout.onnx("student-quantized"))})
+    return [f"mode {q.get('mode', cfg.settings.quantize.mode)}",
+            f"label agreement with fp32 {p['label_agreement']:.2%}, accuracy {p['accuracy_reference']:.4f} → "
+            f"{p['accuracy_model']:.4f}", note]
+
+
+def _baseline_stage(ctx: StageContext) -> list[str]:
+    from compresskit.artifacts import read_json
+    from compresskit.tasks.classification.baseline import RECORD_FILE, TfidfConfig, fit_baseline
+    from compresskit.run import record_stage, reuse_or_make
+
+    layout, folder = ctx.layout, ctx.layout.baseline
+    # like every stage's output: reused only while whole and made from the same data, else fitted again
+    note = reuse_or_make(layout, folder, lambda: fit_baseline(TfidfConfig(), layout.data, folder), (layout.data,),
+                         RECORD_FILE)
+    rec = read_json(folder / RECORD_FILE)
+    record_stage(layout, "baseline", {"path": str(folder)})
+    val = rec["validation_accuracy"]
+    return [f"C={rec['c']:g}, {rec['parameters']:,} parameters"
+            + (f", validation accuracy {val:.4f}" if val is not None else "") + f" ({rec['seconds']:.0f} s)", note]
+
+
+def _bench_stage(ctx: StageContext) -> list[str]:
+    TEXT_CLASSIFICATION.bench_run(ctx.cfg.settings, ctx.layout)
+    return []
