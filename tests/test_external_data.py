@@ -246,7 +246,7 @@ def test_distill_and_export_refuses_never_before_any_stage(monkeypatch, tmp_path
     distilling anything: the export stage would refuse it only after all that work."""
     from transformers import AutoModelForSequenceClassification
 
-    from compresskit.cli import app
+    from compresskit.cli.app import app
     from compresskit.models import LoadOptions, read_config
     from compresskit.tasks.classification.models import estimated_weight_bytes
 

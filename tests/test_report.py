@@ -214,7 +214,6 @@ def test_graph_section_says_how_each_onnx_model_was_built(report):
                                                        "unfused": {"batch_1": 6.87, "batch_32": 190.1}}}},
         "student": {"chosen": "dynamo+eager", "fused_operators": {}, "skip_layer_norm": {"form": "fused"}},
         "student-quantized": {"mode": "dynamic-int8", "kept_fp32": ["/model/layer.0/output/dense/MatMul"]},
-        "student-int4": {"mode": "int4", "kept_fp32": [], "kept_int8": ["last_matmul", "mixed_layers"]},
     }
     assert validate_report(report) == []
     md = render_markdown(report)
@@ -223,8 +222,14 @@ def test_graph_section_says_how_each_onnx_model_was_built(report):
     assert "- **student:** dynamo+eager; fused none\n" in md
     assert ("- **student-quantized:** dynamic-int8, 1 node(s) kept in fp32 by the accuracy fallback "
             "(/model/layer.0/output/dense/MatMul)") in md
-    assert ("- **student-int4:** int4, 0 node(s) kept in fp32 by the accuracy fallback; at 8 bits: the LM head, "
-            "llama.cpp's most sensitive MatMuls") in md
+    # a causal LM's section is its family's: the export route, and what the quantize ladder kept at 8 bits
+    lm = {**report, "task": "causal-lm", "exports": {
+        "student": {"chosen": "genai"},
+        "student-int4": {"mode": "int4", "kept_fp32": [], "kept_int8": ["last_matmul", "mixed_layers"]}}}
+    lm_md = render_markdown(lm)
+    assert "- **student:** genai export, verified against PyTorch\n" in lm_md
+    assert ("- **student-int4:** int4, 0 group(s) kept in full precision; at 8 bits: the LM head, "
+            "llama.cpp's most sensitive MatMuls") in lm_md
     assert md.index("## ONNX graphs") < md.index("## Gates")
     assert "<h2>ONNX graphs</h2>" in render_html(report)
     report["exports"] = {"teacher": "not an object"}

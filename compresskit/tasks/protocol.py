@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from compresskit.artifacts import read_json
+
 
 @dataclass(frozen=True)
 class Column:
@@ -56,6 +58,21 @@ class Collected:
     verification: list[dict[str, Any]]
     exports: dict[str, dict[str, Any]]
     test_labels: list[int] | None = None
+
+
+def collect_graphs(layout: Any, graphs: tuple[tuple[str, str], ...],
+                   describe: Callable[[str, dict[str, Any]], dict[str, Any]]) -> Collected:
+    """``Collected`` from the ONNX folders of a run (``layout.onnx(name)``) whose record file exists, in ``graphs``
+    order: each record's ``parity`` check, and what ``describe(record_file, record)`` says of how the graph was
+    built. ``graphs``: (folder name, record file: ``export.json`` or ``quantize.json``) pairs."""
+    verification, exports = [], {}
+    for name, record_file in graphs:
+        path = Path(layout.onnx(name)) / record_file
+        if path.is_file():
+            record = read_json(path)
+            verification.append(record["parity"])
+            exports[name] = describe(record_file, record)
+    return Collected(verification, exports)
 
 
 class Task(Protocol):

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from compresskit.artifacts import read_json
 from compresskit.reporting.tables import MISSING
-from compresskit.tasks.protocol import Collected
+from compresskit.tasks.protocol import Collected, collect_graphs
 from compresskit.tasks.causal_lm.onnx_build import INT8_GROUP_WORDS
 from compresskit.variants import finite_number
 
@@ -19,19 +18,15 @@ GRAPHS = (("student", "export.json"), ("student-int8", "quantize.json"), ("stude
 def collect(layout: Any) -> Collected:
     """Each decoder graph's check against its reference (PyTorch for the fp32 graph, the fp32 graph for a quantized
     one) and how it was built. A causal LM has no per-example gold labels."""
-    verification, exports = [], {}
-    for name, stage in GRAPHS:
-        path = layout.onnx(name) / stage
-        if not path.is_file():
-            continue
-        record = read_json(path)
-        verification.append(record["parity"])
-        if stage == "export.json":
-            exports[name] = {"chosen": record.get("chosen")}
-        else:
-            exports[name] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or [],
-                             **({"kept_int8": record["kept_int8"]} if record.get("kept_int8") else {})}
-    return Collected(verification, exports)
+    return collect_graphs(layout, GRAPHS, _built)
+
+
+def _built(record_file: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The export route kept, or the precision and what the quantize ladder kept at 8 bits or in full precision."""
+    if record_file == "export.json":
+        return {"chosen": record.get("chosen")}
+    return {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or [],
+            **({"kept_int8": record["kept_int8"]} if record.get("kept_int8") else {})}
 
 
 def graph_lines(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -20,11 +20,10 @@ import numpy as np
 from compresskit.artifacts import UserError, atomic_dir, read_json, stage_record, write_json
 from compresskit.bench import BenchResult, harness_problems, model_size_mb, pool_samples, run_rounds, run_worker
 from compresskit.machine import default_threads, machine_info, pytorch_form_unsupported
-from compresskit.tasks.classification.data import read_split_for_head
+from compresskit.tasks.classification.data import TASK, read_split_for_head
 from compresskit.run import RunLayout
 from compresskit.variants import REFERENCE_TEACHER, TEACHER_FORMS, Variant, reference_teacher, teacher_forms
 
-TASK = "text-classification"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ from compresskit.corpus import BBC_NEWS, MIN_ROWS_PER_LABEL, bbc_news_root, read
 
 
 
+TASK = "text-classification"
+"""The family's ``--task`` name, recorded in ``data.json`` and ``bench.json`` (``tasks.task_of_run`` reads it)."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """How to load and split the data set."""
@@ -354,7 +358,7 @@ def prepare_data(cfg: DataConfig, out: Path,
                     f.write(json.dumps({"text": texts[i], "label": labels[i]}, ensure_ascii=False) + "\n")
         write_json(tmp / "labels.json", names)
         write_json(tmp / "data.json", stage_record(
-            "data", asdict(cfg), {"source": source}, started, labels=names, sizes=sizes, sha256=digest,
+            "data", asdict(cfg), {"source": source}, started, task=TASK, labels=names, sizes=sizes, sha256=digest,
             dropped_unlabeled=examples.dropped_unlabeled))
     return DataResult(out, names, sizes, digest)
 

@@ -5,12 +5,12 @@ a rerun can ship another and its latency then compares two graphs)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from compresskit.artifacts import read_json
 from compresskit.reporting.tables import MISSING, fmt
-from compresskit.tasks.protocol import Collected
+from compresskit.tasks.protocol import Collected, collect_graphs
 from compresskit.variants import finite_number
 
 GRAPHS = (("teacher", "export.json"), ("student", "export.json"), ("student-quantized", "quantize.json"))
@@ -22,27 +22,24 @@ METRICS = ("accuracy", "macro_f1", "agreement_with_teacher")
 def collect(layout: Any) -> Collected:
     """Each ONNX graph's parity check and build record, and the gold label ids of ``bench/inputs.npz`` (in the
     order the variants' ``predictions`` use)."""
-    verification, exports = [], {}
-    for name, stage in GRAPHS:
-        path = layout.onnx(name) / stage
-        if not path.is_file():
-            continue
-        record = read_json(path)
-        verification.append(record["parity"])
-        if stage == "export.json":
-            exports[name] = {"chosen": record.get("chosen"), "last_layer": record.get("last_layer"),
-                             "skip_layer_norm": record.get("skip_layer_norm"), "choice": record.get("choice"),
-                             "fused_operators": record.get("fused_operators", {})}
-        else:
-            exports[name] = {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or []}
-    labels = None
+    collected = collect_graphs(layout, GRAPHS, _built)
     inputs = Path(layout.bench) / "inputs.npz"
     if inputs.is_file():
         import numpy as np
 
         with np.load(inputs) as arrays:
-            labels = [int(x) for x in arrays["labels"]] if "labels" in arrays.files else None
-    return Collected(verification, exports, labels)
+            if "labels" in arrays.files:
+                return dataclasses.replace(collected, test_labels=[int(x) for x in arrays["labels"]])
+    return collected
+
+
+def _built(record_file: str, record: dict[str, Any]) -> dict[str, Any]:
+    """How an exported graph was chosen and fused, or what quantization kept in fp32."""
+    if record_file == "export.json":
+        return {"chosen": record.get("chosen"), "last_layer": record.get("last_layer"),
+                "skip_layer_norm": record.get("skip_layer_norm"), "choice": record.get("choice"),
+                "fused_operators": record.get("fused_operators", {})}
+    return {"mode": record.get("mode"), "kept_fp32": record.get("kept_fp32") or []}
 
 
 def metrics(row: dict[str, Any]) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.protocol import Collected, Column, Stage, StageContext
-from compresskit.tasks.classification.bench import TASK
+from compresskit.tasks.classification.data import TASK
 from compresskit.tasks.classification.models import DEFAULT_TEACHER
 from compresskit.tasks.classification.options import OPTIONS, ClassificationConfig, settings
 from compresskit.tasks.classification.report import METRICS, collect, graph_changes, graph_lines, metrics, timing_lines
