@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from compresskit.tasks.classification.bench import BenchConfig, bench
 from compresskit.machine import library_versions, machine_info
-from compresskit.tasks.classification.bench import discover_variants
 from compresskit.run import RunLayout
+from compresskit.tasks.classification.bench import BenchConfig, bench, discover_variants
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from compresskit.tasks.classification.distill import DistillConfig, distill
 from compresskit.machine import library_versions, machine_info
+from compresskit.tasks.classification.distill import DistillConfig, distill
 from compresskit.training import TrainConfig
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compresskit.tasks.classification.export import time_sessions
 from compresskit.machine import default_threads, machine_info
+from compresskit.tasks.classification.export import time_sessions
 from compresskit.timing import SETTLE_SECONDS
 
 ALONE = """

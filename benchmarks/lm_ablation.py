@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from compresskit.artifacts import read_json, write_json
+from compresskit.machine import library_versions
 from compresskit.tasks.causal_lm.bench import LMBenchConfig, bench_lm
 from compresskit.tasks.causal_lm.distill import LMDistillConfig, distill_lm
 from compresskit.tasks.causal_lm.kd_losses import LMKDConfig
 from compresskit.tasks.causal_lm.quality import paired_difference
-from compresskit.machine import library_versions
 from compresskit.training import TrainConfig
 from compresskit.variants import Variant
 

@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 from compresskit.artifacts import read_json, write_json
+from compresskit.machine import default_threads, library_versions
+from compresskit.run import RunLayout
 from compresskit.tasks.causal_lm.bench import LMBenchConfig, bench_lm
 from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, build_genai
 from compresskit.tasks.causal_lm.quantize import LMQuantizeConfig, answer_examples, answer_scores, judge, quantize_lm
-from compresskit.machine import default_threads, library_versions
-from compresskit.run import RunLayout
 from compresskit.tasks.causal_lm.task import lm_variants
 from compresskit.variants import Variant
 

@@ -82,10 +82,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from compresskit.tasks.classification.data import read_split_for_head
-    from compresskit.tasks.classification.export import tokenize_numpy
     from compresskit.machine import default_threads, has_vnni, library_versions, machine_info
     from compresskit.onnx.sessions import make_session, run_logits
+    from compresskit.tasks.classification.data import read_split_for_head
+    from compresskit.tasks.classification.export import tokenize_numpy
 
     src = args.run_dir / args.model
     peer_out = args.run_dir / "peer-optimum" / args.model

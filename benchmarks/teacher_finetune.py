@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup, set_seed
 
-from compresskit.tasks.classification.data import read_labels, read_split
 from compresskit.machine import machine_info
 from compresskit.models import LoadOptions
+from compresskit.tasks.classification.data import read_labels, read_split
 from compresskit.tasks.classification.models import load_classifier
 
 

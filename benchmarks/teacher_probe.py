@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from compresskit.machine import machine_info
 from compresskit.tasks.classification.baseline import TfidfConfig, fit_tfidf
 from compresskit.tasks.classification.data import read_split
-from compresskit.machine import machine_info
 
 
 def embed(model_dir: str, texts: list[str], length: int, batch: int = 32) -> dict[str, np.ndarray]:

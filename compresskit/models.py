@@ -189,8 +189,10 @@ def is_causal_lm_config(config: Any) -> bool:
     By its ``architectures`` when it names them (``…ForCausalLM``, ``…LMHeadModel``); without them, a model type
     that transformers builds as a causal LM and not as a masked LM (BERT-likes are both, and are encoders).
     """
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     archs = getattr(config, "architectures", None) or []
     if archs:

@@ -90,6 +90,15 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
 
 
+def default_run_name(dataset: str, teacher: str, suffix: str = "") -> str:
+    """A run folder's name from its data and teacher: ``bbc-news-all-minilm-l6-v2`` (a file's stem for a data file,
+    the folder's name for a teacher folder), with a family's ``suffix`` (``-lm``)."""
+    from compresskit.corpus import BBC_NEWS
+
+    data = dataset if dataset == BBC_NEWS else Path(dataset).stem
+    return slug(f"{data}-{Path(teacher.rstrip('/')).name}{suffix}")
+
+
 def run_identity(config: dict[str, Any]) -> str:
     """What makes two runs the same run: every artifact-shaping option and the compresskit version."""
     return sha256_json({"config": config, "compresskit": __version__})

@@ -62,7 +62,7 @@ def save_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, classifier_l
                    seed: int = 0) -> Path:
     """A random BERT (bare encoder, or a classifier with the given labels) with a word-level tokenizer."""
     import torch
-    from transformers import BertConfig, BertModel, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     words = sorted({w for ws in (*TOPICS.values(), FILLER) for w in ws.split()})
@@ -117,8 +117,7 @@ def tiny_onnx(tmp_path_factory, tiny_classifier, tiny_data) -> Path:
 def tiny_teacher(tmp_path_factory, tiny_encoder, tiny_data) -> Path:
     """The tiny encoder fine-tuned on the tiny data: a teacher that knows the task (100 % on validation)."""
     from compresskit.tasks.classification.finetune import finetune_teacher
-    from compresskit.training import FinetuneConfig
-    from compresskit.training import TrainConfig
+    from compresskit.training import FinetuneConfig, TrainConfig
 
     cfg = FinetuneConfig(TrainConfig(epochs=8, learning_rate=2e-3, max_length=32, device="cpu"))
     return finetune_teacher(cfg, str(tiny_encoder), tiny_data, tmp_path_factory.mktemp("teacher") / "t").model_dir

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from compresskit.artifacts import UserError, read_json
+from compresskit.run import RunLayout
 from compresskit.tasks.classification.baseline import (
     MODEL_FILE,
     RECORD_FILE,
@@ -18,11 +19,9 @@ from compresskit.tasks.classification.baseline import (
     fit_tfidf,
     load_baseline,
 )
-from compresskit.tasks.classification.bench import BenchConfig, bench
+from compresskit.tasks.classification.bench import BenchConfig, bench, discover_variants
 from compresskit.tasks.classification.data import read_split
-from compresskit.run import RunLayout
 from compresskit.variants import Variant
-from compresskit.tasks.classification.bench import discover_variants
 
 
 def test_fit_picks_c_on_validation_and_learns_the_topics(tiny_data: Path) -> None:

@@ -64,8 +64,8 @@ def test_bench_measures_each_variant_in_its_own_process(tmp_path, tiny_classifie
 
 
 def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
-    from compresskit.tasks.classification.bench import write_inputs
     from compresskit.artifacts import write_json
+    from compresskit.tasks.classification.bench import write_inputs
 
     inputs = tmp_path / "inputs.npz"
     write_inputs(BenchConfig(sequence_length=32), tiny_data, tiny_onnx, ["money", "sport", "tech"], inputs)

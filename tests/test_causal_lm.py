@@ -4,11 +4,11 @@ import json
 import math
 
 import pytest
-
-from compresskit.tasks.causal_lm.bench import LMBenchConfig
-from compresskit.reporting.report import validate_report
 from conftest import cli
 from lm_models import save_lm, tiny_llama
+
+from compresskit.reporting.report import validate_report
+from compresskit.tasks.causal_lm.bench import LMBenchConfig
 
 FAST = ["--max-steps", "4", "--lm-batch-size", "2", "--lm-max-length", "64", "--max-new-tokens", "6",
         "--decode-tokens", "8", "--lm-test-prompts", "4", "--device", "cpu", "--rounds", "1"]

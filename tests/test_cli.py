@@ -5,9 +5,9 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import cli, save_tiny_bert
 
 from compresskit.reporting.report import validate_report
-from conftest import cli, save_tiny_bert
 
 FAST = ["--teacher-epochs", "8", "--teacher-learning-rate", "2e-3", "--epochs", "8", "--learning-rate", "2e-3",
         "--student-layers", "1", "--max-length", "32", "--sequence-length", "32", "--batch-sizes", "1,4",
@@ -190,13 +190,13 @@ def test_every_flag_is_declared_once_and_named_after_its_option():
 def test_option_defaults_are_the_stage_config_defaults():
     """The training and distillation defaults are written in the table (their modules import torch, which the CLI
     does not load up front): they must be the dataclasses' own."""
+    from compresskit.cli.options import OPTIONS
     from compresskit.tasks.classification.bench import BenchConfig
     from compresskit.tasks.classification.distill import DistillConfig
     from compresskit.tasks.classification.export import ExportConfig
-    from compresskit.training import FinetuneConfig
-    from compresskit.cli.options import OPTIONS
     from compresskit.tasks.classification.quantize import QuantizeConfig
     from compresskit.tasks.classification.sweep import SweepConfig
+    from compresskit.training import FinetuneConfig
 
     d, t, w, s = DistillConfig(), FinetuneConfig().train, DistillConfig().weights, SweepConfig()
     want = {

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import bert_classifier
 
 from compresskit.tasks.classification.cls_pruning import ClsOnlyClassifier, supports
-from conftest import bert_classifier
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])

@@ -9,14 +9,14 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import cli
 
 from compresskit.artifacts import UserError
-from compresskit.reporting.compare import CompareConfig, compare_reports, p50_ratio_interval, write_comparison
 from compresskit.gates import GateConfig, evaluate_gates, failed_gates
+from compresskit.reporting.compare import CompareConfig, compare_reports, p50_ratio_interval, write_comparison
+from compresskit.reporting.report import validate_report
 from compresskit.tasks.causal_lm.task import CAUSAL_LM as LM
 from compresskit.tasks.classification.task import TEXT_CLASSIFICATION as TC
-from compresskit.reporting.report import validate_report
-from conftest import cli
 
 N = 300  # test examples
 

@@ -5,10 +5,10 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from compresskit.artifacts import UserError
 from compresskit.cli.config_file import read_config_file, toml_value, write_config_file
-from conftest import cli
 
 TYPES = {"temperature": float, "epochs": float, "seed": int, "overwrite": bool, "student_layers": str,
          "output_root": Path, "run_name": str, "min_speedup": float}

@@ -4,11 +4,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from compresskit.artifacts import UserError
 from compresskit.corpus import bbc_news_root, stratified_split
 from compresskit.tasks.classification.data import DataConfig, load_examples, prepare_data, read_split
-from conftest import cli
 
 
 def test_bbc_news_is_read_from_the_installed_package():

@@ -10,10 +10,9 @@ import time
 import pytest
 
 from compresskit.artifacts import UserError
+from compresskit.models import LoadOptions, parse_shape
 from compresskit.tasks.classification.distill import DistillConfig, distill
-from compresskit.models import parse_shape
 from compresskit.tasks.classification.losses import LossWeights
-from compresskit.models import LoadOptions
 from compresskit.tasks.classification.models import load_classifier
 from compresskit.training import TrainConfig
 

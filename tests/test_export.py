@@ -6,10 +6,10 @@ import pytest
 from onnx import numpy_helper
 
 from compresskit.artifacts import VerificationError
-from compresskit.tasks.classification.export import ExportConfig, choose_fastest, verify_onnx
 from compresskit.models import LoadOptions, load_tokenizer
-from compresskit.tasks.classification.models import load_classifier
 from compresskit.onnx.sessions import make_session
+from compresskit.tasks.classification.export import ExportConfig, choose_fastest, verify_onnx
+from compresskit.tasks.classification.models import load_classifier
 from compresskit.tasks.classification.verify import compare, require
 
 

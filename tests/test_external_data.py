@@ -8,17 +8,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import cli, outlier_model
+from onnx import TensorProto, helper, numpy_helper
 
 import compresskit.tasks.classification.export as export_module
 from compresskit.artifacts import DiskFullError, UserError, sha256_file
+from compresskit.models import weight_bytes
+from compresskit.runtime import OnnxClassifier
 from compresskit.tasks.classification.data import read_split
 from compresskit.tasks.classification.export import ExportConfig, export, use_external_data
-from compresskit.models import weight_bytes
 from compresskit.tasks.classification.quantize import QuantizeConfig, quantize
-from compresskit.runtime import OnnxClassifier
 
 # cls_only off, fused layer norms: these exports are compared with tiny_onnx's graph, and a timing choice must
 # not decide the graph

@@ -374,8 +374,7 @@ def test_teacher_output_cache_never_serves_a_cut_file(tmp_path):
 
 def test_fine_tuned_teacher_cache_entry_is_checked_before_reuse(tmp_path, tiny_encoder, tiny_data):
     from compresskit.tasks.classification.finetune import cached_or_finetune, entry_problem
-    from compresskit.training import FinetuneConfig
-    from compresskit.training import TrainConfig
+    from compresskit.training import FinetuneConfig, TrainConfig
 
     cfg = FinetuneConfig(TrainConfig(epochs=1, learning_rate=2e-3, max_length=32, device="cpu"))
     first = cached_or_finetune(cfg, str(tiny_encoder), tiny_data, tmp_path)

@@ -9,11 +9,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compresskit.artifacts import UserError
+from compresskit.onnx.sessions import SESSION_FILE, profile_node_events
+from compresskit.runtime import OnnxClassifier
 from compresskit.tasks.classification.export import ExportConfig, choose_fastest, export
 from compresskit.tasks.classification.layer_norm import FUSION, unfuse_skip_layer_norm
-from compresskit.onnx.sessions import SESSION_FILE, profile_node_events
 from compresskit.tasks.classification.quantize import QuantizeConfig, quantize
-from compresskit.runtime import OnnxClassifier
 
 HIDDEN = 16
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from lm_models import CORPUS, tiny_llama, tiny_tokenizer
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.causal_lm import kd_losses as K
 from compresskit.tasks.causal_lm import topk_cache as C
-from compresskit.tasks.causal_lm.prompts import (PromptExample, TokenizedExample, collate, render_prompt, text_windows,
-                                    tokenize_example)
-from lm_models import CORPUS, tiny_llama, tiny_tokenizer
+from compresskit.tasks.causal_lm.prompts import (
+    PromptExample,
+    TokenizedExample,
+    collate,
+    render_prompt,
+    text_windows,
+    tokenize_example,
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,20 @@ import json
 
 import pytest
 import torch
+from lm_models import save_lm, tiny_llama, tiny_tokenizer
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.causal_lm.distill import LMDistillConfig, distill_lm
-from compresskit.tasks.causal_lm.kd_losses import (LMKDConfig, cross_entropy_chunked, final_hidden_states, kd_loss_chunked,
-                                      lm_head, next_token_targets)
-from compresskit.tasks.causal_lm.prompts import collate, tokenize_example
-from compresskit.tasks.causal_lm.prompts import PromptExample
+from compresskit.tasks.causal_lm.kd_losses import (
+    LMKDConfig,
+    cross_entropy_chunked,
+    final_hidden_states,
+    kd_loss_chunked,
+    lm_head,
+    next_token_targets,
+)
+from compresskit.tasks.causal_lm.prompts import PromptExample, collate, tokenize_example
 from compresskit.training import TrainConfig
-from lm_models import save_lm, tiny_llama, tiny_tokenizer
 
 WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album"]
 

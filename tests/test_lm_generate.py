@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.causal_lm.onnx_generate import generate, generate_stream
-from conftest import cli
 
 PROMPT = "what is the capital of france ?"
 

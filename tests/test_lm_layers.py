@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lm_models import CORPUS, tiny_gpt2, tiny_llama, tiny_qwen2, tiny_tokenizer
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.causal_lm import layers as Ly
 from compresskit.tasks.causal_lm.prompts import collate, text_windows
-from lm_models import CORPUS, tiny_gpt2, tiny_llama, tiny_qwen2, tiny_tokenizer
 
 
 def _batch(seed: int = 0, vocab: int = 300):

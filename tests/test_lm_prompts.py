@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from lm_models import tiny_tokenizer
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.causal_lm import prompts as P
 from compresskit.tasks.causal_lm.kd_losses import IGNORE_INDEX
-from lm_models import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

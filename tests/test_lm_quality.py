@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from lm_models import CORPUS, tiny_gpt2, tiny_llama, tiny_tokenizer
 
 from compresskit import stats
 from compresskit.tasks.causal_lm import quality as Q
 from compresskit.tasks.causal_lm.prompts import SECTIONS, TokenizedExample, render_prompt, text_windows
-from lm_models import CORPUS, tiny_gpt2, tiny_llama, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ import time
 
 import pytest
 import torch
-
-from compresskit.artifacts import UserError
-from compresskit.tasks.causal_lm import teacher as T
-from compresskit.models import LoadOptions, load_tokenizer
+from conftest import save_tiny_bert
 from lm_models import save_lm, tiny_gpt2, tiny_llama, tiny_qwen2, tiny_tokenizer
 
-from conftest import save_tiny_bert
+from compresskit.artifacts import UserError
+from compresskit.models import LoadOptions, load_tokenizer
+from compresskit.tasks.causal_lm import teacher as T
 
 
 @pytest.mark.parametrize("build", [tiny_llama, tiny_qwen2, tiny_gpt2])

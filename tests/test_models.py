@@ -2,13 +2,24 @@ import shutil
 
 import pytest
 import torch
+from conftest import save_tiny_bert
 
 from compresskit.artifacts import UserError
-from compresskit.models import (LoadOptions, check_model_dir, count_parameters, load_tokenizer, resolve_model_source,
-                                tokenizers_agree)
-from compresskit.tasks.classification.models import (load_classifier, resolve_teacher, match_labels, parse_layers,
-                                                     student_from_teacher_layers)
-from conftest import save_tiny_bert
+from compresskit.models import (
+    LoadOptions,
+    check_model_dir,
+    count_parameters,
+    load_tokenizer,
+    resolve_model_source,
+    tokenizers_agree,
+)
+from compresskit.tasks.classification.models import (
+    load_classifier,
+    match_labels,
+    parse_layers,
+    resolve_teacher,
+    student_from_teacher_layers,
+)
 
 
 def test_student_keeps_the_chosen_teacher_layers(tmp_path):

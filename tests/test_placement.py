@@ -9,11 +9,17 @@ import pytest
 from rich.console import Console
 from tokenizers import Tokenizer
 
-from compresskit.tasks.classification.bench import BenchConfig, Variant, bench
-from compresskit.onnx.sessions import (CPU_PROVIDER, NodeOnCpu, cpu_fallback, node_placement, nodes_per_provider,
-                                      profile_node_events)
-from compresskit.reporting.report import validate_report
+from compresskit.onnx.sessions import (
+    CPU_PROVIDER,
+    NodeOnCpu,
+    cpu_fallback,
+    node_placement,
+    nodes_per_provider,
+    profile_node_events,
+)
 from compresskit.reporting.render import render_console_table, render_html, render_markdown
+from compresskit.reporting.report import validate_report
+from compresskit.tasks.classification.bench import BenchConfig, Variant, bench
 
 CUDA_FIRST = ["CUDAExecutionProvider", CPU_PROVIDER]
 

@@ -6,13 +6,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import outlier_model
 from onnx import TensorProto, numpy_helper
 
-from conftest import outlier_model
-
 from compresskit.artifacts import UserError, VerificationError
-from compresskit.tasks.classification.quantize import (QuantizeConfig, load_validation, quantizable_groups, quantize,
-                                  verify_quantized)
+from compresskit.tasks.classification.quantize import (
+    QuantizeConfig,
+    load_validation,
+    quantizable_groups,
+    quantize,
+    verify_quantized,
+)
 
 
 def _ops(folder: Path) -> set[str]:

@@ -7,9 +7,9 @@ import re
 import pytest
 from rich.console import Console
 
+from compresskit.reporting.render import render_console_table, render_html, render_markdown
 from compresskit.reporting.report import validate_report, write_report
 from compresskit.reporting.tables import MISSING
-from compresskit.reporting.render import render_console_table, render_html, render_markdown
 
 
 def _variant(name: str, model: str, fmt: str, precision: str, accuracy: float, p50_1: float, p50_32: float,

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from compresskit.artifacts import UserError
 from compresskit.run import RunLayout, run_lock
-from conftest import cli
 
 HOLD = """
 import sys, time

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.tasks.classification.data import read_split
 from compresskit.models import LoadOptions, load_tokenizer
-from compresskit.tasks.classification.models import load_classifier
 from compresskit.runtime import OnnxClassifier
+from compresskit.tasks.classification.data import read_split
+from compresskit.tasks.classification.models import load_classifier
 from compresskit.tasks.classification.training import predict_logits
 
 

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from conftest import TOPICS, cli, save_tiny_bert
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.classification.models import auto_student_layers, parse_layers, student_layers_rule
-from conftest import TOPICS, cli, save_tiny_bert
 
 
 @pytest.mark.parametrize("n, layers", [(1, [0]), (2, [0]), (3, [0]), (4, [0, 3]), (6, [0, 5]), (7, [0, 3, 6]),

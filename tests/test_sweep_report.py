@@ -5,8 +5,13 @@ import json
 
 import pytest
 
-from compresskit.tasks.classification.sweep_report import (_split_plottable, plot_accuracy_vs_latency, render_sweep_html,
-                                      render_sweep_markdown, write_sweep_report)
+from compresskit.tasks.classification.sweep_report import (
+    _split_plottable,
+    plot_accuracy_vs_latency,
+    render_sweep_html,
+    render_sweep_markdown,
+    write_sweep_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

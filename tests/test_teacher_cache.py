@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from compresskit.models import LoadOptions, load_tokenizer
 from compresskit.tasks.classification.distill import DistillConfig, distill
 from compresskit.tasks.classification.losses import LossWeights
-from compresskit.models import LoadOptions, load_tokenizer
 from compresskit.tasks.classification.models import load_classifier
 from compresskit.tasks.classification.objective import Objective
 from compresskit.tasks.classification.teacher_cache import TeacherNeeds, activation_bytes, teacher_outputs
-from compresskit.training import TrainConfig
 from compresskit.tasks.classification.training import Collator, TextDataset, encode
+from compresskit.training import TrainConfig
 
 FAST = TrainConfig(epochs=3, learning_rate=2e-3, max_length=32, device="cpu", batch_size=8)
 TEXTS = ["match goal team", "bank market price share profit stock trade", "the chip", "code device network app data"]

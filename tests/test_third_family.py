@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from toy_family import TOY, ToySettings
 
 import compresskit.tasks
 from compresskit.gates import GateConfig
@@ -18,7 +19,6 @@ from compresskit.reporting.report import validate_report
 from compresskit.run import RunLayout
 from compresskit.tasks import task_of_run
 from compresskit.training import FinetuneConfig
-from toy_family import TOY, ToySettings
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import bert_classifier
 
 from compresskit.artifacts import UserError
 from compresskit.training import TrainConfig, fsdp_settings
-from conftest import bert_classifier
 
 
 def test_fsdp_wraps_each_transformer_layer_and_accelerate_accepts_it():

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from compresskit.artifacts import UserError
-from compresskit.tasks.classification.bench import BenchConfig, bench, unsupported
 from compresskit.machine import pytorch_form_unsupported
-from compresskit.variants import Variant, reference_teacher, teacher_forms
-from compresskit.tasks.classification.workloads import Cell, cells, max_batch_before_oom
 from compresskit.reporting.speedups import notes, slower_than_pytorch, speedup_lines, speedups
+from compresskit.tasks.classification.bench import BenchConfig, bench, unsupported
+from compresskit.tasks.classification.workloads import Cell, cells, max_batch_before_oom
+from compresskit.variants import Variant, reference_teacher, teacher_forms
 
 
 def _row(name: str, model: str, fmt: str, p50: dict[int, float], seq: int = 128, **cells_p50: float) -> dict:
@@ -42,8 +42,8 @@ def test_sequence_lengths_always_hold_the_main_one():
 
 
 def test_cli_reads_the_sweep_flags():
-    from compresskit.tasks.classification.options import bench_config
     from compresskit.cli.options import DEFAULTS
+    from compresskit.tasks.classification.options import bench_config
 
     cfg = bench_config(DEFAULTS | {"batch_sizes": "1,8,32", "seq_lengths": "64,128,256", "teacher_forms": "none"})
     assert cfg.sizes == (1, 8, 32) and cfg.lengths == (64, 128, 256) and cfg.teacher_forms == ()

@@ -30,7 +30,6 @@ from compresskit.cli.options import NOT_SAVED, OPTIONS, PIPELINE, check_choices,
 from compresskit.tasks import families
 
 
-
 class _Command(typer.core.TyperCommand):
     """A command whose ``--help`` names an on/off flag's off form in its help text instead of a column of its own.
 

@@ -23,13 +23,24 @@ from typing import Any, Callable, Optional
 import typer
 
 from compresskit.artifacts import UserError
-from compresskit.cli.flags import (BENCHMARK, DATA, FOLDERS, GATES, QUANTIZATION, REQUIRED, RUN, STUDENT, TEACHER,
-                                   Opt, flag, panel)
+from compresskit.cli.flags import (
+    BENCHMARK,
+    DATA,
+    FOLDERS,
+    GATES,
+    QUANTIZATION,
+    REQUIRED,
+    RUN,
+    STUDENT,
+    TEACHER,
+    Opt,
+    flag,
+    panel,
+)
 from compresskit.corpus import BBC_NEWS
 from compresskit.gates import GateConfig
 from compresskit.models import LoadOptions
 from compresskit.tasks import AUTO, families, task_names
-
 
 SHARED: dict[str, Opt] = {
     **panel(RUN, {

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import UserError, read_json
+
 # The protocol lives in its own module, which the families import; this module is the registry, which imports them.
 from compresskit.tasks.protocol import Collected, Column, Stage, StageContext, Task  # noqa: F401
 

@@ -28,7 +28,13 @@ from typing import Any
 import torch
 
 from compresskit.artifacts import UserError, atomic_dir, stage_record, write_json
-from compresskit.tasks.causal_lm.kd_losses import IGNORE_INDEX, LMKDConfig, final_hidden_states, kd_loss_chunked, lm_head
+from compresskit.tasks.causal_lm.kd_losses import (
+    IGNORE_INDEX,
+    LMKDConfig,
+    final_hidden_states,
+    kd_loss_chunked,
+    lm_head,
+)
 from compresskit.tasks.causal_lm.prompts import TokenizedExample, collate, text_windows, tokenize_example
 from compresskit.training import TrainConfig
 
@@ -99,8 +105,8 @@ class LMDistillConfig:
 def choose_student_layers(cfg: LMDistillConfig, teacher: Any, calibration: list[TokenizedExample], pad_id: int
                           ) -> Any:
     """The teacher layers the student keeps and why (a ``layers.LayerChoice``)."""
-    from compresskit.tasks.causal_lm.layers import LayerChoice, block_influence, choose_layers, uniform_layers
     from compresskit.models import layer_count
+    from compresskit.tasks.causal_lm.layers import LayerChoice, block_influence, choose_layers, uniform_layers
 
     n = layer_count(teacher.config)
     if cfg.student_layers != "auto":
@@ -123,8 +129,7 @@ def choose_student_layers(cfg: LMDistillConfig, teacher: Any, calibration: list[
 
 def shape_of(spec: str, teacher_config: Any) -> dict[str, int]:
     """``--student-shape`` as ``layers.shrunk_student`` arguments; dimensions not named keep the teacher's."""
-    from compresskit.models import parse_shape
-    from compresskit.models import layer_count
+    from compresskit.models import layer_count, parse_shape
 
     given = parse_shape(spec)
     gpt2 = hasattr(teacher_config, "n_embd")
@@ -143,10 +148,9 @@ def check_student(cfg: LMDistillConfig, teacher_config: Any, teacher_tokenizer: 
     the teacher, and a ``--student-shape`` that cannot be built."""
     from transformers import AutoTokenizer
 
+    from compresskit.models import LoadOptions, is_causal_lm_config, read_config
     from compresskit.tasks.causal_lm.layers import shrunk_student
     from compresskit.tasks.causal_lm.teacher import require_same_tokenizer, resolve_causal_lm_source
-    from compresskit.models import is_causal_lm_config
-    from compresskit.models import LoadOptions, read_config
 
     load = load or LoadOptions()
     if cfg.student_shape is not None:  # one layer deep: here only the dimensions' sense is checked
@@ -194,7 +198,11 @@ class LMObjective:
         self.on_policy_batches = 0
 
     def __call__(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        from compresskit.tasks.causal_lm.kd_losses import cross_entropy_chunked, next_token_targets, topk_kd_loss_chunked
+        from compresskit.tasks.causal_lm.kd_losses import (
+            cross_entropy_chunked,
+            next_token_targets,
+            topk_kd_loss_chunked,
+        )
 
         ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         if model.training and self.cfg.on_policy_fraction and self.rng.random() < self.cfg.on_policy_fraction:
@@ -306,11 +314,10 @@ def distill_lm(cfg: LMDistillConfig, teacher_dir: Path, data_dir: Path, out: Pat
     (``teacher_topk``) lives in ``cache_root`` (default: ``out``'s parent folder's ``.cache``)."""
     from transformers import AutoTokenizer
 
+    from compresskit.models import count_parameters, layer_count
     from compresskit.tasks.causal_lm.prompts import context_length
     from compresskit.tasks.causal_lm.teacher import load_causal_lm
-    from compresskit.models import count_parameters, layer_count
-    from compresskit.training import checkpoint_dir, is_main_process
-    from compresskit.training import train
+    from compresskit.training import checkpoint_dir, is_main_process, train
 
     started = time.time()
     torch.manual_seed(cfg.train.seed)

@@ -120,8 +120,8 @@ def export_lm(cfg: LMExportConfig, model_dir: Path, data_dir: Path, out: Path, c
               name: str = "student") -> dict[str, Any]:
     """Build every candidate of ``model_dir``, verify each against it, keep the fastest verified one as ``out``
     (with ``export.json``: every candidate's build, verification and timing); returns that record."""
-    from compresskit.tasks.causal_lm.onnx_verify import verify_decoder
     from compresskit.machine import default_threads
+    from compresskit.tasks.causal_lm.onnx_verify import verify_decoder
 
     started = time.time()
     threads = cfg.threads or default_threads()

@@ -137,8 +137,8 @@ def settings(o: dict[str, Any]) -> LMConfig:
     from compresskit.tasks.causal_lm.kd_losses import LMKDConfig
     from compresskit.tasks.causal_lm.onnx_verify import DecoderParity
     from compresskit.tasks.causal_lm.prepare import LMDataConfig
-    from compresskit.tasks.causal_lm.quantize import LMQuantizeConfig
     from compresskit.tasks.causal_lm.prompts import BBCPromptConfig
+    from compresskit.tasks.causal_lm.quantize import LMQuantizeConfig
     from compresskit.training import TrainConfig
 
     # The causal-LM split keeps its own test share: its held-out sets are counted in prompts and windows

@@ -155,8 +155,8 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
 
     from transformers import AutoConfig
 
-    from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, build_genai, matmul_groups
     from compresskit.models import layer_count
+    from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, build_genai, matmul_groups
 
     layers = layer_count(AutoConfig.from_pretrained(str(model_dir)))
     scores = {} if scores is None else scores

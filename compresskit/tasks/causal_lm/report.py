@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from compresskit.reporting.tables import MISSING
-from compresskit.tasks.protocol import Collected, collect_graphs
 from compresskit.tasks.causal_lm.onnx_build import INT8_GROUP_WORDS
+from compresskit.tasks.protocol import Collected, collect_graphs
 from compresskit.variants import finite_number
 
 GRAPHS = (("student", "export.json"), ("student-int8", "quantize.json"), ("student-int4", "quantize.json"))

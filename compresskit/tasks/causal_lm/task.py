@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import UserError
-from compresskit.tasks.protocol import Collected, Column, Stage, StageContext
 from compresskit.tasks.causal_lm.bench import TASK
 from compresskit.tasks.causal_lm.options import OPTIONS, LMConfig, settings
 from compresskit.tasks.causal_lm.report import collect, graph_lines, metrics
 from compresskit.tasks.causal_lm.teacher import EMBEDDED_TEACHER
+from compresskit.tasks.protocol import Collected, Column, Stage, StageContext
 
 PRUNED = "student-pruned"
 """The run folder's pruned, untrained student (the point distillation starts from)."""
@@ -69,12 +69,9 @@ class CausalLM:
 
     def default_run_name(self, cfg: Any) -> str:
         """``<data>-<teacher>-lm``, e.g. ``bbc-news-smollm2-135m-instruct-lm``."""
-        from compresskit.corpus import BBC_NEWS
-        from compresskit.run import slug
+        from compresskit.run import default_run_name
 
-        dataset = cfg.settings.data.dataset
-        data = dataset if dataset == BBC_NEWS else Path(dataset).stem
-        return slug(f"{data}-{Path(cfg.teacher.rstrip('/')).name}-lm")
+        return default_run_name(cfg.settings.data.dataset, cfg.teacher, "-lm")
 
     def identity(self, cfg: Any) -> dict[str, Any]:
         """The teacher, how it is loaded, this family's settings, and the teacher's fine-tuning when it is
@@ -91,11 +88,11 @@ class CausalLM:
         teacher is built into the cache once (about 20 s)."""
         from transformers import AutoTokenizer
 
+        from compresskit.models import is_causal_lm_config, read_config
         from compresskit.tasks.causal_lm.distill import check_student
         from compresskit.tasks.causal_lm.prepare import check_context, load_lm_data
         from compresskit.tasks.causal_lm.prompts import context_length
         from compresskit.tasks.causal_lm.teacher import EMBEDDED_TEACHER, resolve_causal_lm_source
-        from compresskit.models import is_causal_lm_config, read_config
 
         source = cfg.teacher
         resolved = resolve_causal_lm_source(source, cache, cfg.load.allow_pickle)
@@ -221,9 +218,9 @@ def _data_stage(ctx: StageContext) -> list[str]:
     from transformers import AutoTokenizer
 
     from compresskit.artifacts import read_json
+    from compresskit.run import reuse_or_make
     from compresskit.tasks.causal_lm.prepare import prepare_lm_data
     from compresskit.tasks.causal_lm.teacher import load_causal_lm
-    from compresskit.run import reuse_or_make
 
     def make() -> None:
         folder = teacher_dir(ctx)
@@ -236,9 +233,9 @@ def _data_stage(ctx: StageContext) -> list[str]:
 
 
 def _teacher_stage(ctx: StageContext) -> list[str]:
-    from compresskit.tasks.causal_lm.teacher import load_causal_lm
     from compresskit.models import count_parameters, layer_count
     from compresskit.run import link_tree, record_stage
+    from compresskit.tasks.causal_lm.teacher import load_causal_lm
 
     layout, path, line = ctx.layout, ctx.found.teacher_dir, "used as it is"
     if ctx.found.finetune:
@@ -260,8 +257,8 @@ def _teacher_stage(ctx: StageContext) -> list[str]:
 
 def _distill_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.causal_lm.distill import distill_lm
     from compresskit.run import NOT_MADE, check_output, record_output, record_stage, reuse_or_make
+    from compresskit.tasks.causal_lm.distill import distill_lm
 
     layout, pruned = ctx.layout, ctx.layout.root / PRUNED
     damaged = check_output(layout, pruned, (layout.data,))
@@ -285,8 +282,8 @@ def _distill_stage(ctx: StageContext) -> list[str]:
 
 def _export_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.causal_lm.export import export_lm
     from compresskit.run import reuse_or_make
+    from compresskit.tasks.causal_lm.export import export_lm
 
     layout, out = ctx.layout, ctx.layout.onnx("student")
     note = reuse_or_make(layout, out, lambda: export_lm(ctx.cfg.settings.export, layout.student, layout.data, out, ctx.cache),
@@ -308,10 +305,10 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
     import dataclasses
 
     from compresskit.artifacts import read_json
-    from compresskit.tasks.causal_lm.onnx_build import INT8_GROUP_WORDS
-    from compresskit.tasks.causal_lm.quantize import quantize_lm, teacher_int4
     from compresskit.machine import default_threads
     from compresskit.run import reuse_or_make
+    from compresskit.tasks.causal_lm.onnx_build import INT8_GROUP_WORDS
+    from compresskit.tasks.causal_lm.quantize import quantize_lm, teacher_int4
 
     cfg, layout = ctx.cfg.settings.quantize, ctx.layout
     threads = ctx.cfg.settings.bench.threads or default_threads()

@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import UserError, atomic_dir, read_json, sha256_file, write_json
-from compresskit.models import (LoadOptions, check_model_dir, is_causal_lm_config, read_config, resolve_model_source,
-                                tokenizers_agree)
+from compresskit.models import (
+    LoadOptions,
+    check_model_dir,
+    is_causal_lm_config,
+    read_config,
+    resolve_model_source,
+    tokenizers_agree,
+)
 
 EMBEDDED_TEACHER = "SmolLM2-135M-Instruct"
 """The name ``--teacher`` gives for the embedded LLM teacher."""

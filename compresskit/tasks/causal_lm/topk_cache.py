@@ -32,8 +32,14 @@ import numpy as np
 import torch
 
 from compresskit.artifacts import UserError, atomic_dir, free_bytes, read_json, sha256_json, write_json
-from compresskit.tasks.causal_lm.kd_losses import (IGNORE_INDEX, TopK, final_hidden_states, lm_head, next_token_targets,
-                                      topk_from_logits)
+from compresskit.tasks.causal_lm.kd_losses import (
+    IGNORE_INDEX,
+    TopK,
+    final_hidden_states,
+    lm_head,
+    next_token_targets,
+    topk_from_logits,
+)
 from compresskit.tasks.causal_lm.prompts import TokenizedExample, collate
 
 _FILES = ("logprobs.npy", "indices.npy", "other.npy", "offsets.npy")

@@ -20,10 +20,9 @@ import numpy as np
 from compresskit.artifacts import UserError, atomic_dir, read_json, stage_record, write_json
 from compresskit.bench import BenchResult, harness_problems, model_size_mb, pool_samples, run_rounds, run_worker
 from compresskit.machine import default_threads, machine_info, pytorch_form_unsupported
-from compresskit.tasks.classification.data import TASK, read_split_for_head
 from compresskit.run import RunLayout
+from compresskit.tasks.classification.data import TASK, read_split_for_head
 from compresskit.variants import REFERENCE_TEACHER, TEACHER_FORMS, Variant, reference_teacher, teacher_forms
-
 
 
 @dataclass(frozen=True)

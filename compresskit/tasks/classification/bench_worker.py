@@ -15,8 +15,8 @@ import numpy as np
 
 from compresskit.artifacts import first_line
 from compresskit.machine import peak_rss_mb
-from compresskit.timing import Latency, time_runs
 from compresskit.tasks.classification.workloads import GpuMemory, cells, max_batch_before_oom, measure_cells, rows_of
+from compresskit.timing import Latency, time_runs
 
 
 def _pytorch_runner(path: str, device: str, threads: int, precision: str = "fp32", runtime: str = "eager"

@@ -20,8 +20,6 @@ from typing import NamedTuple
 from compresskit.artifacts import UserError, atomic_dir, read_json, sha256_json, stage_record, write_json
 from compresskit.corpus import BBC_NEWS, MIN_ROWS_PER_LABEL, bbc_news_root, read_text, stratified_split
 
-
-
 TASK = "text-classification"
 """The family's ``--task`` name, recorded in ``data.json`` and ``bench.json`` (``tasks.task_of_run`` reads it)."""
 

@@ -15,21 +15,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from compresskit.artifacts import UserError, atomic_dir, free_bytes, stage_record, write_json
+from compresskit.models import (
+    LoadOptions,
+    check_model_dir,
+    count_parameters,
+    layer_count,
+    load_tokenizer,
+    parse_shape,
+    source_fingerprint,
+    tokenizers_agree,
+)
 from compresskit.tasks.classification.data import data_manifest, read_labels, read_split_for_head
-from compresskit.models import source_fingerprint
 from compresskit.tasks.classification.losses import IGNORE_LABEL, LossWeights, heads_compatible, parse_layer_map
+from compresskit.tasks.classification.models import (
+    head_labels,
+    is_classifier,
+    load_classifier,
+    match_labels,
+    parse_layers,
+    student_from_teacher_layers,
+    student_layers_rule,
+)
 from compresskit.tasks.classification.objective import Objective, StudentWithProjection, make_projection
 from compresskit.tasks.classification.teacher_cache import TeacherNeeds, activation_bytes, teacher_outputs
-from compresskit.models import (parse_shape, LoadOptions, check_model_dir, count_parameters, layer_count,
-                                load_tokenizer, tokenizers_agree)
-from compresskit.tasks.classification.models import (head_labels, is_classifier, load_classifier, match_labels,
-                                                     parse_layers, student_from_teacher_layers, student_layers_rule)
-from compresskit.training import TrainConfig, checkpoint_dir, is_main_process
-from compresskit.training import resolve_device
-from compresskit.tasks.classification.training import train
-from compresskit.tasks.classification.training import TextDataset, encode
+from compresskit.tasks.classification.training import TextDataset, encode, train
+from compresskit.training import TrainConfig, checkpoint_dir, is_main_process, resolve_device
 
 
 @dataclass(frozen=True)

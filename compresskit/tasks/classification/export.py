@@ -21,19 +21,25 @@ from typing import Any
 
 import numpy as np
 
-from compresskit.artifacts import (UserError, VerificationError, atomic_dir, first_line, free_bytes, stage_record,
-                                   write_json)
-from compresskit.tasks.classification.data import read_split_for_head
-from compresskit.tasks.classification.layer_norm import SESSION_SETTINGS, write_unfused
+from compresskit.artifacts import (
+    UserError,
+    VerificationError,
+    atomic_dir,
+    first_line,
+    free_bytes,
+    stage_record,
+    write_json,
+)
 from compresskit.machine import default_threads
 from compresskit.models import LoadOptions, load_tokenizer, weight_bytes
-from compresskit.tasks.classification.models import head_labels, load_classifier
 from compresskit.onnx.io import graph_record, move_graph
 from compresskit.onnx.sessions import SESSION_FILE, batched_logits, make_session, run_logits, tokenize_numpy
-from compresskit.timing import SETTLE_SECONDS, time_runs
-from compresskit.onnx.torch_export import optimize_graph, torch_export
-from compresskit.onnx.torch_export import logits_export_spec
+from compresskit.onnx.torch_export import logits_export_spec, optimize_graph, torch_export
+from compresskit.tasks.classification.data import read_split_for_head
+from compresskit.tasks.classification.layer_norm import SESSION_SETTINGS, write_unfused
+from compresskit.tasks.classification.models import head_labels, load_classifier
 from compresskit.tasks.classification.verify import Parity, compare, require
+from compresskit.timing import SETTLE_SECONDS, time_runs
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 ATTENTIONS = ("auto", "eager", "sdpa")

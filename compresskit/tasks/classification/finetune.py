@@ -12,13 +12,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from compresskit.artifacts import (UserError, atomic_dir, file_manifest, manifest_problem, read_json, sha256_json, stage_record, truncation_problem, write_json)
+from compresskit.artifacts import (
+    UserError,
+    atomic_dir,
+    file_manifest,
+    manifest_problem,
+    read_json,
+    sha256_json,
+    stage_record,
+    truncation_problem,
+    write_json,
+)
+from compresskit.models import count_parameters, load_tokenizer, source_fingerprint
 from compresskit.tasks.classification.data import data_manifest, read_labels, read_split
-from compresskit.models import count_parameters, source_fingerprint, load_tokenizer
 from compresskit.tasks.classification.models import load_classifier
+from compresskit.tasks.classification.training import SELECTION_RULE, TextDataset, encode, train
 from compresskit.training import FinetuneConfig, checkpoint_dir, is_main_process
-from compresskit.tasks.classification.training import train
-from compresskit.tasks.classification.training import SELECTION_RULE, TextDataset, encode
 
 
 @dataclass(frozen=True)

