@@ -5,7 +5,7 @@ line. Gates never raise on missing data: a gate that cannot be computed fails, a
 broken benchmark can never make CI green.
 
 The two regression gates compare the deployed student with the same variant of a baseline run
-(``compresskit.reporting.compare``) and judge the bootstrap interval, not the point difference: a few hundred test examples
+(``reporting.compare``) and judge the bootstrap interval, not the point difference: a few hundred test examples
 and a shared CI machine move accuracy and latency by noise alone, and a gate that fires on noise gets switched off.
 """
 
@@ -244,7 +244,7 @@ def evaluate_gates(cfg: GateConfig, variants: list[dict], fields: GateFields, co
     ``fields`` (the run's task family) names what the quality gates read. Speed and latency use the fastest student
     at batch 1; the accuracy gate compares the family's ``quality_metric`` (higher is better) of the quantized
     student when present, since that is what gets deployed. The
-    regression gates read ``comparison`` (``compresskit.reporting.compare.compare_reports`` of a baseline and this run), whose
+    regression gates read ``comparison`` (``reporting.compare.compare_reports`` of a baseline and this run), whose
     ``deployed`` entry pairs the deployed student with the baseline's. Missing data gives a failed result, never an
     exception.
     """

@@ -87,7 +87,7 @@ def run_pipeline(cfg: PipelineConfig, output_root: Path, run_name: str | None, o
 def report_and_gates(run_dir: Path, gates: GateConfig, console: Console, baseline: Path | None = None) -> int:
     """Write the report of a benchmarked run, print its table, apply the gates; returns the exit code.
 
-    With ``baseline`` (a run folder or report.json) the run is compared with it first (``compresskit.reporting.compare``;
+    With ``baseline`` (a run folder or report.json) the run is compared with it first (``reporting.compare``;
     different test sets are refused before anything is written), the regression gates judge that comparison, and
     compare.json/.md/.html go to ``run_dir/compare/``.
     """

@@ -244,8 +244,7 @@ def test_causal_lm_option_defaults_are_its_config_defaults():
     from compresskit.tasks.causal_lm.prompts import BBCPromptConfig
     from compresskit.tasks.causal_lm.quantize import LMQuantizeConfig
 
-    d, b, e, q, data, bbc = (LMDistillConfig(), LMBenchConfig(), LMExportConfig(), LMQuantizeConfig(), LMDataConfig(),
-                             BBCPromptConfig())
+    d, b, e, q, data = LMDistillConfig(), LMBenchConfig(), LMExportConfig(), LMQuantizeConfig(), LMDataConfig()
     want = {
         "kd_divergence": d.kd.divergence, "jsd_beta": d.kd.beta, "kd_temperature": d.kd.temperature,
         "kd_alpha": d.kd.alpha, "on_policy": d.on_policy_fraction, "max_steps": d.max_steps,

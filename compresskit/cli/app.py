@@ -96,7 +96,7 @@ def with_config_file(ctx: typer.Context, o: dict[str, Any], names: tuple[str, ..
 @app.command(cls=_Command, name="distill-and-export")
 @takes(*PIPELINE)
 def distill_and_export_cmd(ctx: typer.Context, **o: Any) -> None:
-    """Run the whole pipeline: data → fine-tune teacher → distil → export → quantize → bench → report → gates."""
+    """Run the whole pipeline: data → teacher → distil → export → quantize → bench → report → gates."""
     from compresskit.pipeline import run_pipeline
 
     o = with_config_file(ctx, o, PIPELINE)

@@ -86,13 +86,15 @@ SHARED: dict[str, Opt] = {
             pipeline=False),
         "model": Opt(Path, REQUIRED, typer.Option("--model", help="A classifier folder (teacher or student)."),
             pipeline=False),
-        "onnx": Opt(Path, REQUIRED, typer.Option("--onnx", help="An exported folder holding model.onnx."), pipeline=False),
+        "onnx": Opt(Path, REQUIRED, typer.Option(
+            "--onnx", help="An exported folder holding model.onnx."), pipeline=False),
         "run_dir": Opt(Path, REQUIRED, typer.Option(
             "--run-dir", help="A run folder made by distill-and-export (or laid out like one)."), pipeline=False),
         "name": Opt(str, "model", typer.Option(
             "--name", help="The model's name in messages and records (teacher, student)."), pipeline=False),
         "cache_dir": Opt(Optional[Path], None, typer.Option(
-            "--cache-dir", help="Where the teacher's outputs are cached; default: .cache beside --out."), pipeline=False),
+            "--cache-dir", help="Where the teacher's outputs are cached; default: .cache beside "
+                                "--out."), pipeline=False),
         "resume": Opt(bool, False, typer.Option(
             "--resume", help="Continue from the newest checkpoint of an interrupted run."), pipeline=False),
     }),
@@ -118,9 +120,10 @@ SHARED: dict[str, Opt] = {
             "--student", help="Your own student model (folder or hub id) instead; its tokenizer must match the "
                               "teacher's.")),
         "student_shape": Opt(Optional[str], None, typer.Option(
-            "--student-shape", help="A shrunk copy of the teacher's config, randomly initialised, e.g. layers=4,hidden=256 "
-                                    "(keys: layers, hidden, heads, intermediate).")),
-        "batch_size": Opt(int, 16, typer.Option("--batch-size", help="Training examples per optimiser step and device.")),
+            "--student-shape", help="A shrunk copy of the teacher's config, randomly initialised, e.g. "
+                                    "layers=4,hidden=256 (keys: layers, hidden, heads, intermediate).")),
+        "batch_size": Opt(int, 16, typer.Option(
+            "--batch-size", help="Training examples per optimiser step and device.")),
         "max_length": Opt(int, 128, typer.Option(
             "--max-length", help="Tokens per example; longer texts are truncated.")),
         "precision": Opt(str, "auto", typer.Option(
@@ -176,8 +179,8 @@ SHARED: dict[str, Opt] = {
                                               "interval of the loss lies above it.")),
         "max_latency_regression": Opt(Optional[float], GateConfig.max_latency_regression, typer.Option(
             "--max-latency-regression", help="Gate (with --baseline): largest allowed current / baseline p50 at batch "
-                                             "1 of the deployed student, e.g. 1.10; fails only when the ratio's whole 95 "
-                                             "% interval lies above it.")),
+                                             "1 of the deployed student, e.g. 1.10; fails only when the ratio's whole "
+                                             "95 % interval lies above it.")),
     }),
 }
 """The options every task family reads, or the core's commands take."""

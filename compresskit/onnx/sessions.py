@@ -51,7 +51,8 @@ def providers_for(device: str) -> list[str]:
 
 
 SESSION_FILE = "session.json"
-"""Settings a graph needs from the session that loads it, kept beside ``model.onnx`` (see compresskit.tasks.classification.layer_norm)."""
+"""Settings a graph needs from the session that loads it, kept beside ``model.onnx`` (see the
+classifier's ``layer_norm``)."""
 
 
 def session_settings(model_path: Path) -> dict[str, Any]:

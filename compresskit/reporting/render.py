@@ -166,8 +166,8 @@ def _list_sections(report: dict, bold: Callable[[str], str], escape: Callable[[s
 
 
 def workload_table(report: dict) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows) of the workload sweep (``compresskit.tasks.classification.workloads``): one row per variant × (batch, sequence)
-    cell; rows are empty when no variant has cells."""
+    """(headers, rows) of the workload sweep (``compresskit.tasks.classification.workloads``): one row per variant ×
+    (batch, sequence) cell; rows are empty when no variant has cells."""
     headers = ["variant", "batch", "sequence", "p50 (ms)", "p90 (ms)", "mean (ms)", "throughput (/s)",
                "peak RSS (MB)"]
     gpu = any(c.get("peak_gpu_mb") is not None for v in report.get("variants") or [] for c in v.get("workloads") or [])
@@ -188,7 +188,7 @@ def workload_table(report: dict) -> tuple[list[str], list[list[str]]]:
 
 def _speed_sections(report: dict, escape: Callable[[str], str]) -> list[tuple[str, list[str]]]:
     """The student's speed-ups against teacher-pytorch and the fastest teacher form, and the report's notes
-    (ONNX slower than PyTorch somewhere, variants not measured): ``compresskit.tasks.classification.workloads`` makes the lines."""
+    (ONNX slower than PyTorch somewhere, variants not measured): ``reporting.speedups`` makes the lines."""
     from compresskit.reporting.speedups import speedup_lines
 
     return [("Speed-ups", [escape(t) for t in speedup_lines(report)]),

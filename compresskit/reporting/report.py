@@ -182,7 +182,7 @@ class Report:
     """The measured test examples: ``count``, ``sha256`` of the data's test split and, for classification, the gold
     ``labels`` (ids in the order the variants' ``predictions`` use); two runs are compared only on the same set."""
     comparison: dict[str, Any] | None = None
-    """With ``--baseline``: this run against the baseline (``compresskit.reporting.compare``), as compare.json holds it."""
+    """With ``--baseline``: this run against the baseline (``reporting.compare``), as compare.json holds it."""
     schema_version: int = 1
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""One causal-LM benchmark measurement in its own process: ``python -m compresskit.tasks.causal_lm.bench_worker SPEC RESULT``.
+"""One causal-LM benchmark measurement in its own process:
+``python -m compresskit.tasks.causal_lm.bench_worker SPEC RESULT``.
 
 The parent (``lm.bench``) writes the spec: the variant, the config, the path of ``inputs.json`` (the held-out texts
 and test prompts every variant sees) and the thread count. This process loads the one model, measures it and writes

@@ -17,7 +17,8 @@ def add_commands(cli: Any) -> None:
     def generate_cmd(folder: Annotated[Path, typer.Argument(help="An exported LLM folder (genai_config.json, "
                                                                   "model.onnx, tokenizer.json).")],
                      prompt: Annotated[str, typer.Argument(help="The prompt to answer.")], **o: Any) -> None:
-        """Stream a greedy answer from an exported decoder LLM, using ONNX Runtime GenAI alone (torch is not imported)."""
+        """Stream a greedy answer from an exported decoder LLM, using ONNX Runtime GenAI alone (torch is not
+        imported)."""
         from compresskit.tasks.causal_lm.onnx_generate import generate
 
         def show(piece: str) -> None:
@@ -26,6 +27,6 @@ def add_commands(cli: Any) -> None:
 
         r = generate(folder, prompt, o["max_new_tokens"], chat=o["chat"], threads=o["threads"], on_piece=show)
         print(flush=True)
-        cli.console.print(f"generate: {len(r.tokens)} tokens after a {r.prompt_tokens}-token prompt, time to first token "
-                      f"{r.first_token_s * 1000:.0f} ms, decode {r.decode_tokens_per_s:.1f} tokens/s "
-                      f"(load {r.load_s:.2f} s)", highlight=False, soft_wrap=True)
+        cli.console.print(f"generate: {len(r.tokens)} tokens after a {r.prompt_tokens}-token prompt, time to first "
+                          f"token {r.first_token_s * 1000:.0f} ms, decode {r.decode_tokens_per_s:.1f} tokens/s "
+                          f"(load {r.load_s:.2f} s)", highlight=False, soft_wrap=True)

@@ -4,7 +4,7 @@ The builder (``python -m onnxruntime_genai.models.builder``) writes one graph th
 ``input_ids``, ``attention_mask`` and ``past_key_values.N.key/value``; outputs ``logits`` and ``present.N.key/value``;
 fused ``GroupQueryAttention`` with rotary embeddings inside, and, for int4/int8, ``MatMulNBits`` weight-only MatMuls.
 Beside it come ``genai_config.json`` (IO names, layer count, KV heads, head size), the tokenizer files and the chat
-template, so the folder runs under ``onnxruntime_genai`` and under ``compresskit.tasks.causal_lm.onnx_decoder.OnnxDecoder``.
+template, so the folder runs under ``onnxruntime_genai`` and under ``onnx_decoder.OnnxDecoder``.
 
 Why a subprocess and not the builder's Python API: the API needs its private ``parse_extra_options`` first, the
 builder holds the whole model in memory while it writes, and a crash of it must not take the caller down.

@@ -1,7 +1,7 @@
 """Run a decoder LLM graph with a KV cache (a folder with ``genai_config.json``) on plain ONNX Runtime.
 
 numpy and onnxruntime only: no torch, no transformers, not even indirectly, so what is measured here is what a
-deployment without PyTorch runs. The folder is the one ``compresskit.tasks.causal_lm.onnx_build.build_genai`` writes: one graph
+deployment without PyTorch runs. The folder is the one ``onnx_build.build_genai`` writes: one graph
 that prefills and decodes, its IO names and cache geometry in ``genai_config.json`` (or ``torch_onnx_decoder``'s).
 
 The cache protocol of that graph: ``past_key_values.N.key/value`` of shape (batch, kv_heads, past, head_dim) go in,

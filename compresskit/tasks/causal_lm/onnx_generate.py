@@ -3,7 +3,7 @@ imported, so an exported folder runs where neither is installed.
 
 An exported LLM folder is what ONNX Runtime GenAI's model builder writes: ``model.onnx`` (and ``model.onnx.data``),
 ``genai_config.json``, ``tokenizer.json``, ``tokenizer_config.json`` and, for a chat model, ``chat_template.jinja``.
-Decoding is greedy, as the student's quality was measured (``compresskit.tasks.causal_lm.quality``), so an answer here is the
+Decoding is greedy, as the student's quality was measured (``quality``), so an answer here is the
 answer the report scored.
 """
 

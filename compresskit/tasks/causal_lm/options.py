@@ -26,9 +26,11 @@ OPTIONS: dict[str, Opt] = {
         "jsd_beta": Opt(float, 0.5, typer.Option(
             "--jsd-beta", help="causal-lm: JSD weight β in [0, 1]: 0 is forward KL, 1 reverse KL.")),
         "kd_temperature": Opt(float, 1.0, typer.Option(
-            "--kd-temperature", help="causal-lm: softmax temperature of both models in the divergence (scaled by T²).")),
+            "--kd-temperature", help="causal-lm: softmax temperature of both models in the divergence (scaled by "
+                                     "T²).")),
         "kd_alpha": Opt(float, 1.0, typer.Option(
-            "--kd-alpha", help="causal-lm: weight of the divergence; 1-α goes to cross-entropy on the target tokens.")),
+            "--kd-alpha", help="causal-lm: weight of the divergence; 1-α goes to cross-entropy on the target "
+                               "tokens.")),
         "on_policy": Opt(float, 0.0, typer.Option(
             "--on-policy", help="causal-lm: share λ of batches the student answers itself (sampled), scored by the "
                                 "teacher (GKD).")),
@@ -51,7 +53,8 @@ OPTIONS: dict[str, Opt] = {
         "lm_window": Opt(int, 128, typer.Option(
             "--lm-window", help="causal-lm: tokens per plain-text training window.")),
         "lm_train_prompts": Opt(int, 96, typer.Option(
-            "--lm-train-prompts", help="causal-lm: training instructions the teacher answers (sequence-level targets).")),
+            "--lm-train-prompts", help="causal-lm: training instructions the teacher answers (sequence-level "
+                                       "targets).")),
         "lm_train_texts": Opt(int, 300, typer.Option(
             "--lm-train-texts", help="causal-lm: training articles used as plain text (language modelling KD).")),
         "lm_tasks": Opt(str, "summary,headline,section", typer.Option(
@@ -65,7 +68,8 @@ OPTIONS: dict[str, Opt] = {
         "lm_heldout_texts": Opt(int, 24, typer.Option(
             "--lm-heldout-texts", help="causal-lm: held-out articles for perplexity and next-token agreement.")),
         "max_new_tokens": Opt(int, 48, typer.Option(
-            "--max-new-tokens", help="causal-lm: longest greedy answer, in tokens (teacher answers, student answers).")),
+            "--max-new-tokens", help="causal-lm: longest greedy answer, in tokens (teacher answers, student "
+                                     "answers).")),
         "perplexity_window": Opt(int, 256, typer.Option(
             "--perplexity-window", help="causal-lm: perplexity and agreement on the first this many tokens of each "
                                         "held-out text.")),

@@ -286,8 +286,8 @@ def _export_stage(ctx: StageContext) -> list[str]:
     from compresskit.tasks.causal_lm.export import export_lm
 
     layout, out = ctx.layout, ctx.layout.onnx("student")
-    note = reuse_or_make(layout, out, lambda: export_lm(ctx.cfg.settings.export, layout.student, layout.data, out, ctx.cache),
-                         (layout.student, layout.data), "export.json")
+    note = reuse_or_make(layout, out, lambda: export_lm(ctx.cfg.settings.export, layout.student, layout.data, out,
+                                                        ctx.cache), (layout.student, layout.data), "export.json")
     rec = read_json(out / "export.json")
     lines = []
     for name, c in rec["candidates"].items():

@@ -3,7 +3,8 @@
 Why: "the student keeps 100 % of the teacher" means little when the teacher is below a linear model that trains in
 seconds. The baseline is fitted on the run's training split (its regularisation C chosen on validation), saved
 beside the models in ``<run>/baseline/``, and measured by the benchmark like any variant, in its own process:
-``python -m compresskit.tasks.classification.baseline SPEC RESULT`` predicts the test texts and times batches of raw text (the time
+``python -m compresskit.tasks.classification.baseline SPEC RESULT``
+predicts the test texts and times batches of raw text (the time
 includes vectorising, which is the baseline's tokeniser).
 
 No torch here: the worker's peak memory is the baseline's own.

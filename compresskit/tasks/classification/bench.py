@@ -166,8 +166,8 @@ def bench(cfg: BenchConfig, variants: list[Variant], data_dir: Path, out: Path) 
             raise UserError(f"{v.name}: {v.path} does not exist")
     started = time.time()
     threads = cfg.threads or default_threads()
-    labels_order = read_json(Path(variants[0].path) / "labels.json") if (Path(variants[0].path) / "labels.json").is_file() \
-        else _labels_from_config(Path(variants[0].path))
+    head = Path(variants[0].path)
+    labels_order = read_json(head / "labels.json") if (head / "labels.json").is_file() else _labels_from_config(head)
     console = Console(stderr=True)
     with atomic_dir(out) as tmp:
         inputs = tmp / "inputs.npz"

@@ -1,4 +1,5 @@
-"""One benchmark measurement in its own process: ``python -m compresskit.tasks.classification.bench_worker SPEC RESULT``.
+"""One benchmark measurement in its own process:
+``python -m compresskit.tasks.classification.bench_worker SPEC RESULT``.
 
 Kept apart from ``bench`` so an ONNX variant's process never imports torch, and its peak RSS is its own.
 """
@@ -71,7 +72,7 @@ def _load_arrays(path: str) -> dict[str, np.ndarray]:
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Load one variant (a PyTorch one as fp32 or bf16 weights, eager or compiled), time each workload cell (batch ×
-    sequence length, ``compresskit.tasks.classification.workloads``), predict the test inputs, record peak memory (on CUDA also the
+    sequence length, ``workloads``), predict the test inputs, record peak memory (on CUDA also the
     largest batch that fits) and, for ONNX, which execution provider ran each node. A torch.compile that fails writes
     ``{"skipped": reason}`` instead."""
     v, cfg, threads = spec["variant"], spec["config"], spec["threads"]

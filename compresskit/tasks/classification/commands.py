@@ -51,7 +51,8 @@ def add_commands(cli: Any) -> None:
         cli.console.print(f"data: {r.sizes} labels={r.labels} → {r.data_dir}")
 
 
-    @cli.command("finetune-teacher", "teacher", "data", "out", "teacher_epochs", "teacher_learning_rate", *TRAIN, "resume", *LOAD)
+    @cli.command("finetune-teacher", "teacher", "data", "out", "teacher_epochs", "teacher_learning_rate", *TRAIN,
+                 "resume", *LOAD)
     def finetune_cmd(**o: Any) -> None:
         """Fine-tune a teacher that has no classification head on the data's labels."""
         from compresskit.tasks.classification.finetune import finetune_teacher
@@ -117,8 +118,9 @@ def add_commands(cli: Any) -> None:
                 print(f"{p['label']}\t{p['score']:.3f}\t{text[:80]}")
 
 
-    @cli.command("sweep", "teacher", "data", "out", "students", "temperatures", "alphas", "epochs", "batch_size", "learning_rate",
-           "max_length", "device", "seed", "unlabeled_data", "labeled_fraction", "keep_models", "threads")
+    @cli.command("sweep", "teacher", "data", "out", "students", "temperatures", "alphas", "epochs", "batch_size",
+                 "learning_rate", "max_length", "device", "seed", "unlabeled_data", "labeled_fraction", "keep_models",
+                 "threads")
     def sweep_cmd(**o: Any) -> None:
         """Distil a grid of students (architecture × T × α, with the α=0 ablation) and compare them."""
         from compresskit.tasks.classification.bench import BenchConfig

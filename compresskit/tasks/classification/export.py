@@ -4,7 +4,7 @@ The output folder is self-contained: ``model.onnx``, ``config.json``, the tokeni
 (exporter, opset, graph optimisation, parity figures, versions, hashes). A model whose weights pass what one protobuf
 file can hold (2 GB) keeps them in ``model.onnx.data`` beside ``model.onnx`` (ONNX's external-data format), which
 ONNX Runtime finds on its own when it loads ``model.onnx``. A graph whose SkipLayerNormalization nodes were un-fused
-(faster on ONNX Runtime's CPU provider, see ``compresskit.tasks.classification.layer_norm``) comes with ``session.json``, the session
+(faster on ONNX Runtime's CPU provider, see ``layer_norm``) comes with ``session.json``, the session
 settings that keep ONNX Runtime from fusing them back; ``compresskit.runtime`` applies it.
 """
 

@@ -67,7 +67,8 @@ OPTIONS: dict[str, Opt] = {
             "--unlabeled-data", help="Unlabelled texts (.txt lines or a data file with a text column), learnt from the "
                                      "teacher's soft labels alone.")),
         "labeled_fraction": Opt(float, 1.0, typer.Option(
-            "--labeled-fraction", help="Keep labels for this share of the training split; the rest is unlabelled text.")),
+            "--labeled-fraction", help="Keep labels for this share of the training split; the rest is unlabelled "
+                                       "text.")),
         "cache_teacher_activations": Opt(bool, True, typer.Option(
             "--cache-teacher-activations/--no-cache-teacher-activations",
             help="Cache the teacher's hidden states and attentions that loss terms read (float16, on disk) instead of "
@@ -128,11 +129,12 @@ OPTIONS: dict[str, Opt] = {
             "--sequence-length", help="Benchmark tokens per input (every input is padded or truncated to it): the main "
                                       "length, at which accuracy and the report's table are measured.")),
         "seq_lengths": Opt(Optional[str], None, typer.Option(
-            "--seq-lengths", help="Workload sweep: more sequence lengths, comma-separated (64,128,256); every batch size "
-                                  "is timed at each, and at --sequence-length.")),
+            "--seq-lengths", help="Workload sweep: more sequence lengths, comma-separated (64,128,256); every batch "
+                                  "size is timed at each, and at --sequence-length.")),
         "teacher_forms": Opt(str, joined(BenchConfig.teacher_forms), typer.Option(
             "--teacher-forms", help="Faster PyTorch forms of the teacher measured as baselines: bf16, compile "
-                                    "(comma-separated) or none; a form this machine cannot run is recorded as skipped.")),
+                                    "(comma-separated) or none; a form this machine cannot run is recorded as "
+                                    "skipped.")),
         "iterations": Opt(int, BenchConfig.min_iterations, typer.Option(
             "--iterations", help="Minimum timed runs per batch size.")),
         "min_seconds": Opt(float, BenchConfig.min_seconds, typer.Option(

@@ -6,7 +6,7 @@ its accuracy drops by at most ``max_accuracy_drop``. When an integer mode breaks
 fallback measures which layers suffer most from quantization and keeps them in fp32 until the budget holds, then
 returns those layers' nodes to integer one by one wherever the budget still holds.
 
-A source whose weights are in external data (``model.onnx`` + ``model.onnx.data``, see ``compresskit.tasks.classification.export``) gives
+A source whose weights are in external data (``model.onnx`` + ``model.onnx.data``, see ``export``) gives
 quantized graphs in the same layout, at every step that writes one: whatever the mode shrinks the weights to, the
 layout stays one a reader of the source folder already handles.
 """

@@ -7,7 +7,7 @@
 The folder is what ``compresskit export`` or ``quantize`` wrote: ``model.onnx``, ``tokenizer.json``,
 ``labels.json`` and the stage record holding the sequence length the model was verified at. A large model keeps its
 weights in ``model.onnx.data`` beside ``model.onnx``; ONNX Runtime reads it from there. A ``session.json`` beside it
-names ONNX Runtime optimizers the session must leave off (see ``compresskit.tasks.classification.layer_norm``); the session applies it.
+names ONNX Runtime optimizers the session must leave off (see ``layer_norm``); the session applies it.
 """
 
 from __future__ import annotations
