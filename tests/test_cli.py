@@ -132,6 +132,40 @@ def test_teacher_head_that_cannot_hold_the_labels(tmp_path, tiny_csv):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_generic_head_is_read_as_the_datas_labels_and_every_figure_is_real(tmp_path):
+    """A classifier whose head says LABEL_0, LABEL_1 (what AutoModelForSequenceClassification writes unless told
+    otherwise) on neg/pos data a linear model separates: before, every variant scored 0 % and every gold id was -1.
+    The run names the head once (teacher/ with the data's labels) and every stage reads that."""
+    import csv
+
+    from conftest import TOPICS, make_rows
+
+    teacher = save_tiny_bert(tmp_path / "generic", classifier_labels=["LABEL_0", "LABEL_1"])
+    original = (teacher / "config.json").read_text()
+    data = tmp_path / "neg-pos.csv"
+    rows = [{"text": r["text"], "label": {"sport": "pos", "money": "neg"}[r["label"]]}
+            for r in make_rows() if r["label"] in ("sport", "money")]
+    assert set(TOPICS) >= {"sport", "money"}
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    proc = cli("distill-and-export", "--teacher", str(teacher), "--dataset", str(data), "--output-root",
+               str(tmp_path / "out"), "--run-name", "g", "--quantize", "none", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "out" / "g"
+    report = json.loads((run / "report.json").read_text())
+    labels = report["test_set"]["labels"]
+    assert labels and set(labels) == {0, 1}  # no gold id is -1
+    rows = {v["name"]: v for v in report["variants"]}
+    assert rows["baseline-tfidf"]["accuracy"] == 1.0  # the words give the label away
+    for row in rows.values():  # each figure is what its predictions say
+        assert row["accuracy"] == sum(p == g for p, g in zip(row["predictions"], labels)) / len(labels)
+    assert json.loads((run / "onnx" / "teacher" / "labels.json").read_text()) == ["neg", "pos"]
+    assert json.loads((run / "teacher" / "head_labels.json").read_text())["head"] == ["LABEL_0", "LABEL_1"]
+    assert (teacher / "config.json").read_text() == original  # the user's folder is left as it was
+
+
 def test_pickle_teacher_needs_explicit_permission(tmp_path, tiny_classifier, tiny_csv):
     import torch
     from transformers import AutoModelForSequenceClassification

@@ -21,7 +21,7 @@ from compresskit.artifacts import UserError, atomic_dir, read_json, stage_record
 from compresskit.bench import BenchResult, harness_problems, model_size_mb, pool_samples, run_rounds, run_worker
 from compresskit.machine import default_threads, machine_info, pytorch_form_unsupported
 from compresskit.run import RunLayout
-from compresskit.tasks.classification.data import TASK, read_split_for_head
+from compresskit.tasks.classification.data import TASK, read_labels, read_split_for_head
 from compresskit.variants import REFERENCE_TEACHER, TEACHER_FORMS, Variant, reference_teacher, teacher_forms
 
 
@@ -125,6 +125,10 @@ def write_inputs(cfg: BenchConfig, data_dir: Path, tokenizer_dir: Path, labels_o
     from compresskit.tasks.classification.export import tokenize_numpy
 
     texts, ids = read_split_for_head(data_dir, "test", labels_order, cfg.max_samples)
+    if any(i < 0 for i in ids):  # the stages map a head's labels before this: a gold id it lacks is our bug
+        missing = sorted(set(read_labels(data_dir)) - set(labels_order))
+        raise RuntimeError(f"the test split holds label(s) {', '.join(missing)} that the measured head "
+                           f"({', '.join(labels_order)}) does not know: every variant would score them wrong")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     arrays = tokenize_numpy(tokenizer, texts, cfg.sequence_length, pad_to_max=True)
     labels = np.array(ids, dtype=np.int64)

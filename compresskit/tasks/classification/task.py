@@ -213,10 +213,55 @@ def _teacher_stage(ctx: StageContext) -> list[str]:
                  note] + ([f"cache entry made again: {made[0].damaged}"] if made and made[0].damaged else [])
     else:
         teacher_dir = Path(source) if Path(source).is_dir() else _download_teacher(source, layout, cfg.load)
-        lines = ["already a classifier: used as it is"]
+        teacher_dir, named = _name_generic_head(teacher_dir, layout, cfg.load)
+        lines = ["already a classifier: used as it is"] + named
     record_stage(layout, "teacher", {"path": str(teacher_dir), "source": cfg.teacher,
                                      "finetuned": ctx.found.needs_finetune})
     return lines
+
+
+HEAD_LABELS = "head_labels.json"
+"""The record of a generic head named after the data's labels (``_name_generic_head``)."""
+
+
+def _name_generic_head(teacher_dir: Path, layout: Any, load: Any) -> tuple[Path, list[str]]:
+    """A head whose labels have generic names (``LABEL_0``, ``LABEL_1``…: what transformers writes unless told
+    otherwise) gets the data's names, once, here: the run's ``teacher/`` becomes the teacher's files as hard links
+    with a ``config.json`` whose ``id2label`` holds the names ``models.match_labels`` gave each output (the data's
+    labels in sorted order), so every later stage (distill, export's labels.json, the benchmark's gold ids) reads one
+    mapping. Before, the benchmark looked the data's names up in ``LABEL_i`` and scored every variant 0 %. Returns
+    the teacher folder to use and the console lines; a head with real names is used as it is."""
+    from compresskit.artifacts import read_json, write_json
+    from compresskit.models import read_config
+    from compresskit.run import link_tree, reuse_or_make
+    from compresskit.tasks.classification.data import read_labels
+    from compresskit.tasks.classification.models import head_labels, match_labels
+
+    config = read_config(str(teacher_dir), load)
+    generic = head_labels(config)
+    labels = match_labels(config, read_labels(layout.data), str(teacher_dir))
+    if generic == labels:
+        return teacher_dir, []
+    out = layout.teacher
+
+    def name() -> None:
+        if Path(teacher_dir).resolve() != Path(out).resolve():
+            link_tree(teacher_dir, out)
+        raw = read_json(out / "config.json")
+        raw["id2label"] = {str(i): n for i, n in enumerate(labels)}
+        raw["label2id"] = {n: i for i, n in enumerate(labels)}
+        write_json(out / "config.json", raw)  # atomic: it replaces the hard link, the teacher's own file is kept
+        write_json(out / HEAD_LABELS, {"source": str(teacher_dir), "head": generic, "labels": labels,
+                                       "rule": "output i is the i-th of the data's labels in sorted order"})
+
+    if Path(teacher_dir).resolve() == Path(out).resolve():  # a downloaded teacher: the run's own copy
+        name()
+        note = f"named {out.name}/'s head in place"
+    else:
+        note = reuse_or_make(layout, out, name, (layout.data,), HEAD_LABELS)
+    pairs = ", ".join(f"{g} = {n}" for g, n in zip(generic, labels))
+    return out, [f"its head names its outputs {', '.join(generic)}: read as the data's labels in sorted order "
+                 f"({pairs})", note]
 
 
 def _download_teacher(source: str, layout: Any, load: Any) -> Path:
