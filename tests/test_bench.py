@@ -73,8 +73,8 @@ def test_onnx_worker_does_not_import_torch(tmp_path, tiny_onnx, tiny_data):
     write_json(spec, {"variant": {"name": "x", "format": "onnx", "path": str(tiny_onnx)},
                       "config": {"device": "cpu", "batch_sizes": [1], "warmup": 0, "min_iterations": 2,
                                  "min_seconds": 0}, "inputs": str(inputs), "threads": 1})
-    subprocess.run([sys.executable, "-m", "compresskit.tasks.classification.bench_worker", str(spec), str(tmp_path / "r.json")],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "compresskit.tasks.classification.bench_worker", str(spec),
+                    str(tmp_path / "r.json")], check=True)
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["torch_imported"] is False
     assert len(result["predictions"]) == 24

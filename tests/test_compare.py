@@ -357,7 +357,8 @@ def test_comparing_and_plotting_do_not_import_torch(tmp_path):
     import sys
 
     (tmp_path / "r.json").write_text(json.dumps(_report([])))
-    code = ("import json, sys; from compresskit.reporting.compare import compare; from compresskit.reporting.render import render_html; "
+    code = ("import json, sys; from compresskit.reporting.compare import compare; "
+            "from compresskit.reporting.render import render_html; "
             f"r = json.load(open({str(tmp_path / 'r.json')!r})); compare({str(tmp_path / 'r.json')!r}, "
             f"{str(tmp_path / 'r.json')!r}); assert '<img ' in render_html(r); print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

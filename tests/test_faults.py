@@ -398,7 +398,8 @@ def test_a_full_disk_while_caching_teacher_outputs_or_exporting_is_one_line_and_
     shutil.rmtree(next((root / ".cache").glob("teacher-outputs-*")))
     truncate(root / RUN / "student" / "model.safetensors")
     truncate(root / RUN / "onnx" / "teacher" / "model.onnx")
-    cache_full = distill_and_export(root, inputs, env={"FAULT_ENOSPC": "compresskit.tasks.classification.teacher_cache:_save:1"})
+    cache_full = distill_and_export(root, inputs,
+                                    env={"FAULT_ENOSPC": "compresskit.tasks.classification.teacher_cache:_save:1"})
     assert cache_full.code == 2 and "Traceback" not in cache_full.console, cache_full.console[-3000:]
     line = cache_full.error_line()
     assert line.startswith("error: no space left on device while writing ") and "logits.npy" in line

@@ -43,7 +43,8 @@ def test_sync_runs_after_warmup_and_inside_each_timed_call():
 
 def test_timing_does_not_import_torch():
     """The benchmark worker times ONNX variants in a process that must not import torch."""
-    code = "import sys, compresskit.timing, compresskit.tasks.classification.bench_worker; print('torch' in sys.modules)"
+    code = ("import sys, compresskit.timing, compresskit.tasks.classification.bench_worker; "
+            "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
 
