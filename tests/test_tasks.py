@@ -33,6 +33,8 @@ def test_task_and_teacher_are_resolved_from_the_flags():
     assert resolve_task("auto", None, never) == (TEXT_CLASSIFICATION, TEXT_CLASSIFICATION.default_teacher)
     # a family's embedded teacher names its family; --task picks the family's own embedded teacher
     assert resolve_task("auto", "SmolLM2-135M-Instruct", never) == (CAUSAL_LM, "SmolLM2-135M-Instruct")
+    alias = "sentence-transformers/all-MiniLM-L6-v2"  # another name of an embedded teacher: no hub look-up either
+    assert resolve_task("auto", alias, never) == (TEXT_CLASSIFICATION, alias)
     assert resolve_task("causal-lm", None, never) == (CAUSAL_LM, CAUSAL_LM.default_teacher)
     # any other teacher: its config decides, unless --task says
     llama = LlamaConfig(architectures=["LlamaForCausalLM"])

@@ -32,6 +32,7 @@ class Toy:
     summary: str = "label integers as even or odd"
     needs: str = "nothing"
     default_teacher: str = "rule:x%2"
+    teacher_aliases: tuple[str, ...] = ()
     quality_metric: str = "accuracy"
     agreement_metric: str = "accuracy"
     perplexity_metric: str | None = None

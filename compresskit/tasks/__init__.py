@@ -67,7 +67,7 @@ def resolve_task(name: str, teacher: str | None, read_config: Callable[[str], An
     elif teacher is None:
         task = next(iter(families().values()))
     else:
-        named = [t for t in families().values() if teacher == t.default_teacher]
+        named = [t for t in families().values() if teacher in (t.default_teacher, *t.teacher_aliases)]
         task = named[0] if named else infer_task(read_config(teacher))
     return task, teacher if teacher is not None else task.default_teacher
 

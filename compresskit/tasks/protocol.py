@@ -87,6 +87,8 @@ class Task(Protocol):
     default_teacher: str
     """The embedded teacher, used when ``--teacher`` is not given; naming it picks this family under ``--task
     auto``."""
+    teacher_aliases: tuple[str, ...]
+    """Other names of the embedded teacher (``sentence-transformers/all-MiniLM-L6-v2``), which pick the family too."""
     quality_metric: str
     """The variant field the accuracy gates, the accuracy-against-latency plot and compare's headline read (a dotted
     path into a report row, higher is better)."""

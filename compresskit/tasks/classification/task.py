@@ -40,6 +40,7 @@ class TextClassification:
     needs: str = ("an encoder teacher (a sequence classifier, or a bare encoder that is fine-tuned first) and "
                   "labelled texts: bbc-news, CSV/JSONL/Parquet with text and label columns, <label>/*.txt folders")
     default_teacher: str = DEFAULT_TEACHER
+    teacher_aliases: tuple[str, ...] = (f"sentence-transformers/{DEFAULT_TEACHER}",)
     quality_metric: str = "accuracy"
     agreement_metric: str = "agreement_with_teacher"
     perplexity_metric: str | None = None
