@@ -202,3 +202,28 @@ def is_causal_lm_config(config: Any) -> bool:
         return True
     model_type = getattr(config, "model_type", "")
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def per_layer_fields(config: Any) -> list[str]:
+    """The config fields that hold one entry per block (``layer_types``: full or sliding attention in ModernBERT,
+    Gemma, Qwen3…), found in the config itself: lists as long as the model is deep whose name speaks of layers."""
+    n = layer_count(config)
+    return [k for k, v in vars(config).items()
+            if isinstance(v, (list, tuple)) and len(v) == n and "layer" in k and k != "architectures"]
+
+
+def student_config(config: Any, layers: list[int]) -> Any:
+    """A copy of a teacher ``config`` for a student that keeps ``layers``: the layer count set, and every per-layer
+    field (``per_layer_fields``) re-indexed so student block j keeps what teacher block ``layers[j]`` had. Encoders
+    and decoders alike: a 1-layer student of a 3-layer ModernBERT must not keep 3 ``layer_types``."""
+    import copy
+
+    fields = per_layer_fields(config)
+    config = copy.deepcopy(config)
+    for attr in LAYER_COUNT_ATTRS:
+        if isinstance(getattr(config, attr, None), int):
+            setattr(config, attr, len(layers))
+    for attr in fields:
+        value = getattr(config, attr)
+        setattr(config, attr, [value[i] for i in layers])
+    return config

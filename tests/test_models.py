@@ -97,3 +97,25 @@ def test_tokenizer_agreement(tmp_path, tiny_classifier):
     assert tokenizers_agree(a, load_tokenizer(str(tiny_classifier), LoadOptions()))
     b = load_tokenizer(resolve_teacher("all-MiniLM-L6-v2"), LoadOptions())
     assert not tokenizers_agree(a, b)
+
+
+def test_a_student_keeps_the_per_layer_config_of_its_teacher_layers(tmp_path):
+    """ModernBERT lists an attention kind per layer (``layer_types``): a 1-layer student of a 3-layer teacher keeps
+    the kind of the layer it starts from, and saves and reloads (transformers refuses 3 kinds for 1 layer)."""
+    from transformers import AutoModelForSequenceClassification, ModernBertConfig, ModernBertForSequenceClassification
+
+    from compresskit.models import per_layer_fields
+
+    config = ModernBertConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                              vocab_size=100, pad_token_id=0, eos_token_id=1, bos_token_id=2, cls_token_id=2,
+                              sep_token_id=1, num_labels=2)
+    teacher = ModernBertForSequenceClassification(config).eval()
+    assert per_layer_fields(teacher.config) == ["layer_types"]
+    kinds = list(teacher.config.layer_types)
+    student = student_from_teacher_layers(teacher, [0, 2])
+    assert student.config.num_hidden_layers == 2 and student.config.layer_types == [kinds[0], kinds[2]]
+    student.save_pretrained(tmp_path / "s")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert again.config.layer_types == [kinds[0], kinds[2]]
+    ids = torch.tensor([[2, 5, 7, 1]])
+    assert torch.allclose(again(input_ids=ids).logits, student(input_ids=ids).logits, atol=1e-5)

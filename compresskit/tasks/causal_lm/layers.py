@@ -17,10 +17,7 @@ from typing import Any
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.models import layer_count
-
-_COUNT_ATTRS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
-_PER_LAYER_ATTRS = ("layer_types",)  # config lists with one entry per block (attention kind: full or sliding)
+from compresskit.models import layer_count, per_layer_fields, student_config
 
 
 @dataclass(frozen=True)
@@ -163,21 +160,6 @@ def _check_layers(layers: list[int] | tuple[int, ...], n: int) -> list[int]:
     return kept
 
 
-def student_config(config: Any, layers: list[int]) -> Any:
-    """A copy of a teacher ``config`` for the student that keeps ``layers``: the layer count set, and per-layer
-    lists (``layer_types``) re-indexed so student block j keeps the attention kind of teacher block layers[j]."""
-    n = layer_count(config)
-    config = copy.deepcopy(config)
-    for attr in _COUNT_ATTRS:
-        if isinstance(getattr(config, attr, None), int):
-            setattr(config, attr, len(layers))
-    for attr in _PER_LAYER_ATTRS:
-        value = getattr(config, attr, None)
-        if isinstance(value, (list, tuple)) and len(value) == n:
-            setattr(config, attr, [value[i] for i in layers])
-    return config
-
-
 def student_from_layers(teacher: Any, layers: list[int] | tuple[int, ...]) -> Any:
     """A copy of ``teacher`` keeping the decoder blocks ``layers`` (ascending), in eval mode.
 
@@ -233,7 +215,7 @@ def shrunk_student(teacher_config: Any, hidden: int, layers: int, heads: int, in
             problems.append(f"heads {heads} must be divisible by kv_heads {kv_heads}")
     if problems:
         raise UserError("; ".join(problems))
-    n = layer_count(teacher_config)
+    n, per_layer = layer_count(teacher_config), per_layer_fields(teacher_config)
     config = copy.deepcopy(teacher_config)
     if gpt2:
         config.n_embd, config.n_layer, config.n_head, config.n_inner = hidden, layers, heads, intermediate
@@ -244,11 +226,10 @@ def shrunk_student(teacher_config: Any, hidden: int, layers: int, heads: int, in
             config.num_key_value_heads = kv_heads
         if getattr(config, "head_dim", None) is not None:
             config.head_dim = hidden // heads
-        for attr in _PER_LAYER_ATTRS:  # the teacher's attention kinds, sampled as a uniform depth cut would
-            value = getattr(config, attr, None)
-            if isinstance(value, (list, tuple)) and len(value) == n:
-                setattr(config, attr, [value[i] for i in uniform_layers(n, min(layers, n)).layers]
-                        + [value[-1]] * max(0, layers - n))
+        for attr in per_layer:  # the teacher's attention kinds, sampled as a uniform depth cut would
+            value = getattr(config, attr)
+            setattr(config, attr, [value[i] for i in uniform_layers(n, min(layers, n)).layers]
+                    + [value[-1]] * max(0, layers - n))
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     torch.manual_seed(seed)

@@ -10,11 +10,11 @@ from typing import Any
 
 from compresskit.artifacts import UserError, first_line
 from compresskit.models import (
-    LAYER_COUNT_ATTRS,
     LoadOptions,
     check_model_files,
     layer_count,
     resolve_model_source,
+    student_config,
     weight_bytes,
 )
 
@@ -167,14 +167,8 @@ def student_from_teacher_layers(teacher: Any, layers: list[int]) -> Any:
     Embeddings, pooler and classification head are copied; student layer ``j`` starts as teacher layer
     ``layers[j]``. Works for any model whose blocks live under ``…layer.N`` / ``layers.N`` / ``h.N`` / ``block.N``.
     """
-    import copy
-
-    config = copy.deepcopy(teacher.config)
-    n = layer_count(config)
-    for attr in LAYER_COUNT_ATTRS:
-        if isinstance(getattr(config, attr, None), int):
-            setattr(config, attr, len(layers))
-    student = type(teacher)(config)
+    n = layer_count(teacher.config)
+    student = type(teacher)(student_config(teacher.config, layers))
     new_index = {old: new for new, old in enumerate(layers)}
     state = {}
     for key, value in teacher.state_dict().items():
