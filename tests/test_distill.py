@@ -23,14 +23,22 @@ def _record(out):
     return json.loads((out / "distill.json").read_text())
 
 
-def test_kd_student_from_teacher_layers_learns_the_task(tmp_path, tiny_teacher, tiny_data):
-    r = distill(DistillConfig(student_layers="1", train=FAST), tiny_teacher, tiny_data, tmp_path / "s", tmp_path / "c")
+@pytest.fixture(scope="module")
+def plain_student(tmp_path_factory, tiny_teacher, tiny_data):
+    """A student of teacher layer 1 trained on soft targets alone (the default terms); shared by the tests that
+    need one, to keep the suite short."""
+    root = tmp_path_factory.mktemp("plain")
+    return distill(DistillConfig(student_layers="1", train=FAST), tiny_teacher, tiny_data, root / "s", root / "c"), root
+
+
+def test_kd_student_from_teacher_layers_learns_the_task(plain_student):
+    r, root = plain_student
     assert r.validation_accuracy >= 0.9
     rec = _record(r.model_dir)
     assert rec["layers"] == 1 and rec["loss_terms"] == {"soft": 1.0}
-    assert list((tmp_path / "c").glob("teacher-outputs-*/logits.npy")), "teacher logits are cached for reuse"
+    assert list((root / "c").glob("teacher-outputs-*/logits.npy")), "teacher logits are cached for reuse"
     assert rec["teacher_outputs"]["activations"] == "none needed"
-    assert not (tmp_path / ".s.checkpoints").exists(), "checkpoints are removed after success"
+    assert not (root / ".s.checkpoints").exists(), "checkpoints are removed after success"
 
 
 def test_narrow_random_student_with_hidden_and_embedding_terms(tmp_path, tiny_teacher, tiny_data):
@@ -64,7 +72,7 @@ def _attention_gap(student_dir, teacher_dir, data_dir, layers=((1, 0),)):
 
 
 def test_attention_transfer_and_logit_mse_terms_enter_the_loss_and_pull_the_student(tmp_path, tiny_teacher,
-                                                                                     tiny_data):
+                                                                                     tiny_data, plain_student):
     import torch
 
     from compresskit.tasks.classification.losses import attention_transfer_loss, mse_logits_loss
@@ -99,10 +107,8 @@ def test_attention_transfer_and_logit_mse_terms_enter_the_loss_and_pull_the_stud
     rec = _record(r.model_dir)
     assert rec["loss_terms"] == {"soft": 1.0, "mse_logits": 0.5, "attention": 1.0}
     assert list((tmp_path / "c").glob("teacher-outputs-*/attention-1.npy"))
-    plain_student = distill(DistillConfig(student_layers="1", train=FAST), tiny_teacher, tiny_data, tmp_path / "p",
-                            tmp_path / "c")
-    assert _attention_gap(r.model_dir, tiny_teacher, tiny_data) < 0.8 * _attention_gap(plain_student.model_dir,
-                                                                                      tiny_teacher, tiny_data)
+    plain = plain_student[0].model_dir  # the same student and budget without the term
+    assert _attention_gap(r.model_dir, tiny_teacher, tiny_data) < 0.8 * _attention_gap(plain, tiny_teacher, tiny_data)
 
 
 def test_attention_needs_equal_head_counts(tmp_path, tiny_teacher, tiny_data):
