@@ -204,12 +204,20 @@ def is_causal_lm_config(config: Any) -> bool:
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+_PER_LAYER_WORDS = ("layer", "head", "window", "block", "kv", "ffn", "intermediate")
+"""Words in the name of a config field that can hold one entry per block (``layer_types``, OpenELM's
+``num_query_heads``, DeciLM's ``block_configs``, per-layer ``sliding_window``s): a list as long as the model is deep
+is only taken for per-layer when its name says so, so a 2-layer model's unrelated pair of ids is left alone."""
+
+
 def per_layer_fields(config: Any) -> list[str]:
     """The config fields that hold one entry per block (``layer_types``: full or sliding attention in ModernBERT,
-    Gemma, Qwen3…), found in the config itself: lists as long as the model is deep whose name speaks of layers."""
+    Gemma, Qwen3…; per-layer head counts or windows), found in the config itself: lists as long as the model is deep
+    whose name speaks of layers, heads, windows or blocks."""
     n = layer_count(config)
     return [k for k, v in vars(config).items()
-            if isinstance(v, (list, tuple)) and len(v) == n and "layer" in k and k != "architectures"]
+            if isinstance(v, (list, tuple)) and len(v) == n and k != "architectures"
+            and any(w in k.lower() for w in _PER_LAYER_WORDS)]
 
 
 def student_config(config: Any, layers: list[int]) -> Any:
@@ -227,3 +235,85 @@ def student_config(config: Any, layers: list[int]) -> Any:
         value = getattr(config, attr)
         setattr(config, attr, [value[i] for i in layers])
     return config
+
+
+def find_blocks(model: Any) -> tuple[str, Any] | None:
+    """The qualified name and the ``ModuleList`` of a model's transformer blocks, found in the model itself, for
+    encoders and decoders of any family transformers ships: the module lists as deep as the config says, holding one
+    kind of module, preferring the block class the model names in ``_no_split_modules`` (what accelerate keeps on one
+    device: ``LlamaDecoderLayer``, ``GPTNeoXLayer``, ``OPTDecoderLayer``…; some encoders name none). None when no
+    list is as deep as the model (ALBERT shares one block across its depth: there is nothing per block to prune).
+    Two equally good lists are refused: guessing would prune the wrong ones."""
+    import torch
+
+    n = layer_count(model.config)
+    candidates = [(name, m) for name, m in model.named_modules()
+                  if isinstance(m, torch.nn.ModuleList) and len(m) == n and len({type(c) for c in m}) == 1]
+    named = set(getattr(model, "_no_split_modules", None) or ())
+    preferred = [c for c in candidates if type(c[1][0]).__name__ in named] or candidates
+    if not preferred:
+        return None
+    if len(preferred) > 1:
+        raise UserError(f"{type(model).__name__} has {len(preferred)} lists of {n} blocks "
+                        f"({', '.join(name for name, _ in preferred)}); cannot tell which are its layers")
+    return preferred[0]
+
+
+def prune_layers(teacher: Any, layers: list[int]) -> Any:
+    """A copy of ``teacher`` keeping only its blocks ``layers`` (ascending), in eval mode: student block j starts as
+    teacher block ``layers[j]``; embeddings, norms and heads are copied, tied weights stay tied (the student is built
+    from its config, which ties them, then loaded). Encoders (DistilBERT-style initialisation) and decoders alike.
+
+    The config is fixed before the model is built (``student_config``): attention modules read their kind (full or
+    sliding window) from ``layer_types`` when they are constructed. A model whose blocks share their weights (no list
+    of blocks, ``find_blocks``) keeps all of them and runs them fewer times; anything else that does not load back
+    whole is refused in one line rather than left half initialised."""
+    found = find_blocks(teacher)
+    student = type(teacher)(student_config(teacher.config, layers))
+    new_index = {old: new for new, old in enumerate(layers)}
+    state = {}
+    for key, value in teacher.state_dict().items():
+        if found is not None and key.startswith(found[0] + "."):
+            old, rest = key[len(found[0]) + 1:].split(".", 1)
+            if int(old) not in new_index:
+                continue
+            key = f"{found[0]}.{new_index[int(old)]}.{rest}"
+        state[key] = value
+    missing, unexpected = student.load_state_dict(state, strict=False)  # copies into the student's own tensors
+    if missing or unexpected:
+        raise UserError(f"cannot build a student of {type(teacher).__name__} from its layers {layers}: missing "
+                        f"{missing[:3]}, unexpected {unexpected[:3]} (give --student to bring your own student)")
+    return student.eval()
+
+
+def skeleton(config: Any, auto_class: Any) -> Any | None:
+    """The model ``config`` describes, built by ``auto_class`` (``AutoModelForCausalLM``…) on the meta device:
+    its modules and shapes without memory or weights, so a preflight can find the blocks and the head of a model of
+    any size before anything is written. None when transformers cannot build it from the config alone (custom code):
+    the stages then check the loaded model."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return auto_class.from_config(config)
+    except Exception:  # noqa: BLE001 - only a preflight; the loaded model is checked again where it is used
+        return None
+
+
+def check_prunable(config: Any, auto_class: Any, layers: list[int]) -> None:
+    """Refuse, before anything is written, a teacher whose kept ``layers`` cannot become a student: the blocks not
+    found, a per-layer field the student cannot be built with, weights that do not load back. ``prune_layers`` on
+    the meta device: the same code the distill stage runs, with nothing allocated."""
+    import torch
+
+    model = skeleton(config, auto_class)
+    if model is None:
+        return
+    with torch.device("meta"):
+        try:
+            prune_layers(model, layers)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - transformers refuses a config many ways; one line says which
+            raise UserError(f"cannot build a {len(layers)}-layer student of {type(model).__name__}: {first_line(e)}"
+                            ) from None

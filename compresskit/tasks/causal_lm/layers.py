@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from compresskit.artifacts import UserError
-from compresskit.models import layer_count, per_layer_fields, student_config
+from compresskit.models import find_blocks, layer_count, per_layer_fields, prune_layers
 
 
 @dataclass(frozen=True)
@@ -37,27 +37,15 @@ class LayerChoice:
 
 
 def decoder_blocks(model: Any) -> tuple[str, torch.nn.ModuleList]:
-    """The qualified name and the list of a causal LM's decoder blocks: ``model.layers`` (Llama, Qwen2, Mistral…)
-    or ``transformer.h`` (GPT-2)."""
-    n = layer_count(model.config)
-    for name in ("model.layers", "transformer.h"):
-        try:
-            blocks = model.get_submodule(name)
-        except AttributeError:
-            continue
-        if isinstance(blocks, torch.nn.ModuleList) and len(blocks) == n:
-            return name, blocks
-    raise UserError(f"cannot find the decoder blocks of a {type(model).__name__} (model.layers or transformer.h); "
-                    "depth pruning supports Llama-, Qwen2- and GPT-2-like models")
-
-
-def _final_norm(model: Any) -> torch.nn.Module | None:
-    for name in ("model.norm", "transformer.ln_f"):
-        try:
-            return model.get_submodule(name)
-        except AttributeError:
-            continue
-    return None
+    """The qualified name and the list of a causal LM's decoder blocks, found from the model itself
+    (``models.find_blocks``): ``model.layers`` in Llama or Qwen2, ``transformer.h`` in GPT-2, ``gpt_neox.layers``,
+    ``model.decoder.layers`` in OPT…"""
+    found = find_blocks(model)
+    if found is None:
+        raise UserError(f"cannot find the decoder blocks of a {type(model).__name__}: no list of "
+                        f"{layer_count(model.config)} blocks (its blocks share their weights?); depth pruning needs "
+                        "one module per block")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,27 +69,36 @@ def influence_sums(hidden_states: list[torch.Tensor], attention_mask: torch.Tens
 
 @torch.no_grad()
 def block_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-    """Each decoder block's input and output, n + 1 tensors ``(B, L, H)``, from one forward pass.
+    """Each decoder block's input and output, n + 1 tensors ``(B, L, H)``, from one forward pass, caught with hooks
+    on the blocks themselves.
 
-    transformers' ``hidden_states`` ends with the *normed* output of the last block (what the LM head reads); the
-    cosine against that would measure the final norm's per-channel gain as well, so the last entry is replaced by
-    the final norm's input, the block's own output, caught with a hook in the same pass. On SmolLM2 (16 BBC
-    articles × 256 tokens) the last block then scores 0.229 instead of 0.976; the ten lowest blocks are the same
-    but one (3, 6, 12–17, 25, 26 against MEASUREMENTS.md's 3, 5, 12–17, 25, 26, on other articles).
+    Not transformers' ``hidden_states``: it ends with the *normed* output of the last block (what the LM head reads),
+    and the cosine against that would measure the final norm's per-channel gain as well (on SmolLM2, 16 BBC
+    articles × 256 tokens, the last block scored 0.976 that way and 0.229 on its own output; the ten lowest blocks
+    are the same but one: 3, 6, 12–17, 25, 26 against MEASUREMENTS.md's 3, 5, 12–17, 25, 26, on other articles).
+    Hooks also work whatever a family calls its final norm, and whether a block returns a tensor or a tuple.
     """
-    norm, caught = _final_norm(model), {}
-    handle = None
-    if norm is not None:
-        handle = norm.register_forward_hook(lambda _m, args, _out: caught.setdefault("x", args[0]))
+    _, blocks = decoder_blocks(model)
+    caught: list[torch.Tensor] = []
+
+    def first(x: Any) -> torch.Tensor:
+        return x[0] if isinstance(x, (tuple, list)) else x
+
+    def on_input(_m: Any, args: tuple, kwargs: dict) -> None:
+        if not caught:
+            caught.append(first(args) if args else kwargs["hidden_states"])
+
+    def on_output(_m: Any, _args: Any, out: Any) -> None:
+        caught.append(first(out))
+
+    handles = [blocks[0].register_forward_pre_hook(on_input, with_kwargs=True)]
+    handles += [b.register_forward_hook(on_output) for b in blocks]
     try:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     finally:
-        if handle is not None:
-            handle.remove()
-    hidden = list(out.hidden_states)
-    if "x" in caught:
-        hidden[-1] = caught["x"]
-    return hidden
+        for h in handles:
+            h.remove()
+    return caught
 
 
 def block_influence(model: Any, batches: list[dict[str, torch.Tensor]]) -> tuple[float, ...]:
@@ -161,28 +158,11 @@ def _check_layers(layers: list[int] | tuple[int, ...], n: int) -> list[int]:
 
 
 def student_from_layers(teacher: Any, layers: list[int] | tuple[int, ...]) -> Any:
-    """A copy of ``teacher`` keeping the decoder blocks ``layers`` (ascending), in eval mode.
-
-    Student block j starts as teacher block ``layers[j]``; embeddings, final norm and LM head are copied, and tied
-    embeddings stay tied (the student is built from the config, which ties them, then loaded). As
-    ``models.student_from_teacher_layers`` does for encoders, but the config is fixed *before* the model is built:
-    attention modules read their kind (full or sliding window) from ``layer_types`` when they are constructed.
-    """
-    n = layer_count(teacher.config)
-    kept = _check_layers(layers, n)
-    prefix, _ = decoder_blocks(teacher)
-    student = type(teacher)(student_config(teacher.config, kept))
-    new_index = {old: new for new, old in enumerate(kept)}
-    state = {}
-    for key, value in teacher.state_dict().items():
-        if key.startswith(prefix + "."):
-            old, rest = key[len(prefix) + 1:].split(".", 1)
-            if int(old) not in new_index:
-                continue
-            key = f"{prefix}.{new_index[int(old)]}.{rest}"
-        state[key] = value
-    student.load_state_dict(state, strict=True)  # copies into the student's own tensors
-    return student.eval()
+    """A copy of ``teacher`` keeping the decoder blocks ``layers`` (ascending), in eval mode (``models.prune_layers``,
+    shared with the encoders): the blocks found from the model itself, per-layer config fields re-indexed."""
+    kept = _check_layers(layers, layer_count(teacher.config))
+    decoder_blocks(teacher)  # a decoder without a list of blocks is refused here, in words about decoders
+    return prune_layers(teacher, kept)
 
 
 def shrunk_student(teacher_config: Any, hidden: int, layers: int, heads: int, intermediate: int,

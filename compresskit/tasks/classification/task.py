@@ -81,7 +81,12 @@ class TextClassification:
         config = read_config(source, cfg.load)
         examples = load_labelled(cfg.settings.data)
         if cfg.settings.distill.student is None and cfg.settings.distill.student_shape is None:
-            parse_layers(cfg.settings.distill.student_layers, layer_count(config))
+            from transformers import AutoModelForSequenceClassification
+
+            from compresskit.models import check_prunable
+
+            layers = parse_layers(cfg.settings.distill.student_layers, layer_count(config))
+            check_prunable(config, AutoModelForSequenceClassification, layers)
         if cfg.settings.export.external_data == "never":
             # export refuses a model over one protobuf file's limit; find out now, not after hours of distillation
             weights = estimated_weight_bytes(config)
