@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from lm_models import tiny_llama
 
 from compresskit.artifacts import UserError
 from compresskit.tasks.causal_lm import kd_losses as K
@@ -194,3 +195,119 @@ def test_config_reports_all_problems_at_once():
 def test_different_vocabularies_are_refused():
     with pytest.raises(ValueError, match="same vocabulary"):
         K.kd_loss(torch.randn(1, 2, 5), torch.randn(1, 2, 6), torch.zeros(1, 2, dtype=torch.long), LMKDConfig())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Heads that post-process their logits: the model's own logits are what the chunked losses must see
+
+
+def _tiny_gemma2(seed: int = 0, cap: float = 0.5):
+    """A random Gemma 2 whose soft cap bends its logits (they reach about 0.3; Gemma 2 itself caps at 30)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Gemma2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, final_logit_softcapping=cap,
+                          pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return Gemma2ForCausalLM(config).eval()
+
+
+def _tiny_granite(seed: int = 0, logits_scaling: float = 8.0):
+    """A random Granite, whose logits are the linear ones divided by ``logits_scaling``."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(seed)
+    config = GraniteConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, logits_scaling=logits_scaling,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return GraniteForCausalLM(config).eval()
+
+
+def _own_logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def _hidden(model, ids):
+    return K.final_hidden_states(model, ids, torch.ones_like(ids))
+
+
+@pytest.mark.parametrize("build, scale, cap", [(_tiny_gemma2, 1.0, 0.5), (_tiny_granite, 1 / 8, None)])
+def test_head_gives_the_models_own_logits_and_differs_from_the_plain_linear_map(build, scale, cap):
+    model = build()
+    head = K.check_lm_head(model)
+    assert head.scale == pytest.approx(scale) and head.cap == cap
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16 training step: the check runs without it
+        assert K.check_lm_head(model)[2:] == head[2:]
+    ids = torch.randint(0, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hidden, want = _hidden(model, ids), _own_logits(model, ids)
+        torch.testing.assert_close(K.lm_head(model).logits(hidden), want, rtol=1e-5, atol=1e-6)
+        plain = K.Head(head.weight, head.bias).logits(hidden)
+    # ignoring the cap (or the scale) would be far off: 15 % of the largest logit at least
+    assert (plain - want).abs().max() > 0.15 * want.abs().max()
+
+
+def test_chunked_losses_equal_losses_on_the_models_own_logits():
+    student, teacher = _tiny_gemma2(seed=1), _tiny_granite(seed=2)
+    ids = torch.randint(3, 300, (2, 11), generator=torch.Generator().manual_seed(1))
+    targets = K.next_token_targets(ids)
+    targets[0, :4] = IGNORE_INDEX  # a prompt
+    s_head, t_head = K.check_lm_head(student), K.check_lm_head(teacher)
+    s_logits, t_logits = student(input_ids=ids).logits, _own_logits(teacher, ids)
+    s_hidden = _hidden(student, ids)
+    with torch.no_grad():
+        t_hidden = _hidden(teacher, ids)
+    cfg = LMKDConfig()  # forward KL, T = 1
+    full = K.kd_loss(s_logits, t_logits, targets, cfg)
+    chunked = K.kd_loss_chunked(s_hidden, s_head, t_hidden, t_head, targets, cfg, chunk_size=4)
+    assert chunked.item() == pytest.approx(full.item(), rel=1e-5)
+    g_full = torch.autograd.grad(full, [s_head.weight])[0]
+    g_chunk = torch.autograd.grad(chunked, [s_head.weight], retain_graph=True)[0]
+    torch.testing.assert_close(g_chunk, g_full, rtol=1e-4, atol=1e-7)
+    ce = K.cross_entropy_chunked(s_hidden, s_head, targets, chunk_size=4)
+    assert ce.item() == pytest.approx(K.token_cross_entropy(s_logits, targets).item(), rel=1e-5)
+    mask = targets != IGNORE_INDEX
+    top = K.topk_from_logits(t_logits[mask], k=300)
+    assert K.topk_kd_loss_chunked(s_hidden, s_head, top, targets, cfg, chunk_size=4).item() == pytest.approx(
+        full.item(), rel=1e-5)
+    # the same losses through plain linear heads (cap and scale ignored) are another number
+    plain = K.kd_loss_chunked(s_hidden, K.Head(s_head.weight), t_hidden, K.Head(t_head.weight), targets, cfg)
+    assert abs(plain.item() - full.item()) > 0.1 * full.item()
+
+
+def test_logits_that_are_not_the_head_are_refused():
+    doubled = tiny_llama()
+    own_forward = doubled.forward
+
+    def forward(*args, **kwargs):
+        out = own_forward(*args, **kwargs)
+        out.logits = 2 * out.logits
+        return out
+
+    doubled.forward = forward
+    with pytest.raises(UserError, match=r"^LlamaForCausalLM's logits are not a linear map of its final hidden") as e:
+        K.check_lm_head(doubled)
+    assert "\n" not in str(e.value)
+    ignored = tiny_llama()
+    ignored.config.logit_scale = 4.0  # a Cohere attribute that Llama's forward never applies
+    with pytest.raises(UserError, match=r"not a linear map \(scaled by 4\) of its final hidden state"):
+        K.lm_head(ignored)
+
+
+def test_lm_head_checks_each_model_once_and_keeps_its_training_mode():
+    model = _tiny_granite()
+    calls = []
+    own_forward = model.forward
+
+    def forward(*args, **kwargs):
+        calls.append(model.training)
+        return own_forward(*args, **kwargs)
+
+    model.forward = forward
+    model.train()
+    model.model.layers[0].eval()  # a frozen part stays as it was
+    for _ in range(3):
+        head = K.lm_head(model)
+    assert calls == [False] and head.scale == pytest.approx(1 / 8)  # one forward, in eval mode
+    assert model.training and not model.model.layers[0].training and model.model.layers[1].training

@@ -132,3 +132,42 @@ def test_paired_difference_of_continuous_scores():
 def test_section_of_answer():
     assert Q.section_of_answer("Sports.") == "sport" and Q.section_of_answer("It is Tech news") == "tech"
     assert Q.section_of_answer("no idea") is None
+
+
+def _post_processed_lm(family: str):
+    """A random Gemma 2 with a soft cap of 0.5, or a Granite whose logits are divided by ``logits_scaling`` 8; head
+    weights × 20, so that the linear logits reach a few units and the cap or the scale changes the perplexity."""
+    import transformers
+
+    torch.manual_seed(0)
+    dims = {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": 0, "bos_token_id": 1,
+            "eos_token_id": 2}
+    if family == "gemma2":
+        model = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**dims, head_dim=8,
+                                                                         final_logit_softcapping=0.5))
+    else:
+        model = transformers.GraniteForCausalLM(transformers.GraniteConfig(**dims, logits_scaling=8.0))
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20)
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", ["gemma2", "granite"])
+def test_perplexity_of_capped_and_scaled_models_is_that_of_their_own_logits(tok, windows, family):
+    model = _post_processed_lm(family)
+    got = Q.perplexity(model, windows, tok.pad_token_id, batch_size=3)
+    nll, tokens, plain_nll = 0.0, 0, 0.0
+    head = model.get_output_embeddings().weight
+    for w in windows:
+        ids = torch.tensor([w.input_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+            linear = model.model(input_ids=ids).last_hidden_state[0, :-1] @ head.T
+        nll -= torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).sum().item()
+        plain_nll -= torch.log_softmax(linear, -1).gather(-1, ids[0, 1:, None]).sum().item()
+        tokens += len(w.input_ids) - 1
+    assert got.tokens == tokens
+    assert got.value == pytest.approx(math.exp(nll / tokens), rel=1e-5)
+    # a head without the cap or the scale would report another perplexity, far from this one
+    assert abs(math.exp(plain_nll / tokens) - got.value) > 0.2 * got.value

@@ -31,6 +31,7 @@ from compresskit.artifacts import UserError, atomic_dir, stage_record, write_jso
 from compresskit.tasks.causal_lm.kd_losses import (
     IGNORE_INDEX,
     LMKDConfig,
+    check_lm_head,
     final_hidden_states,
     kd_loss_chunked,
     lm_head,
@@ -322,6 +323,7 @@ def distill_lm(cfg: LMDistillConfig, teacher_dir: Path, data_dir: Path, out: Pat
     started = time.time()
     torch.manual_seed(cfg.train.seed)
     teacher = load_causal_lm(str(teacher_dir))
+    check_lm_head(teacher)  # one short forward; the losses then read its head without one per step
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     context = context_length(teacher.config)
@@ -332,6 +334,7 @@ def distill_lm(cfg: LMDistillConfig, teacher_dir: Path, data_dir: Path, out: Pat
     if not eval_set:  # plain-text data has no instructions: hold out a slice of the windows
         eval_set, train_set = train_set[:max(1, len(train_set) // 10)], train_set[max(1, len(train_set) // 10):]
     student, choice = build_student(cfg, teacher, train_set[-cfg.calibration_texts:], pad_id)
+    check_lm_head(student)
     if is_main_process() and not (pruned_out / "config.json").is_file():
         with atomic_dir(pruned_out) as tmp:
             student.save_pretrained(tmp)

@@ -14,7 +14,8 @@ Conventions (shared by every function here):
 
 Memory: a full ``(B, L, V)`` log-softmax is 4·B·L·V bytes per model (batch 4 × 512 tokens × 49,152 vocab: 400 MB
 each, twice that with its gradient). ``kd_loss_chunked`` / ``topk_kd_loss_chunked`` take the final hidden states
-and the LM-head weight instead and compute logits for ``chunk_size`` positions at a time under activation
+and the LM head (``lm_head``: its weights and the soft cap or scale some families put on their logits, checked once
+against the model's own logits) instead and compute logits for ``chunk_size`` positions at a time under activation
 checkpointing, so neither the forward nor the backward pass ever holds more than one chunk of ``(chunk, V)``
 rows per model.
 """
@@ -22,6 +23,7 @@ rows per model.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -302,27 +304,141 @@ def _mask_as_targets(mask: torch.Tensor) -> torch.Tensor:
 
 
 class Head(NamedTuple):
-    """A model's output layer ``logits = hidden @ weight.T + bias``: ``weight`` ``(V, H)``, ``bias`` ``(V,)``."""
+    """A model's output layer: ``logits = cap · tanh(scale · (hidden @ weight.T + bias) / cap)``, ``weight``
+    ``(V, H)``, ``bias`` ``(V,)``; ``scale`` 1 and ``cap`` None make it a plain linear layer. Scale and cap are the
+    post-processing some families apply to their linear logits (``lm_head`` finds them)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None = None
+    scale: float = 1.0
+    """Factor on the linear logits (Granite: 1 / ``logits_scaling``; Cohere: ``logit_scale``)."""
+    cap: float | None = None
+    """Soft cap applied after the scale (Gemma 2/3: ``final_logit_softcapping``); None: no cap."""
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(N, H) -> (N, V)``."""
-        return F.linear(hidden, self.weight, self.bias)
+        return _head_logits(hidden, self.weight, self.bias, self.scale, self.cap)
+
+
+def _head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float,
+                 cap: float | None) -> torch.Tensor:
+    """``Head.logits`` with its parts as separate arguments (what the checkpointed chunks receive)."""
+    logits = F.linear(hidden, weight, bias)
+    if scale == 1.0 and cap is None:
+        return logits  # a plain head keeps its dtype, as before
+    # in float32, as the losses read logits anyway: a bf16 value rounded again before the tanh would add error
+    logits = _wide(logits)
+    if scale != 1.0:
+        logits = logits * scale
+    if cap is not None:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+# Config attributes by which families post-process their linear logits, and the exponents transformers applies them
+# with (logits · value ** exponent). ``logits_scaling`` means opposite things in different families (Granite and
+# MiniCPM3 divide, HyperCLOVAX multiplies), so both readings are candidates and the model's own logits decide.
+_SCALES: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("logit_scale", (1,)),  # Cohere, Cohere2
+    ("logits_scaling", (-1, 1)),  # Granite family, MiniCPM3 (on the hidden state); HyperCLOVAX
+    ("lm_head_multiplier", (1,)),  # Falcon-H1
+    ("output_multiplier", (1,)),  # MuseSpark / MuseGlimmer, before the cap
+    ("logits_mup_width_multiplier", (-1,)),  # Inkling (on the hidden state)
+)
+_CAPS = ("final_logit_softcapping", "logits_soft_cap")  # Gemma 2/3/3n/4, nanochat; RecurrentGemma
+_PROBE_TOKENS = 8
+_VERIFIED: weakref.WeakKeyDictionary[Any, tuple[float, float | None]] = weakref.WeakKeyDictionary()
+
+
+def _config_number(config: Any, name: str) -> float | None:
+    """``name`` as a number from the text config (multimodal models keep it there) or the config itself."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for c in (text, config):
+        value = getattr(c, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _readings(config: Any) -> list[tuple[float, float | None]]:
+    """The ``(scale, cap)`` pairs the config can mean, the most common reading first."""
+    cap = next((v for v in (_config_number(config, n) for n in _CAPS) if v), None)
+    scales = [1.0]
+    for name, exponents in _SCALES:
+        value = _config_number(config, name)
+        if value is None or value in (0.0, 1.0) or not math.isfinite(value):
+            continue  # 0 or inf would make every logit equal: left to the check to refuse
+        scales = [s * value ** e for s in scales for e in exponents]
+    return [(s, cap) for s in scales]
+
+
+def _describe(scale: float, cap: float | None) -> str:
+    parts = ([f"scaled by {scale:.6g}"] if scale != 1.0 else []) + ([f"soft-capped at {cap:g}"] if cap else [])
+    return "linear map" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _probe(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own logits ``(P, V)`` and its final hidden states ``(P, H)`` on ``P`` token ids spread over the
+    vocabulary: eval mode, no gradients, no autocast (a bf16 autocast would blur the comparison); every module's
+    training flag is restored after."""
+    embeddings = model.get_input_embeddings().weight
+    ids = torch.linspace(0, embeddings.shape[0] - 1, _PROBE_TOKENS).round().long()[None].to(embeddings.device)
+    mask = torch.ones_like(ids)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(embeddings.device.type, enabled=False):
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            hidden = final_hidden_states(model, ids, mask)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return logits[0], hidden[0]
+
+
+def check_lm_head(model: Any) -> Head:
+    """The output layer of a Hugging Face causal LM with the post-processing its config names (soft cap, logit
+    scale), verified: one forward of the model on a few token ids must give the logits ``Head.logits`` computes
+    from ``final_hidden_states``. Refuses (``UserError``) a model whose logits are anything else, since the
+    chunked losses and quality measures would score other logits than the model's. The reading is kept for this
+    model object, so ``lm_head`` is cheap after; call this where a model is loaded or built, so a refusal comes
+    before any work."""
+    name = type(model).__name__
+    out = model.get_output_embeddings()
+    weight = getattr(out, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise UserError(f"{name} has no linear output layer (get_output_embeddings()); the causal-LM losses and "
+                        "quality measures need one")
+    bias = getattr(out, "bias", None)
+    want, hidden = _probe(model)
+    want = want.float()
+    # 1e-4 of the largest logit in float32; a bf16/fp16 model rounds its own logits (and its cap) to a few ulps
+    rel = max(1e-4, 8 * torch.finfo(weight.dtype).eps if weight.is_floating_point() else 1e-2)
+    bound = rel * float(want.abs().max())
+    readings, closest = _readings(model.config), float("inf")
+    same_shape = want.shape == (hidden.shape[0], weight.shape[0])  # e.g. a padded vocabulary sliced off
+    for scale, cap in readings if same_shape else []:
+        with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):  # as the probe ran
+            err = float((Head(weight, bias, scale, cap).logits(hidden).float() - want).abs().max())
+        if err <= bound:  # NaN never passes
+            _VERIFIED[model] = (scale, cap)
+            return Head(weight, bias, scale, cap)
+        closest = min(closest, err)
+    tried = " or ".join(dict.fromkeys(_describe(s, c) for s, c in readings))
+    how = (f"off by up to {closest:.3g}, largest logit {float(want.abs().max()):.3g}" if same_shape else
+           f"{want.shape[-1]} logits per token, the output layer has {weight.shape[0]} rows")
+    raise UserError(f"{name}'s logits are not a {tried} of its final hidden state ({how}); the causal-LM losses "
+                    "and quality measures compute logits that way and cannot score this model")
 
 
 def lm_head(model: Any) -> Head:
-    """The output layer of a Hugging Face causal LM, refused when its logits are more than a linear map of the
-    final hidden state (soft-capping, a logit scale): the chunked losses would compute different logits."""
-    config = model.config
-    for attr in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
-        value = getattr(config, attr, None)
-        if value not in (None, 1, 1.0):
-            raise UserError(f"{type(model).__name__} scales its logits ({attr} = {value}); the chunked "
-                            "distillation loss supports plain linear LM heads only")
-    head = model.get_output_embeddings()
-    return Head(head.weight, getattr(head, "bias", None))
+    """The output layer of a Hugging Face causal LM as ``check_lm_head`` verified it; cheap (no forward) for a model
+    already checked, checked now (one short forward) on its first use otherwise."""
+    reading = _VERIFIED.get(model)
+    if reading is None:
+        return check_lm_head(model)
+    out = model.get_output_embeddings()
+    return Head(out.weight, getattr(out, "bias", None), *reading)
 
 
 def final_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -331,7 +447,7 @@ def final_hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: tor
 
 
 def _chunked_mean(row_loss: Callable[..., torch.Tensor], row_inputs: list[torch.Tensor | None],
-                  extra: tuple[torch.Tensor | None, ...], n: int, chunk_size: int, anchor: torch.Tensor
+                  extra: tuple[Any, ...], n: int, chunk_size: int, anchor: torch.Tensor
                   ) -> torch.Tensor:
     """Mean over ``n`` rows of ``row_loss(*[x[chunk] for x in row_inputs], *extra) -> (chunk,)``, one chunk at a
     time. With gradients on, each chunk runs under activation checkpointing: only its inputs are kept and its
@@ -352,12 +468,16 @@ def _chunked_mean(row_loss: Callable[..., torch.Tensor], row_inputs: list[torch.
     return total / n
 
 
-def _full_chunk(s_hidden, t_hidden, y, s_weight, s_bias, t_weight, t_bias, cfg):
-    return _full_rows(F.linear(s_hidden, s_weight, s_bias), F.linear(t_hidden, t_weight, t_bias), y, cfg)
+# The chunk functions take each head as tensors (checkpointing saves and recomputes from tensor arguments) and its
+# scale and cap as plain floats.
+def _full_chunk(s_hidden, t_hidden, y, s_weight, s_bias, s_scale, s_cap, t_weight, t_bias, t_scale, t_cap, cfg):
+    return _full_rows(_head_logits(s_hidden, s_weight, s_bias, s_scale, s_cap),
+                      _head_logits(t_hidden, t_weight, t_bias, t_scale, t_cap), y, cfg)
 
 
-def _topk_chunk(s_hidden, logprobs, indices, other, y, s_weight, s_bias, cfg):
-    return _topk_rows(F.linear(s_hidden, s_weight, s_bias), TopK(logprobs, indices, other), y, cfg)
+def _topk_chunk(s_hidden, logprobs, indices, other, y, s_weight, s_bias, s_scale, s_cap, cfg):
+    return _topk_rows(_head_logits(s_hidden, s_weight, s_bias, s_scale, s_cap), TopK(logprobs, indices, other), y,
+                      cfg)
 
 
 def kd_loss_chunked(student_hidden: torch.Tensor, student_head: Head, teacher_hidden: torch.Tensor,
@@ -376,7 +496,8 @@ def kd_loss_chunked(student_hidden: torch.Tensor, student_head: Head, teacher_hi
                          f"{teacher_head.weight.shape[0]} outputs: the two models need the same vocabulary")
     s, t, y = _rows(student_hidden, mask), _rows(teacher_hidden, mask).detach(), _rows(targets, mask)
     t_bias = None if teacher_head.bias is None else teacher_head.bias.detach()
-    extra = (student_head.weight, student_head.bias, teacher_head.weight.detach(), t_bias, cfg)
+    extra = (student_head.weight, student_head.bias, student_head.scale, student_head.cap,
+             teacher_head.weight.detach(), t_bias, teacher_head.scale, teacher_head.cap, cfg)
     return _chunked_mean(_full_chunk, [s, t, y], extra, s.shape[0], chunk_size, student_hidden)
 
 
@@ -389,12 +510,12 @@ def topk_kd_loss_chunked(student_hidden: torch.Tensor, student_head: Head, teach
     s, y = _rows(student_hidden, mask), _rows(targets, mask)
     _check_topk(teacher, cfg, s.shape[0], student_head.weight.shape[0])
     rows = [s, teacher.logprobs, teacher.indices, teacher.other, y]
-    extra = (student_head.weight, student_head.bias, cfg)
+    extra = (student_head.weight, student_head.bias, student_head.scale, student_head.cap, cfg)
     return _chunked_mean(_topk_chunk, rows, extra, s.shape[0], chunk_size, student_hidden)
 
 
-def _ce_chunk(s_hidden, y, s_weight, s_bias):
-    return F.cross_entropy(_wide(F.linear(s_hidden, s_weight, s_bias)), y, reduction="none")
+def _ce_chunk(s_hidden, y, s_weight, s_bias, s_scale, s_cap):
+    return F.cross_entropy(_wide(_head_logits(s_hidden, s_weight, s_bias, s_scale, s_cap)), y, reduction="none")
 
 
 def cross_entropy_chunked(student_hidden: torch.Tensor, student_head: Head, targets: torch.Tensor,
@@ -405,8 +526,8 @@ def cross_entropy_chunked(student_hidden: torch.Tensor, student_head: Head, targ
     mask = targets != IGNORE_INDEX
     _check_mask(mask, student_hidden)
     s, y = _rows(student_hidden, mask), _rows(targets, mask)
-    return _chunked_mean(_ce_chunk, [s, y], (student_head.weight, student_head.bias), s.shape[0], chunk_size,
-                         student_hidden)
+    extra = (student_head.weight, student_head.bias, student_head.scale, student_head.cap)
+    return _chunked_mean(_ce_chunk, [s, y], extra, s.shape[0], chunk_size, student_hidden)
 
 
 def topk_from_logits(teacher_logits: torch.Tensor, k: int) -> TopK:
