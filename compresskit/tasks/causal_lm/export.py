@@ -11,7 +11,9 @@ Candidates (``LMExportConfig.candidates``):
 Each candidate is verified (``lm.onnx_verify.verify_decoder``) on validation prompts: logits at prefill and at every
 step of a greedy continuation through the cache against PyTorch's, and greedy-token agreement. Each verified one is
 timed on the same decode workload in this process (per-token latency through the cache, plain ONNX Runtime), and
-the fastest becomes the run's ``onnx/student``. When none verifies the stage fails with ``VerificationError``
+the fastest becomes the run's ``onnx/student``; ``export.json`` names its route (``path``: ``genai-builder`` or
+``torch.onnx``) and why each other route was not kept (``other_paths``: its build error, its failed verification or
+its speed). When none verifies the stage fails with ``VerificationError``
 (exit 3): a graph that does not compute what the student computes must not reach a report.
 """
 
@@ -30,6 +32,8 @@ from compresskit.tasks.causal_lm.onnx_verify import DecoderParity
 from compresskit.timing import SETTLE_SECONDS
 
 CANDIDATES = ("genai", "torch")
+PATHS = {"genai": "genai-builder", "torch": "torch.onnx"}
+"""How ``export.json`` (``path``, ``other_paths``) and the quantize stage's records name each candidate's route."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,16 @@ def _build(candidate: str, model_dir: Path, out: Path, cache_dir: Path) -> dict[
     return torch_onnx_decoder(model_dir, out)
 
 
+def _why_not(entry: dict[str, Any], chosen: dict[str, Any]) -> str:
+    """One line on why a candidate was not kept: its build error, its failed verification, or its speed."""
+    if not entry["built"]:
+        return entry["error"]
+    if not entry["verification"]["passed"]:
+        return f"failed verification: {entry['verification']['reason']}"
+    return (f"verified but slower: {entry['decode_ms_per_token']:.2f} ms/token against "
+            f"{chosen['decode_ms_per_token']:.2f}")
+
+
 def export_lm(cfg: LMExportConfig, model_dir: Path, data_dir: Path, out: Path, cache_dir: Path,
               name: str = "student") -> dict[str, Any]:
     """Build every candidate of ``model_dir``, verify each against it, keep the fastest verified one as ``out``
@@ -157,8 +171,10 @@ def export_lm(cfg: LMExportConfig, model_dir: Path, data_dir: Path, out: Path, c
                   "min_agreement": None if cfg.parity.tolerance is not None else cfg.parity.min_agreement,
                   "passed": True}
         record = stage_record("export", asdict(cfg), {"model": str(model_dir), "data": str(data_dir)}, started,
-                              task="causal-lm", chosen=chosen, candidates=tried, threads=threads,
-                              verification=check, parity=parity)
+                              task="causal-lm", chosen=chosen, path=PATHS[chosen],
+                              other_paths={PATHS[c]: _why_not(e, passed[chosen]) for c, e in tried.items()
+                                           if c != chosen},
+                              candidates=tried, threads=threads, verification=check, parity=parity)
         with atomic_dir(out) as tmp:
             for f in (work / chosen).iterdir():
                 shutil.move(str(f), tmp / f.name)

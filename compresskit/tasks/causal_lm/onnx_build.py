@@ -155,6 +155,7 @@ def build_genai(model_dir: Path, out: Path, cfg: GenAIBuild, cache_dir: Path) ->
             {"model_dir": str(model_dir), "config_sha256": sha256_file(model_dir / "config.json"),
              "weight_files": {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}},
             started,
+            path="genai-builder",
             command=[str(c) for c in command],
             onnxruntime_genai=_version("onnxruntime-genai"),
             weights_bytes=sum(p.stat().st_size for p in tmp.glob("*.onnx.data")),
@@ -214,32 +215,159 @@ def last_meaningful_line(text: str) -> str:
 
 _LAYER = re.compile(r"^/model/layers\.(\d+)/")
 _QUANT_SUFFIX = re.compile(r"_Q\d+$")
+_SCOPE_INDEX = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
+"""The first numeric part of a module path (``model.model.layers.3.mlp.down_proj``, GPT-2's ``transformer.h.3…``):
+the index in the decoder's list of layers, whatever the family calls that list."""
+_SCOPES = "pkg.torch.onnx.name_scopes"
+"""Node metadata in which torch.onnx (dynamo) writes the module path a node came from, outermost first."""
+WEIGHTED_OPS = ("MatMul", "MatMulNBits", "Gemm")
+
+
+@dataclass(frozen=True)
+class MatMulNode:
+    """A MatMul of a decoder graph that multiplies by a weight (not attention's activation products)."""
+
+    name: str
+    """The node's name before quantization (``…_Q4``/``…_Q8`` stripped): what ``nodes_to_exclude`` takes."""
+    group: str
+    """``"lm_head"``, ``"layer N"`` or ``"other"``."""
+    quantized: bool
+    """Whether it is a ``MatMulNBits`` already."""
+    module: str
+    """The module it computes: the builder's path (``/model/layers.0/mlp/down_proj``) or torch's name scope
+    (``model.model.layers.0.mlp.down_proj``); empty when the graph does not say."""
+    weight: str
+    """Where its weight comes from: ``initializer``, ``transposed`` (a ``Transpose`` of one: a tied embedding table
+    used as the LM head), or ``quantized``."""
+
+
+def _scope(node: Any) -> str:
+    """The innermost module path torch.onnx recorded for ``node`` ("" when none)."""
+    import ast
+
+    for prop in node.metadata_props:
+        if prop.key == _SCOPES:
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return ""
+            # the last entry names the op itself (``linear_3``), the one before it the module
+            return str(scopes[-2]) if len(scopes) >= 2 else ""
+    return ""
+
+
+def weighted_matmuls(model: Any) -> list[MatMulNode]:
+    """The weight MatMuls of a loaded decoder graph (``onnx.ModelProto``) in graph order, each with its group.
+
+    Builder graphs are grouped by their node names (``/lm_head/MatMul``, ``/model/layers.N/…``). A torch-exported
+    graph names nodes ``node_linear_7``, so there the module path torch.onnx keeps in each node's metadata gives the
+    layer, and the LM head is the weight MatMul nearest the ``logits`` output (through a soft-cap's elementwise ops),
+    which also finds it when a tied embedding table reaches it through a ``Transpose``."""
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def weight(node: Any) -> str | None:
+        if node.op_type == "MatMulNBits":
+            return "quantized"
+        b = node.input[1] if len(node.input) > 1 else ""
+        if node.op_type == "Gemm":  # GPT-2's Conv1D exports as Gemm; only plain ``A @ B + C`` is a MatMul
+            attrs = {a.name: a for a in node.attribute}
+            plain = (attrs["transA"].i if "transA" in attrs else 0) == 0 and all(
+                (attrs[k].f if k in attrs else 1.0) == 1.0 for k in ("alpha", "beta"))
+            return "initializer" if plain and b in inits else None
+        if b in inits:
+            return "initializer"
+        src = producer.get(b)
+        if src is not None and src.op_type == "Transpose" and src.input[0] in inits:
+            perm = next((list(a.ints) for a in src.attribute if a.name == "perm"), [1, 0])
+            return "transposed" if perm == [1, 0] else None
+        return None
+
+    found = [(n, w) for n in graph.node if n.op_type in WEIGHTED_OPS for w in [weight(n)] if w is not None]
+    # the LM head: breadth-first from the logits output, the first weight MatMul met
+    head, frontier, seen = None, [o.name for o in graph.output if o.name == "logits"], set()
+    weighted = {id(n) for n, _ in found}
+    while frontier and head is None:
+        nxt = []
+        for tensor in frontier:
+            node = producer.get(tensor)
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if id(node) in weighted:
+                head = node
+                break
+            nxt += [i for i in node.input if i and i not in inits]
+        frontier = nxt
+    out = []
+    for node, w in found:
+        quantized = node.op_type == "MatMulNBits"
+        name = _QUANT_SUFFIX.sub("", node.name) if quantized else node.name
+        scope = _scope(node)
+        builder_layer = _LAYER.match(name)
+        scope_layer = _SCOPE_INDEX.search(scope)
+        if name.startswith("/lm_head/") or node is head:
+            group = "lm_head"
+        elif builder_layer or scope_layer:
+            group = f"layer {(builder_layer or scope_layer).group(1)}"
+        else:
+            group = "other"
+        module = name.rsplit("/", 1)[0] if name.startswith("/") else scope
+        out.append(MatMulNode(name, group, quantized, module, w))
+    return out
 
 
 def matmul_groups(model_path: Path) -> dict[str, dict[str, bool]]:
-    """The MatMul nodes of a built graph, grouped ``"lm_head"``, ``"layer 0"``, ``"layer 1"``, …, ``"other"``.
+    """The weight MatMul nodes of a built graph, grouped ``"lm_head"``, ``"layer 0"``, ``"layer 1"``, …, ``"other"``.
 
     Each maps a node's name as ``GenAIBuild.exclude`` takes it to whether it is quantized. The builder renames a
     quantized MatMul ``…/MatMul_Q4`` (``_Q8``) and makes it ``MatMulNBits``; the name given here is the one before,
     e.g. ``/lm_head/MatMul`` or ``/model/layers.0/attn/qkv_proj/MatMul``, so a caller can list an fp32 or an int4
-    build and exclude the most sensitive nodes from the next one. Layers come in order.
+    build and exclude the most sensitive nodes from the next one. A ``torch_onnx_decoder`` graph works too (names
+    like ``node_linear_7``, grouped by ``weighted_matmuls``). Layers come in order.
     """
     import onnx
 
     path = Path(model_path)
     model = onnx.load(str(path / "model.onnx" if path.is_dir() else path), load_external_data=False)
     groups: dict[str, dict[str, bool]] = {}
-    for node in model.graph.node:
-        if node.op_type not in ("MatMul", "MatMulNBits"):
-            continue
-        quantized = node.op_type == "MatMulNBits"
-        name = _QUANT_SUFFIX.sub("", node.name) if quantized else node.name
-        layer = _LAYER.match(name)
-        group = "lm_head" if name.startswith("/lm_head/") else f"layer {layer.group(1)}" if layer else "other"
-        groups.setdefault(group, {})[name] = quantized
+    for m in weighted_matmuls(model):
+        groups.setdefault(m.group, {})[m.name] = m.quantized
     # lm_head first, then layers by number, then anything else: the order a reader expects, not the graph's
     order = sorted(groups, key=lambda g: (g != "lm_head", g == "other", int(g.split()[1]) if g[:6] == "layer " else 0))
     return {g: groups[g] for g in order}
+
+
+def mixed_layer_indices(layers: int) -> list[int]:
+    """The layers whose attention-value and MLP-down MatMuls llama.cpp (and the builder's ``mixed_layers``) keep at
+    higher precision: the first and last eighth, and every third one between."""
+    return [i for i in range(layers) if i < layers / 8 or i >= 7 * layers / 8 or (i - round(layers / 8)) % 3 == 2]
+
+
+_VALUE_PROJECTIONS = ("v_proj", "qkv_proj", "c_attn", "query_key_value", "Wqkv", "qkv")
+"""Module names of attention's value projection (alone or fused with the query and key ones) in transformers'
+decoders: the one part of ``mixed_layers`` a graph's structure does not tell apart from the query projection."""
+
+
+def int8_selection(nodes: list[MatMulNode], selectors: tuple[str, ...]) -> list[str]:
+    """The MatMul names ``INT8_SELECTORS`` pick in a graph of ``nodes`` (``weighted_matmuls``), as the builder picks
+    them: ``last_matmul`` the LM head; ``mixed_layers`` in ``mixed_layer_indices`` the attention value projection
+    and the MLP's output projection (a layer's last weight MatMul)."""
+    chosen: list[str] = []
+    if "last_matmul" in selectors:
+        chosen += [m.name for m in nodes if m.group == "lm_head"]
+    if "mixed_layers" in selectors:
+        by_layer: dict[int, list[MatMulNode]] = {}
+        for m in nodes:
+            if m.group.startswith("layer "):
+                by_layer.setdefault(int(m.group.split()[1]), []).append(m)
+        for i in mixed_layer_indices(max(by_layer, default=-1) + 1):
+            layer = by_layer.get(i, [])
+            chosen += [m.name for m in layer if re.split(r"[./]", m.module)[-1] in _VALUE_PROJECTIONS]
+            if layer and layer[-1].name not in chosen:
+                chosen.append(layer[-1].name)
+    return chosen
 
 
 def matmul_bits(model_path: Path) -> dict[int, int]:
@@ -372,6 +500,7 @@ def torch_onnx_decoder(model_dir: Path, out: Path, opset: int | None = None) -> 
             {"model_dir": str(model_dir), "config_sha256": sha256_file(model_dir / "config.json"),
              "weight_files": {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}},
             started,
+            path="torch.onnx",
             weights_bytes=sum(p.stat().st_size for p in tmp.glob("*.onnx.data")),
             onnx_bytes=sum(p.stat().st_size for p in tmp.iterdir() if p.name.endswith((".onnx", ".onnx.data"))),
         )

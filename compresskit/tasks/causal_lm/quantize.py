@@ -18,8 +18,20 @@ agreement and answer perplexity. The first build within both budgets is kept; wh
 its record says it is outside the budget (the report shows it, a gate can fail on it). An int8 graph has no 8-bit
 steps: its ladder is the full-precision groups alone.
 
+Two paths make each build. The builder (``genai-builder``) builds from the model's weights, with its fused
+attention; where it cannot build the model (a family it does not know, a config of a newer transformers it cannot
+read) or is not wanted, the verified fp32 graph itself, a torch-exported one included, is quantized with ONNX
+Runtime's ``MatMulNBitsQuantizer`` (``matmulnbits``, ``onnx_quantize``) with the same knobs and the same ladder.
+``quantize.json`` says which (``path``) and, when the builder failed, why (``builder_error``).
+
+The graphs are judged on the validation prompts' answers when they have some. Without any (a teacher that answered
+every prompt with nothing) they are judged on held-out text instead: the first tokens of each ``heldout.jsonl`` text,
+teacher-forced, every position scored, the same agreement and perplexity against the fp32 graph. ``judged_on`` says
+which.
+
 The teacher's own int4 build (``teacher_int4``) is made here too, with the builder's default options: it is the
-"teacher on ONNX Runtime" every speed-up of the student is also compared with.
+"teacher on ONNX Runtime" every speed-up of the student is also compared with. Where the builder cannot build the
+teacher, its torch-exported graph quantized the same way (every MatMul at 4 bits) stands in, and says so.
 """
 
 from __future__ import annotations
@@ -33,6 +45,10 @@ from typing import Any
 from compresskit.artifacts import UserError, atomic_dir, read_json, stage_record, write_json
 
 PRECISIONS = ("int8", "int4")
+BUILDER, MATMULNBITS = "genai-builder", "matmulnbits"
+"""The two paths a quantized graph is made by (``quantize.json`` ``path``)."""
+ANSWERS, HELDOUT = "answers", "heldout text"
+"""What the graphs were judged on (``quantize.json`` ``judged_on``)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,11 @@ class LMQuantizeConfig:
     """Validation prompts with answers the budget is measured on."""
     teacher_int4: bool = True
     """Also build the teacher's int4 graph (builder defaults), the teacher-on-ONNX-Runtime reference."""
+    builder: bool = True
+    """Build with ONNX Runtime GenAI's builder first; False quantizes the verified fp32 graph with
+    ``MatMulNBitsQuantizer`` straight away (as happens anyway where the builder cannot build the model)."""
+    heldout_window: int = 128
+    """Tokens of each held-out text the graphs are judged on when no validation prompt has an answer."""
 
     def __post_init__(self) -> None:
         from compresskit.tasks.causal_lm.onnx_build import BLOCK_SIZES
@@ -83,6 +104,8 @@ class LMQuantizeConfig:
             problems.append(f"--lm-quant-max-perplexity-ratio must be at least 1, got {self.max_perplexity_ratio}")
         if self.max_fallbacks < 0:
             problems.append(f"--lm-quant-fallbacks must be >= 0, got {self.max_fallbacks}")
+        if self.heldout_window < 2:
+            problems.append(f"heldout_window must be at least 2 tokens, got {self.heldout_window}")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -121,6 +144,43 @@ def answer_examples(model_dir: Path, data_dir: Path, n: int) -> list[dict[str, l
             for t in validation_examples(model_dir, data_dir, n, True, "to judge the quantized graphs on")]
 
 
+def heldout_examples(model_dir: Path, data_dir: Path, n: int, window: int) -> list[dict[str, list[int]]]:
+    """The first ``window`` tokens (at most the model's context) of the first ``n`` held-out texts of the data
+    folder (``heldout.jsonl``), every token a label; [] when there are none."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from compresskit.tasks.causal_lm.prepare import read_jsonl
+    from compresskit.tasks.causal_lm.prompts import context_length, text_windows
+
+    path = Path(data_dir) / "heldout.jsonl"
+    texts = [str(r.get("text") or "") for r in read_jsonl(path)] if path.is_file() else []
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        return []
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    window = min(window, context_length(AutoConfig.from_pretrained(str(model_dir))))
+    return [{"input_ids": w.input_ids, "labels": w.labels}
+            for w in text_windows(tokenizer, texts, window, max_windows_per_text=1)[:n]]
+
+
+def judging_examples(model_dir: Path, data_dir: Path, cfg: LMQuantizeConfig) -> tuple[list[dict], str]:
+    """What the quantized graphs are judged on and its name (``ANSWERS`` or ``HELDOUT``): the validation (else test)
+    prompts with their answers when any has one, else held-out text windows; a one-line ``UserError`` when the
+    folder holds neither."""
+    from compresskit.tasks.causal_lm.prepare import read_prompts
+
+    data_dir = Path(data_dir)
+    rows = next((rows for split in ("validation", "test") if (data_dir / f"{split}.jsonl").is_file()
+                 for rows in [read_prompts(data_dir, split)] if rows), [])
+    if any(ex.response for ex in rows):
+        return answer_examples(model_dir, data_dir, cfg.examples), ANSWERS
+    examples = heldout_examples(model_dir, data_dir, cfg.examples, cfg.heldout_window)
+    if not examples:
+        raise UserError(f"{data_dir} holds neither validation prompts with answers nor held-out text (heldout.jsonl) "
+                        "to judge the quantized graphs on: give prompts with answers, or let the teacher answer them")
+    return examples, HELDOUT
+
+
 def answer_scores(folder: Path, examples: list[dict], threads: int) -> tuple[float, list[list[int]]]:
     """Answer perplexity of a graph and its argmax ids at the answer positions."""
     from compresskit.tasks.causal_lm.bench_worker_onnx import teacher_forced
@@ -149,14 +209,17 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
     """Build ``model_dir`` at each precision into ``out_dir/<name>-<precision>`` (with ``quantize.json``), climbing
     the ``ladder`` until the budget against the fp32 graph in ``fp32_dir`` holds; returns the records.
 
-    ``scores`` holds the validation ``examples`` and the fp32 graph's ``reference`` scores once measured, so that
-    callers building one precision per call (the pipeline's stage) measure the fp32 graph once."""
+    Each precision is built by the builder, or, where it cannot build the model (or ``cfg.builder`` is off), by
+    quantizing the fp32 graph itself (``onnx_quantize.quantize_graph``). ``scores`` holds the judging ``examples``
+    and the fp32 graph's ``reference`` scores once measured (and the builder's failure once seen), so that callers
+    building one precision per call (the pipeline's stage) measure the fp32 graph, and try the builder, once."""
     import shutil
 
     from transformers import AutoConfig
 
     from compresskit.models import layer_count
     from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, build_genai, matmul_groups
+    from compresskit.tasks.causal_lm.onnx_quantize import made_by, quantize_graph
 
     layers = layer_count(AutoConfig.from_pretrained(str(model_dir)))
     scores = {} if scores is None else scores
@@ -167,7 +230,7 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
             records[precision] = read_json(out / "quantize.json")
             continue
         if "reference" not in scores:  # measured once, and only when something is to be built
-            scores["examples"] = answer_examples(model_dir, data_dir, cfg.examples)
+            scores["examples"], scores["judged_on"] = judging_examples(model_dir, data_dir, cfg)
             scores["reference"] = answer_scores(fp32_dir, scores["examples"], threads)
         examples, reference = scores["examples"], scores["reference"]
         started = time.time()
@@ -176,12 +239,26 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
         shutil.rmtree(work, ignore_errors=True)  # a killed run's attempts are not reused
         base = GenAIBuild(precision=precision, block_size=cfg.block_size, accuracy_level=cfg.accuracy_level,
                           exclude=(), algorithm=cfg.algorithm if precision == "int4" else "default")
+        # the builder fails on a family, not on a precision: once it failed, the other precision does not retry
+        builder_error = scores.get("builder_error") if cfg.builder else None
+        path = BUILDER if cfg.builder and builder_error is None else MATMULNBITS
         for i, step in enumerate(ladder(precision, layers, cfg)):
             folder = work / f"attempt-{i}"
-            # node names as the builder writes them (a torch-exported fp32 graph names them otherwise)
-            names = matmul_groups(work / "attempt-0" / "model.onnx") if step["full_precision_groups"] else {}
-            build_genai(model_dir, folder, replace(base, int8=tuple(step["int8_groups"]), exclude=tuple(
-                n for g in step["full_precision_groups"] for n in names.get(g, {}))), cache_dir)
+            if path == BUILDER:
+                # node names as the builder writes them (a torch-exported fp32 graph names them otherwise)
+                names = matmul_groups(work / "attempt-0" / "model.onnx") if step["full_precision_groups"] else {}
+                try:
+                    build_genai(model_dir, folder, replace(base, int8=tuple(step["int8_groups"]), exclude=tuple(
+                        n for g in step["full_precision_groups"] for n in names.get(g, {}))), cache_dir)
+                except UserError as e:
+                    if i:  # it built the first step: a later failure is not the family's, and is the run's
+                        raise
+                    builder_error = scores["builder_error"] = str(e)
+                    path = MATMULNBITS
+            if path == MATMULNBITS:
+                names = matmul_groups(fp32_dir / "model.onnx")
+                quantize_graph(fp32_dir, folder, replace(base, int8=tuple(step["int8_groups"]), exclude=tuple(
+                    n for g in step["full_precision_groups"] for n in names.get(g, {}))))
             verdict = judge(folder, reference, examples, threads, cfg)
             attempts.append({**step, **verdict})
             if verdict["within_budget"]:
@@ -189,7 +266,10 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
         chosen = attempts[-1]
         record = stage_record("quantize", asdict(cfg), {"model": str(model_dir), "fp32": str(fp32_dir),
                                                         "data": str(data_dir)}, started, task="causal-lm",
-                              precision=precision, attempts=attempts, chosen=chosen,
+                              precision=precision, path=path,
+                              **({"builder_error": builder_error} if builder_error else {}),
+                              source_graph=made_by(fp32_dir), judged_on=scores["judged_on"],
+                              attempts=attempts, chosen=chosen,
                               within_budget=chosen["within_budget"],
                               reference={"perplexity": reference[0]}, mode=precision,
                               kept_fp32=chosen["full_precision_groups"], kept_int8=chosen["int8_groups"],
@@ -208,7 +288,38 @@ def quantize_lm(cfg: LMQuantizeConfig, model_dir: Path, fp32_dir: Path, data_dir
 
 def teacher_int4(model_dir: Path, out: Path, cache_dir: Path) -> dict[str, Any]:
     """The teacher's int4 graph as ONNX Runtime GenAI's builder makes it by default (every MatMul, the LM head
-    included, at 4 bits, blocks of 32): what a user of that tool gets, and so the fair "teacher on ONNX Runtime"."""
-    from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, build_genai
+    included, at 4 bits, blocks of 32): what a user of that tool gets, and so the fair "teacher on ONNX Runtime".
 
-    return build_genai(model_dir, out, GenAIBuild(precision="int4", exclude=()), cache_dir)
+    Where the builder cannot build the teacher, its ``torch_onnx_decoder`` graph is quantized with the same options
+    by ``MatMulNBitsQuantizer`` and checked to run; ``build.json`` then says ``path: matmulnbits`` and the
+    builder's ``builder_error``. That graph is not verified against PyTorch as the student's is: it is a speed
+    reference, and its quality is measured by the bench like every variant's."""
+    import shutil
+
+    import numpy as np
+
+    from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, build_genai, torch_onnx_decoder
+    from compresskit.tasks.causal_lm.onnx_decoder import OnnxDecoder
+    from compresskit.tasks.causal_lm.onnx_quantize import quantize_graph
+
+    cfg = GenAIBuild(precision="int4", exclude=())
+    try:
+        return build_genai(model_dir, out, cfg, cache_dir)
+    except UserError as e:
+        builder_error = str(e)
+    work = out.parent / f".{out.name}.fp32"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        torch_onnx_decoder(model_dir, work)
+        record = quantize_graph(work, out, cfg, note={"builder_error": builder_error,
+                                                      "source": "torch.onnx, exported for this build and not kept"})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    decoder = OnnxDecoder(out, threads=1)
+    logits, cache = decoder.prefill(np.asarray([[1, 2, 3, 4]], dtype=np.int64) % decoder.config["vocab_size"])
+    logits, cache = decoder.step(int(logits.argmax()), cache)
+    if not np.isfinite(logits).all():
+        shutil.rmtree(out, ignore_errors=True)
+        raise UserError(f"the teacher's int4 graph quantized from its torch.onnx export gives non-finite logits "
+                        f"({builder_error})")
+    return record

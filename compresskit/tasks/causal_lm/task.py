@@ -108,6 +108,7 @@ class CausalLM:
             raise UserError(f"--task causal-lm needs a local teacher folder (or {EMBEDDED_TEACHER}); got {source}")
         tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
         check_student(cfg.settings.distill, config, tokenizer, cfg.load)
+        check_teacher_anatomy(cfg.settings.distill, config)
         data = load_lm_data(cfg.settings.data, tokenizer)
         check_context(data, tokenizer, context_length(config))
         # an instruct LLM already answers: it is fine-tuned on the real answers only when asked (always)
@@ -188,6 +189,38 @@ class CausalLM:
 
 
 CAUSAL_LM = CausalLM()
+
+
+def check_teacher_anatomy(distill: Any, config: Any) -> None:
+    """What the stages will ask of the teacher's modules, asked of its skeleton (``models.skeleton``: built on the
+    meta device, no weights read) before anything is written: an LM head to distil through, and, for a student made
+    of teacher blocks, the blocks found and a student built from them (on the same meta device), so a family the
+    tool cannot prune is refused in one line here and not after the teacher has answered every prompt."""
+    from transformers import AutoModelForCausalLM
+
+    from compresskit.models import check_prunable, layer_count, skeleton
+    from compresskit.tasks.causal_lm.layers import decoder_blocks, uniform_layers
+
+    model = skeleton(config, AutoModelForCausalLM)
+    if model is None:
+        return
+    head = model.get_output_embeddings()
+    if head is None or getattr(head, "weight", None) is None or head.weight.dim() != 2:
+        raise UserError(f"{type(model).__name__} has no linear LM head (get_output_embeddings); token-level "
+                        "distillation reads the logits through it")
+    if distill.student is not None or distill.student_shape is not None:
+        return
+    decoder_blocks(model)
+    n = layer_count(config)
+    if distill.student_layers != "auto":  # malformed lists are refused by the distill stage's own parser, in words
+        try:
+            layers = sorted({int(x) for x in distill.student_layers.split(",") if x.strip()})
+        except ValueError:
+            return
+    else:  # the blocks block influence keeps are not known yet; any subset of this depth builds alike
+        layers = list(uniform_layers(n, min(distill.student_depth or -(-n // 3), n)).layers)
+    if layers and all(0 <= i < n for i in layers):
+        check_prunable(config, AutoModelForCausalLM, layers)
 
 
 def _student_detail(d: Any) -> str:
@@ -325,16 +358,25 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
         kept = ", ".join(c["full_precision_groups"]) or "none"
         int8 = (f"; 8 bits: {', '.join(INT8_GROUP_WORDS.get(g, g) for g in c['int8_groups'])}"
                 if c.get("int8_groups") else "")  # named as the report names them
-        lines.append(f"{precision}: agreement {c['agreement']:.3f} with fp32, perplexity ×{c['perplexity_ratio']:.3f}"
-                     f"{int8}; full precision: {kept} ({len(rec['attempts'])} build(s))"
+        on = " on held-out text" if rec.get("judged_on") == "heldout text" else ""  # no answers to judge on
+        lines.append(f"{precision}: agreement {c['agreement']:.3f} with fp32{on}, perplexity "
+                     f"×{c['perplexity_ratio']:.3f}{int8}; full precision: {kept} ({len(rec['attempts'])} build(s))"
                      f"{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}")
+        if rec.get("path", "genai-builder") != "genai-builder":
+            source = f" ({rec['source_graph']})" if rec.get("source_graph") else ""
+            why = f": {rec['builder_error']}" if rec.get("builder_error") else " (builder not tried)"
+            lines.append(f"{precision}: MatMulNBits on the verified fp32 graph{source}, not the GenAI builder{why}")
         lines.append(note)
     if cfg.teacher_int4:
         out = layout.onnx("teacher-int4")
         note = reuse_or_make(layout, out, lambda: teacher_int4(teacher_dir(ctx), out, ctx.cache),
                              record_file="build.json")
         build = read_json(out / "build.json")
-        lines += [f"teacher int4: {build['onnx_bytes'] / 1e6:.1f} MB of graph and weights", note]
+        lines.append(f"teacher int4: {build['onnx_bytes'] / 1e6:.1f} MB of graph and weights")
+        if build.get("path", "genai-builder") != "genai-builder":
+            lines.append(f"teacher int4: MatMulNBits on its torch.onnx export, not the GenAI builder: "
+                         f"{build.get('builder_error')}")
+        lines.append(note)
     return lines
 
 
