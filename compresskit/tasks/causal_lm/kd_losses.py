@@ -369,7 +369,10 @@ def _readings(config: Any) -> list[tuple[float, float | None]]:
         if value is None or value in (0.0, 1.0) or not math.isfinite(value):
             continue  # 0 or inf would make every logit equal: left to the check to refuse
         scales = [s * value ** e for s in scales for e in exponents]
-    return [(s, cap) for s in scales]
+    # then the plain readings: a config may carry a field its model never applies (a Llama config with a stray
+    # logit_scale computes plain logits); the model's own logits decide, so such a model is not refused
+    readings = [(s, cap) for s in scales] + [(s, None) for s in scales] + [(1.0, cap), (1.0, None)]
+    return list(dict.fromkeys(readings))
 
 
 def _describe(scale: float, cap: float | None) -> str:

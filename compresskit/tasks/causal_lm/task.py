@@ -208,6 +208,7 @@ def check_teacher_anatomy(distill: Any, config: Any) -> None:
     if head is None or getattr(head, "weight", None) is None or head.weight.dim() != 2:
         raise UserError(f"{type(model).__name__} has no linear LM head (get_output_embeddings); token-level "
                         "distillation reads the logits through it")
+    _check_head_formula(config)
     if distill.student is not None or distill.student_shape is not None:
         return
     decoder_blocks(model)
@@ -221,6 +222,41 @@ def check_teacher_anatomy(distill: Any, config: Any) -> None:
         layers = list(uniform_layers(n, min(distill.student_depth or -(-n // 3), n)).layers)
     if layers and all(0 <= i < n for i in layers):
         check_prunable(config, AutoModelForCausalLM, layers)
+
+
+PROBE_PARAMETERS = 20_000_000
+"""Largest head probe the preflight builds (``_check_head_formula``): one block of a 7B model is 200 M parameters,
+too much to allocate for a check; such a teacher's head is checked when it is loaded, in the teacher stage."""
+
+
+def _check_head_formula(config: Any) -> None:
+    """Whether the distillation losses can reproduce this architecture's logits (a soft cap or logit scale they know,
+    ``kd_losses.check_lm_head``), found by running the architecture's own code: a one-block copy of it with a
+    64-token vocabulary and random weights, built and checked in a second. Weights do not change the formula, so a
+    head the losses cannot follow is refused here, before anything is written, not after the teacher answered."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from compresskit.models import count_parameters, skeleton, student_config
+    from compresskit.tasks.causal_lm.kd_losses import check_lm_head
+
+    probe_config = student_config(config, [0])
+    text = probe_config.get_text_config() if hasattr(probe_config, "get_text_config") else probe_config
+    if not isinstance(getattr(text, "vocab_size", None), int):
+        return
+    text.vocab_size = min(text.vocab_size, 64)
+    for attr in ("pad_token_id", "bos_token_id", "eos_token_id"):  # ids past the small vocabulary would not embed
+        if isinstance(getattr(text, attr, None), int) and getattr(text, attr) >= text.vocab_size:
+            setattr(text, attr, None)
+    shape = skeleton(probe_config, AutoModelForCausalLM)
+    if shape is None or count_parameters(shape) > PROBE_PARAMETERS:
+        return
+    try:
+        torch.manual_seed(0)
+        probe = AutoModelForCausalLM.from_config(probe_config).eval()
+    except Exception:  # noqa: BLE001 - only a preflight: the loaded teacher is checked in the teacher stage
+        return
+    check_lm_head(probe)
 
 
 def _student_detail(d: Any) -> str:
@@ -269,6 +305,7 @@ def _data_stage(ctx: StageContext) -> list[str]:
 def _teacher_stage(ctx: StageContext) -> list[str]:
     from compresskit.models import count_parameters, layer_count
     from compresskit.run import link_tree, record_stage
+    from compresskit.tasks.causal_lm.kd_losses import check_lm_head
     from compresskit.tasks.causal_lm.teacher import load_causal_lm
 
     layout, path, line = ctx.layout, ctx.found.teacher_dir, "used as it is"
@@ -285,6 +322,7 @@ def _teacher_stage(ctx: StageContext) -> list[str]:
                 f"({', '.join(rec['kinds'])}): answer loss {rec['validation_loss_before']:.3f} → "
                 f"{rec['best_validation_loss']:.3f} on validation")
     teacher = load_causal_lm(str(path))
+    check_lm_head(teacher)  # the real weights, before the data stage makes the teacher answer every prompt
     record_stage(layout, "teacher", {"path": str(path), "source": ctx.found.source, "finetuned": ctx.found.finetune})
     return [f"{count_parameters(teacher):,} parameters, {layer_count(teacher.config)} layers: {line}"]
 
