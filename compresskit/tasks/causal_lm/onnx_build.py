@@ -442,6 +442,23 @@ def genai_config_for(config: Any, generation: Any = None) -> dict[str, Any]:
     }
 
 
+def cache_geometry(model: Any) -> dict[str, int]:
+    """Layers, KV heads and head size of a causal LM's KV cache, read from the cache one forward pass makes rather
+    than from config fields: a config may carry a field its family ignores (a ``num_key_value_heads`` on an OPT or
+    GPT-NeoX config, whose attention has none), and the graph's cache inputs must have the shape the model makes."""
+    import torch
+
+    ids = torch.zeros(1, 2, dtype=torch.long, device=model.get_input_embeddings().weight.device)
+    with torch.no_grad():
+        cache = model(input_ids=ids, use_cache=True).past_key_values
+    layers = getattr(cache, "layers", None)
+    key = layers[0].keys if layers else (cache[0][0] if cache is not None else None)
+    if key is None or key.dim() != 4:
+        return {}
+    return {"num_hidden_layers": len(layers) if layers else len(cache), "num_key_value_heads": int(key.shape[1]),
+            "head_size": int(key.shape[-1])}
+
+
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                     "generation_config.json")
 
@@ -467,6 +484,7 @@ def torch_onnx_decoder(model_dir: Path, out: Path, opset: int | None = None) -> 
     config = model.config
     genai = genai_config_for(config, getattr(model, "generation_config", None))
     decoder = genai["model"]["decoder"]
+    decoder.update(cache_geometry(model))
     layers, kv_heads, head = decoder["num_hidden_layers"], decoder["num_key_value_heads"], decoder["head_size"]
     past_names, present_names = _past_names(layers)
     # transformers 5.x renamed past_key_values to cache, in the forward's arguments and in its output
