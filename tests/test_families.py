@@ -129,3 +129,52 @@ def test_an_encoder_student_exports_verifies_quantizes_and_predicts(name, tmp_pa
         expected = [sorted(TOPICS)[i] for i in student(**enc).logits.argmax(-1).tolist()]
     assert [p["label"] for p in fp32.predict(texts)] == expected
     assert [p["label"] in TOPICS for p in int8.predict(texts)] == [True, True]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Refused before anything is written
+
+
+def _registered(model_type: str, forward_scale: float = 1.0, shadow_blocks: bool = False):
+    """A Llama subclass registered with transformers' Auto classes under ``model_type``, as a user's custom model
+    would be: its logits multiplied by ``forward_scale`` after the head (a formula no config field names), or a
+    second list of per-layer modules beside the blocks, which pruning the blocks would leave as deep as before."""
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    config_cls = type(f"{model_type}Config", (LlamaConfig,), {"model_type": model_type})
+
+    class Custom(LlamaForCausalLM):
+        config_class = config_cls
+        _no_split_modules = None if shadow_blocks else ["LlamaDecoderLayer"]
+
+        def __init__(self, config):
+            super().__init__(config)
+            if shadow_blocks:
+                self.adapters = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(config.num_hidden_layers))
+
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * forward_scale
+            return out
+
+    AutoConfig.register(model_type, config_cls, exist_ok=True)
+    AutoModelForCausalLM.register(config_cls, Custom, exist_ok=True)
+    return config_of({"model_type": model_type})
+
+
+@pytest.mark.parametrize(("model_type", "kwargs", "needle"), [
+    ("ck-doubled-logits", {"forward_scale": 2.0}, "logits are not a linear map"),
+    # transformers names the decoder layer class itself, so the blocks are found; the side list of per-layer modules
+    # would not follow the pruning, and the student built on the meta device says so
+    ("ck-per-layer-side-list", {"shadow_blocks": True}, r"^cannot build a student of Custom from its layers"),
+])
+def test_the_causal_lm_preflight_refuses_what_the_stages_could_not_do(model_type, kwargs, needle):
+    from compresskit.artifacts import UserError
+    from compresskit.tasks.causal_lm.distill import LMDistillConfig
+    from compresskit.tasks.causal_lm.task import check_teacher_anatomy
+
+    config = _registered(model_type, **kwargs)
+    with pytest.raises(UserError, match=needle) as e:
+        check_teacher_anatomy(LMDistillConfig(), config)
+    assert "\n" not in str(e.value)
+    check_teacher_anatomy(LMDistillConfig(), config_of(DECODERS["Llama"]))  # the plain family passes
