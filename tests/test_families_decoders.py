@@ -52,3 +52,27 @@ def test_a_decoder_student_exports_verifies_quantizes_and_generates(name, tmp_pa
     assert np.isfinite(logits).all()
     answer = generate(graph.parent, "tell me of the market", max_new_tokens=3, threads=1)
     assert 1 <= len(answer.tokens) <= 3 and answer.prompt_tokens > 0
+
+
+def test_a_sliding_window_graph_gets_a_kv_cache_as_long_as_its_window():
+    from compresskit.tasks.causal_lm.onnx_generate import kv_capacity
+
+    def config(window, shared=True, context=8192):
+        decoder = {"sliding_window": {"window_size": window}} if window else {}
+        return {"model": {"context_length": context, "decoder": decoder},
+                "search": {"past_present_share_buffer": shared}}
+
+    assert kv_capacity(config(4096), 129) == 4096  # Gemma 2: the kernel refuses a cache shorter than the window
+    assert kv_capacity(config(4096, context=2048), 129) == 2048  # never past the context
+    assert kv_capacity(config(64), 129) == 129  # the window fits in what is needed anyway
+    assert kv_capacity(config(None), 129) == 129 and kv_capacity(config(4096, shared=False), 129) == 129
+
+
+def test_a_builder_graph_whose_window_is_not_shorter_than_its_context_is_refused(tmp_path):
+    from compresskit.artifacts import UserError
+    from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, _check_built
+
+    (tmp_path / "genai_config.json").write_text(json.dumps(
+        {"model": {"context_length": 256, "decoder": {"head_size": 16, "sliding_window": {"window_size": 4096}}}}))
+    with pytest.raises(UserError, match="sliding window of 4096 tokens, not less than its context of 256"):
+        _check_built(tmp_path, GenAIBuild())

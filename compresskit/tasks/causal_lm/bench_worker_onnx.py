@@ -79,15 +79,18 @@ def _genai_model(folder: Path, threads: int) -> Any:
 
 
 def generation_speed(model: Any, cfg: dict, speed: dict[str, list[int]], decode_prompt: list[int],
-                     context: int) -> dict[str, Any]:
+                     context: int, genai_config: dict) -> dict[str, Any]:
     """Batch-1 speed with ONNX Runtime GenAI: time to first token per prompt length (generator made, prompt
     appended, first token chosen), then a greedy decode of exactly ``decode_tokens`` with each step timed, then one
     generation end to end."""
     import onnxruntime_genai as og
 
+    from compresskit.tasks.causal_lm.onnx_generate import kv_capacity
+
     def generator(prompt_len: int, new: int, min_new: int = 0) -> Any:
         params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=prompt_len + new, min_length=prompt_len + min_new)
+        params.set_search_options(do_sample=False, max_length=kv_capacity(genai_config, prompt_len + new),
+                                  min_length=prompt_len + min_new)
         return og.Generator(model, params)
 
     def first_token(ids: list[int]) -> int:
@@ -125,26 +128,28 @@ def generation_speed(model: Any, cfg: dict, speed: dict[str, list[int]], decode_
     t0 = time.perf_counter()
     g = generator(len(decode_prompt), steps, steps)
     g.append_tokens(decode_prompt)
-    while not g.is_done():
+    for _ in range(steps):  # counted: max_length may be a sliding window's length (kv_capacity)
         g.generate_next_token()
     generate_s = time.perf_counter() - t0
     generated = [int(t) for t in g.get_sequence(0)][len(decode_prompt):]
     return speed_record(ttft, prefill, samples, tokens, generated, generate_s, decode_prompt,
-                        _batch_throughput(model, decode_prompt, steps, 8))
+                        _batch_throughput(model, decode_prompt, steps, 8, genai_config))
 
 
-def _batch_throughput(model: Any, prompt: list[int], new: int, batch: int) -> float:
+def _batch_throughput(model: Any, prompt: list[int], new: int, batch: int, genai_config: dict) -> float:
     """New tokens per second of a greedy generation of ``new`` tokens for ``batch`` copies of ``prompt`` at once,
     prefill included (what a server answering ``batch`` requests together gets)."""
     import onnxruntime_genai as og
 
+    from compresskit.tasks.causal_lm.onnx_generate import kv_capacity
+
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, batch_size=batch, max_length=len(prompt) + new,
-                              min_length=len(prompt) + new)
+    params.set_search_options(do_sample=False, batch_size=batch,
+                              max_length=kv_capacity(genai_config, len(prompt) + new), min_length=len(prompt) + new)
     t0 = time.perf_counter()
     g = og.Generator(model, params)
     g.append_tokens(np.asarray([prompt] * batch, dtype=np.int32))
-    while not g.is_done():
+    for _ in range(new):  # counted: max_length may be a sliding window's length (kv_capacity)
         g.generate_next_token()
     return batch * new / (time.perf_counter() - t0)
 
@@ -182,7 +187,8 @@ def measure(spec: dict) -> dict[str, Any]:
     if not (folder / "genai_config.json").is_file():
         raise UserError(f"{v['name']}: {folder} is not an exported LLM folder (no genai_config.json)")
     tokens = json.loads(Path(spec["tokens"]).read_text(encoding="utf-8"))
-    context = int(json.loads((folder / "genai_config.json").read_text())["model"]["context_length"])
+    genai_config = json.loads((folder / "genai_config.json").read_text())
+    context = int(genai_config["model"]["context_length"])
     longest = max([len(w["input_ids"]) for w in tokens["windows"]] + [0])
     if longest > context:
         raise UserError(f"--perplexity-window {cfg['window']} is longer than {v['name']}'s context of {context} "
@@ -192,7 +198,7 @@ def measure(spec: dict) -> dict[str, Any]:
     started = time.perf_counter()
     model = _genai_model(folder, threads)
     load_seconds = time.perf_counter() - started
-    generation = generation_speed(model, cfg, tokens["speed"], tokens["decode_prompt"], context)
+    generation = generation_speed(model, cfg, tokens["speed"], tokens["decode_prompt"], context, genai_config)
     peak_rss = peak_rss_mb()
     del model
     if spec.get("speed_only"):  # a later round (``LMBenchConfig.rounds``): the speed workloads alone

@@ -180,8 +180,16 @@ def _kind(model_dir: Path) -> str:
 
 def _check_built(folder: Path, cfg: GenAIBuild) -> None:
     """Refuse, before anything is renamed into place, a graph that would fail at run time or ignore an option."""
-    decoder = read_json(folder / GENAI_CONFIG)["model"]["decoder"]
+    genai = read_json(folder / GENAI_CONFIG)
+    decoder = genai["model"]["decoder"]
     head = decoder.get("head_size")
+    window = (decoder.get("sliding_window") or {}).get("window_size")
+    context = genai["model"].get("context_length")
+    # the attention kernel needs a KV cache at least as long as the window, and GenAI sizes it by max_length, which
+    # may not pass the context: such a graph builds, verifies (plain ONNX Runtime) and then fails in every generation
+    if isinstance(window, int) and isinstance(context, int) and window >= context:
+        raise UserError(f"the builder's graph has a sliding window of {window} tokens, not less than its context of "
+                        f"{context}: ONNX Runtime GenAI's attention cannot allocate a KV cache that long")
     # ORT's CPU GroupQueryAttention kernel rejects these at the first run ("head_size shall be a multiple of 16")
     if cfg.execution_provider == "cpu" and isinstance(head, int) and head % 16:
         raise UserError(f"the model's attention head size is {head}, and ONNX Runtime's CPU attention kernel needs "

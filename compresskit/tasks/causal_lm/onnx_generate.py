@@ -125,6 +125,22 @@ def load(folder: Path, threads: int | None = None) -> tuple[og.Model, og.Tokeniz
     return model, tokenizer, context
 
 
+def kv_capacity(genai_config: dict, needed: int) -> int:
+    """The ``max_length`` to give ONNX Runtime GenAI for a generation of ``needed`` tokens (prompt and answer).
+
+    A builder graph with a sliding window (Gemma 2/3, some Qwen2) runs its attention kernel on a KV cache that must
+    hold at least the window, and GenAI sizes a shared cache by ``max_length``: asking for only what is needed fails
+    at the first token ("KV cache capacity (129) must be at least local_window_size (4096)"). Such a graph gets the
+    window (at most the context); callers then stop after their own count of tokens, not at ``max_length``."""
+    model = genai_config.get("model", {})
+    window = (model.get("decoder", {}).get("sliding_window") or {}).get("window_size")
+    shared = genai_config.get("search", {}).get("past_present_share_buffer", False)
+    context = model.get("context_length") or needed
+    if shared and isinstance(window, int) and window > needed:
+        return max(needed, min(window, context))
+    return needed
+
+
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
@@ -145,17 +161,21 @@ def _prompt_ids(tokenizer: og.Tokenizer, folder: Path, prompt: str, chat: bool, 
     return ids
 
 
-def _greedy(model: og.Model, tokenizer: og.Tokenizer, ids, max_new_tokens: int, context: int
+def _greedy(model: og.Model, tokenizer: og.Tokenizer, ids, max_new_tokens: int, context: int, config: dict
             ) -> Iterator[tuple[int, str]]:
     """Greedy decoding: each new token id with its piece of text (``""`` while a character's bytes are incomplete),
     until the end-of-sequence token, ``max_new_tokens`` or the end of the context, whichever comes first."""
     params = og.GeneratorParams(model)
     # past_present_share_buffer (the builder's default) sizes the KV cache by max_length: ask for what is needed
-    params.set_search_options(do_sample=False, max_length=min(len(ids) + max_new_tokens, context))
+    # (or a sliding window's length, kv_capacity), and count the tokens here
+    needed = min(len(ids) + max_new_tokens, context)
+    params.set_search_options(do_sample=False, max_length=kv_capacity(config, needed))
     generator = og.Generator(model, params)
     generator.append_tokens(ids)
     stream = tokenizer.create_stream()
-    while not generator.is_done():
+    for _ in range(needed - len(ids)):
+        if generator.is_done():
+            break
         generator.generate_next_token()
         token = int(generator.get_next_tokens()[0])
         yield token, stream.decode(token)
@@ -177,7 +197,7 @@ def generate_stream(folder: Path, prompt: str, max_new_tokens: int, chat: bool =
     _check_request(prompt, max_new_tokens)
     model, tokenizer, context = load(folder, threads)
     ids = _prompt_ids(tokenizer, folder, prompt, chat, context)
-    for _, piece in _greedy(model, tokenizer, ids, max_new_tokens, context):
+    for _, piece in _greedy(model, tokenizer, ids, max_new_tokens, context, check_folder(folder)):
         if piece:
             yield piece
 
@@ -194,7 +214,7 @@ def generate(folder: Path, prompt: str, max_new_tokens: int, chat: bool = True, 
     tokens: list[int] = []
     pieces: list[str] = []
     first = last = loaded
-    for token, piece in _greedy(model, tokenizer, ids, max_new_tokens, context):
+    for token, piece in _greedy(model, tokenizer, ids, max_new_tokens, context, check_folder(folder)):
         last = time.perf_counter()
         if not tokens:
             first = last
