@@ -69,10 +69,23 @@ def test_a_sliding_window_graph_gets_a_kv_cache_as_long_as_its_window():
 
 
 def test_a_builder_graph_whose_window_is_not_shorter_than_its_context_is_refused(tmp_path):
+    import onnx
+    from onnx import helper
+
     from compresskit.artifacts import UserError
     from compresskit.tasks.causal_lm.onnx_build import GenAIBuild, _check_built
 
     (tmp_path / "genai_config.json").write_text(json.dumps(
         {"model": {"context_length": 256, "decoder": {"head_size": 16, "sliding_window": {"window_size": 4096}}}}))
+
+    def save(window: int) -> None:
+        node = helper.make_node("GroupQueryAttention", ["q"], ["o"], domain="com.microsoft", local_window_size=window)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("q", onnx.TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("o", onnx.TensorProto.FLOAT, [1])])
+        onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
+
+    save(-1)  # the builder wrote no window into the kernel (Mistral): the config's window does not bind it
+    _check_built(tmp_path, GenAIBuild())
+    save(4096)  # Gemma 2: the kernel itself has the window
     with pytest.raises(UserError, match="sliding window of 4096 tokens, not less than its context of 256"):
         _check_built(tmp_path, GenAIBuild())

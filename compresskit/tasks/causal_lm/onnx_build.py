@@ -183,11 +183,11 @@ def _check_built(folder: Path, cfg: GenAIBuild) -> None:
     genai = read_json(folder / GENAI_CONFIG)
     decoder = genai["model"]["decoder"]
     head = decoder.get("head_size")
-    window = (decoder.get("sliding_window") or {}).get("window_size")
     context = genai["model"].get("context_length")
-    # the attention kernel needs a KV cache at least as long as the window, and GenAI sizes it by max_length, which
+    # the attention kernel needs a KV cache at least as long as its window, and GenAI sizes it by max_length, which
     # may not pass the context: such a graph builds, verifies (plain ONNX Runtime) and then fails in every generation
-    if isinstance(window, int) and isinstance(context, int) and window >= context:
+    window = _attention_window(folder / "model.onnx") if isinstance(context, int) else None
+    if window is not None and window >= context:
         raise UserError(f"the builder's graph has a sliding window of {window} tokens, not less than its context of "
                         f"{context}: ONNX Runtime GenAI's attention cannot allocate a KV cache that long")
     # ORT's CPU GroupQueryAttention kernel rejects these at the first run ("head_size shall be a multiple of 16")
@@ -202,6 +202,17 @@ def _check_built(folder: Path, cfg: GenAIBuild) -> None:
             example = next(iter(groups.get("layer 0", {})), LM_HEAD)
             raise UserError(f"--int4-exclude names {', '.join(unknown)}, not a MatMul of this graph; names look like "
                             f"{LM_HEAD} or {example} (the build.json of any build of this model lists them)")
+
+
+def _attention_window(model_path: Path) -> int | None:
+    """The largest ``local_window_size`` of the graph's fused attention nodes (None when no node has a window): the
+    builder writes it for the sliding-window layers of some families (Gemma 2) and not of others."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    sizes = [a.i for n in model.graph.node if n.op_type == "GroupQueryAttention" for a in n.attribute
+             if a.name == "local_window_size" and a.i > 0]
+    return max(sizes) if sizes else None
 
 
 _TRACEBACK_LINE = re.compile(r"^(Traceback \(|File \"|[\^~]+$)")  # matched after stripping
