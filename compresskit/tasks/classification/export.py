@@ -409,6 +409,13 @@ def export(cfg: ExportConfig, model_dir: Path, data_dir: Path, out: Path, name: 
             except VerificationError as e:
                 entry["error"] = str(e)
                 continue
+            except Exception as e:
+                # a graph ONNX Runtime refuses to load (torch 2.13's dynamo exporter writes Split's opset-18
+                # num_outputs into an opset-17 ModernBERT graph) is that candidate's failure; the others may load
+                if not type(e).__module__.startswith("onnxruntime"):
+                    raise
+                entry["error"] = f"export failed: ONNX Runtime cannot load the graph: {first_line(e)}"
+                continue
             entry["parity"] = parity.to_dict()
             made[cand.name] = (cand, path, fused, note, parity)
         if not made:
