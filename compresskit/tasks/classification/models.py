@@ -14,6 +14,7 @@ from compresskit.models import (
     check_model_files,
     prune_layers,
     resolve_model_source,
+    skeleton,
     weight_bytes,
 )
 
@@ -37,15 +38,10 @@ def estimated_weight_bytes(config: Any) -> int | None:
     """Bytes of the parameters and buffers a sequence classifier built from ``config`` holds, in the config's dtype,
     counted on the meta device (nothing is allocated or read). None when transformers cannot build it from the
     config alone (custom code): callers then rely on the later check on the loaded model."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    try:
-        with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(config)
-    except Exception:  # noqa: BLE001 - an estimate only; the export stage measures the real model
-        return None
-    return weight_bytes(model)
+    model = skeleton(config, AutoModelForSequenceClassification)
+    return None if model is None else weight_bytes(model)
 
 
 def is_classifier(config: Any) -> bool:
