@@ -40,6 +40,18 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "compresskit", *args], capture_output=True, text=True)
 
 
+def _distill_and_export(name: str, kind: str, teacher: Path, data: Path, root: Path, flags: list[str]
+                        ) -> tuple[dict, Path]:
+    """One run of the whole pipeline on ``teacher`` and ``data``: the table row's exit code, time and error line, and
+    the run folder."""
+    t = time.time()
+    p = _cli("distill-and-export", "--teacher", str(teacher), "--dataset", str(data), "--output-root",
+             str(root / "runs"), "--run-name", F.slug(name), "--overwrite", *flags)
+    row = {"family": name, "kind": kind, "exit": p.returncode, "seconds": round(time.time() - t),
+           "error": (p.stderr.strip().splitlines() or [""])[-1] if p.returncode else None}
+    return row, root / "runs" / F.slug(name)
+
+
 def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -52,12 +64,7 @@ def decoder_row(name: str, root: Path) -> dict:
     model = root / "models" / F.slug(name)
     if not model.exists():
         F.save_decoder(name, model)
-    run = root / "runs" / F.slug(name)
-    t = time.time()
-    p = _cli("distill-and-export", "--teacher", str(model), "--dataset", str(prompts), "--output-root",
-             str(root / "runs"), "--run-name", F.slug(name), "--overwrite", *LM_FAST)
-    row = {"family": name, "kind": "decoder", "exit": p.returncode, "seconds": round(time.time() - t),
-           "error": (p.stderr.strip().splitlines() or [""])[-1] if p.returncode else None}
+    row, run = _distill_and_export(name, "decoder", model, prompts, root, LM_FAST)
     row["export"] = _read(run / "onnx" / "student" / "export.json").get("path")
     for precision in ("int8", "int4"):
         q = _read(run / "onnx" / f"student-{precision}" / "quantize.json")
@@ -90,12 +97,7 @@ def encoder_row(name: str, root: Path) -> dict:
         tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
         F.encoder_classifier(name, sorted(TOPICS), len(vocab)).save_pretrained(model)
         tok.save_pretrained(model)
-    run = root / "runs" / F.slug(name)
-    t = time.time()
-    p = _cli("distill-and-export", "--teacher", str(model), "--dataset", str(data), "--output-root",
-             str(root / "runs"), "--run-name", F.slug(name), "--overwrite", *CLS_FAST)
-    row = {"family": name, "kind": "encoder", "exit": p.returncode, "seconds": round(time.time() - t),
-           "error": (p.stderr.strip().splitlines() or [""])[-1] if p.returncode else None}
+    row, run = _distill_and_export(name, "encoder", model, data, root, CLS_FAST)
     export = _read(run / "onnx" / "student" / "export.json")
     row["export"] = (export.get("choice") or {}).get("chosen") or export.get("config", {}).get("exporter")
     q = _read(run / "onnx" / "student-quantized" / "quantize.json")
