@@ -50,6 +50,9 @@ class GateConfig:
     max_accuracy_regression: float | None = None
     """Largest allowed loss of the deployed student's quality metric against ``--baseline``, absolute, in [0, 1]:
     fails only when the whole 95 % interval of baseline − current lies above it."""
+    require_student: bool = False
+    """Fail when the decision's chosen variant (``compresskit.decision``: the fastest within the quality budget) is
+    not a student, or when nothing meets the budget: for users who want to know when distillation stopped paying."""
     max_latency_regression: float | None = None
     """Largest allowed current / baseline p50 at batch 1 of the deployed student (1.10 = 10 % slower), >= 1: fails
     only when the lower end of the ratio's 95 % interval lies above it."""
@@ -237,8 +240,31 @@ def _latency_regression_gate(limit: float, comparison: dict | None) -> GateResul
     return _judge(name, limit, low, head, at_most=True, spec="{:.3f}", unit="×")
 
 
-def evaluate_gates(cfg: GateConfig, variants: list[dict], fields: GateFields, comparison: dict | None = None
-                   ) -> list[GateResult]:
+def _student_gate(decision: dict | None) -> GateResult:
+    name = "require-student"
+    if not decision:
+        return GateResult(name, 1.0, None, False, "the report has no decision: cannot tell what ships")
+    chosen = decision.get("chosen")
+    if chosen is None:
+        return GateResult(name, 1.0, 0.0, False, f"nothing meets the budget ({decision.get('budget_text')}): "
+                                                 f"nothing ships; closest: {decision.get('closest')}")
+    model = next((c.get("model") for c in decision.get("candidates") or [] if c.get("name") == chosen), None)
+    if model == "student":
+        return GateResult(name, 1.0, 1.0, True, f"{chosen} ships, a student")
+    from compresskit.decision import kind_of
+
+    cand = next(c for c in decision["candidates"] if c.get("name") == chosen)
+    students = [c for c in decision["candidates"] if c.get("model") == "student"]
+    why = ""
+    if students:
+        best = min(students, key=lambda c: sum(not x["passed"] for x in c["checks"]))
+        failed = "; ".join(x["text"] for x in best["checks"] if not x["passed"])
+        why = f"; best student {best['name']}: " + (failed or "within the budget but slower")
+    return GateResult(name, 1.0, 0.0, False, f"{chosen} ships ({kind_of(cand)}), not a student{why}")
+
+
+def evaluate_gates(cfg: GateConfig, variants: list[dict], fields: GateFields, comparison: dict | None = None,
+                   decision: dict | None = None) -> list[GateResult]:
     """Evaluate every gate set in ``cfg`` against the report's ``variants``, in a fixed order.
 
     ``fields`` (the run's task family) names what the quality gates read. Speed and latency use the fastest student
@@ -260,6 +286,8 @@ def evaluate_gates(cfg: GateConfig, variants: list[dict], fields: GateFields, co
         results.append(_perplexity_gate(cfg.max_perplexity_ratio, variants, fields.perplexity_metric))
     if cfg.min_agreement is not None:
         results.append(_agreement_gate(cfg.min_agreement, variants, fields.agreement_metric))
+    if cfg.require_student:
+        results.append(_student_gate(decision))
     if cfg.max_accuracy_regression is not None:
         results.append(_accuracy_regression_gate(cfg.max_accuracy_regression, comparison, metric))
     if cfg.max_latency_regression is not None:

@@ -91,7 +91,7 @@ def report_and_gates(run_dir: Path, gates: GateConfig, console: Console, baselin
     different test sets are refused before anything is written), the regression gates judge that comparison, and
     compare.json/.md/.html go to ``run_dir/compare/``.
     """
-    from compresskit.reporting.render import render_console_table
+    from compresskit.reporting.render import render_console_table, render_verdict_console
     from compresskit.reporting.report import build_report, validate_report, write_report
 
     task = task_of_run(Path(run_dir))
@@ -103,17 +103,30 @@ def report_and_gates(run_dir: Path, gates: GateConfig, console: Console, baselin
         base_report, base_path = load_report(baseline)
         comparison = compare_reports(base_report, collected.to_dict(),
                                      sources=(str(base_path), str(Path(run_dir) / "report.json")))
-    results = evaluate_gates(gates, collected.variants, task, comparison)
-    report = dataclasses.replace(collected, gates=[r.to_dict() for r in results], comparison=comparison).to_dict()
+    from compresskit.decision import budget_of, decide
+    from compresskit.deploy import write_deploy
+
+    decision = decide(collected.to_dict(), task, *budget_of(gates, task.default_budget))
+    results = evaluate_gates(gates, collected.variants, task, comparison, decision)
+    report = dataclasses.replace(collected, gates=[r.to_dict() for r in results], comparison=comparison,
+                                 decision=decision).to_dict()
     problems = validate_report(report)
     if problems:  # our own output: a mismatch is a bug, not a user error
         raise RuntimeError(f"report.json does not match its schema: {problems[0]}")
     paths = write_report(report, Path(run_dir))
+    shipped = write_deploy(Path(run_dir), report, task)
     out = Console()
     if not out.is_terminal:  # CI logs: keep the whole table rather than squeezing it into 80 columns
         out = Console(width=220)
+    out.print(render_verdict_console(report))  # the answer first, then the figures it rests on
     out.print(render_console_table(report))
     console.print(f"report: {paths['json']}, {paths['markdown']}, {paths['html']}")
+    if shipped:
+        console.print(f"deploy: {shipped} ({decision['chosen']}, model card {shipped / 'README.md'})", highlight=False)
+    elif decision["chosen"] is None:
+        console.print("deploy: nothing ships (nothing meets the budget)", highlight=False)
+    else:
+        console.print(f"deploy: {decision['chosen']} has no model folder to ship", highlight=False)
     if comparison is not None:
         from compresskit.reporting.compare import write_comparison
         from compresskit.reporting.compare_render import render_compare_console

@@ -10,8 +10,11 @@ from lm_models import save_lm, tiny_llama
 from compresskit.reporting.report import validate_report
 from compresskit.tasks.causal_lm.bench import LMBenchConfig
 
+# The teacher's int4 graph only: its fp32 and int8 arms (the default) are built by lm_run alone, which every other run
+# here would otherwise build again at about 45 s each.
 FAST = ["--max-steps", "4", "--lm-batch-size", "2", "--lm-max-length", "64", "--max-new-tokens", "6",
-        "--decode-tokens", "8", "--lm-test-prompts", "4", "--device", "cpu", "--rounds", "1"]
+        "--decode-tokens", "8", "--lm-test-prompts", "4", "--device", "cpu", "--rounds", "1", "--teacher-graphs", "int4"]
+DEFAULT_TEACHER_GRAPHS = ["--teacher-graphs", "fp32,int8,int4"]
 WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album", "chip", "bill"]
 
 
@@ -37,7 +40,8 @@ def lm_run(tmp_path_factory, llm_teacher):
     the tests below; those that damage it come last."""
     root = tmp_path_factory.mktemp("lm-run")
     args = ("distill-and-export", "--teacher", str(llm_teacher), "--dataset",
-            str(write_prompts(root / "prompts.jsonl")), "--output-root", str(root / "runs"), "--run-name", "lm", *FAST)
+            str(write_prompts(root / "prompts.jsonl")), "--output-root", str(root / "runs"), "--run-name", "lm", *FAST,
+            *DEFAULT_TEACHER_GRAPHS)
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "runs" / "lm", args
@@ -49,8 +53,9 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(lm_run):
     assert report["task"] == "causal-lm" and validate_report(report) == []
     assert json.loads((run / "run.json").read_text())["task"] == "causal-lm"
     rows = {v["name"]: v for v in report["variants"]}
-    assert set(rows) == {"teacher-pytorch", "teacher-onnx-int4", "student-pruned-pytorch", "student-pytorch",
-                         "student-onnx", "student-onnx-int8", "student-onnx-int4"}
+    assert set(rows) == {"teacher-pytorch", "teacher-onnx", "teacher-onnx-int8", "teacher-onnx-int4",
+                         "student-pruned-pytorch", "student-pytorch", "student-onnx", "student-onnx-int8",
+                         "student-onnx-int4"}
     assert rows["student-pruned-pytorch"]["model"] == "baseline"
     # the fp32 decoder graph was verified against PyTorch and computes what the student computes
     export = json.loads((run / "onnx" / "student" / "export.json").read_text())
@@ -78,6 +83,40 @@ def test_distill_and_export_runs_a_causal_lm_end_to_end(lm_run):
     # the report's sections are the family's: how each decoder graph was built
     markdown = (run / "report.md").read_text()
     assert "## ONNX graphs" in markdown and f"**student:** {export['chosen']} export" in markdown
+
+def test_the_causal_lm_report_decides_and_its_shipped_graph_generates_without_torch(lm_run, tmp_path):
+    import subprocess
+    import sys
+
+    from compresskit.deploy import read_card, write_deploy
+    from compresskit.tasks import get_task
+
+    run, _ = lm_run
+    report = json.loads((run / "report.json").read_text())
+    d = report["decision"]
+    assert d["budget"] == {"max_perplexity_ratio": 1.25} and d["workload"]["key"] == "decode"
+    assert d["frontier"] and set(d["frontier"]) <= {v["name"] for v in report["variants"]}
+    if d["chosen"] is not None:
+        assert (run / "deploy" / "README.md").is_file()
+    # ship the int4 student's graph whatever the budget chose, and answer with it on ONNX Runtime GenAI alone
+    report["decision"] = {**d, "chosen": "student-onnx-int4"}
+    out = tmp_path / "run"
+    out.mkdir()
+    shipped = write_deploy(out, report, get_task("causal-lm"))
+    meta, body = read_card(shipped / "README.md")
+    assert meta["pipeline_tag"] == "text-generation" and meta["library_name"] == "onnx"
+    row = next(v for v in report["variants"] if v["name"] == "student-onnx-int4")
+    values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert values["perplexity"] == row["quality"]["perplexity"]
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from compresskit.cli import main\n"
+            f"sys.argv = ['compresskit', 'generate', {str(shipped)!r}, 'write about the', '--max-new-tokens', '4',"
+            " '--no-chat']\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "generate: " in proc.stderr and "tokens after a" in proc.stderr
+
 
 
 def test_the_gates_judge_the_deployed_students_agreement_and_perplexity(lm_run):
@@ -130,7 +169,8 @@ def test_a_damaged_int4_graph_is_made_again_and_the_rest_reused(lm_run):
     flat = "".join((proc.stdout + proc.stderr).split())  # the console wraps long lines
     assert f"madeonnx/student-int4/again:{weights}is{whole // 2:,}bytes,{whole:,}whenitwasmade" in flat
     assert {n.split()[1] for n in notes if n.startswith("reused ")} == {
-        "data/", "student/", "onnx/student/", "onnx/student-int8/", "onnx/teacher-int4/"}
+        "data/", "student/", "onnx/student/", "onnx/student-int8/", "onnx/teacher-int4/", "onnx/teacher/",
+        "onnx/teacher-int8/"}
     assert weights.stat().st_size == whole
 
 

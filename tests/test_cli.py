@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 from conftest import cli, save_tiny_bert
@@ -53,16 +54,16 @@ def test_pipeline_writes_a_valid_report_and_fails_the_gate(run):
     report = json.loads((root / "tiny" / "report.json").read_text())
     assert validate_report(report) == []
     names = [v["name"] for v in report["variants"]]
-    assert names == ["teacher-pytorch", "teacher-onnx", "student-pytorch", "student-onnx", "student-onnx-int8",
-                     "baseline-tfidf"]
+    assert names == ["teacher-pytorch", "teacher-onnx", "teacher-onnx-int8", "student-pytorch", "student-onnx",
+                     "student-onnx-int8", "baseline-tfidf"]
     gate = report["gates"][0]
     assert gate["name"] == "min-speedup" and gate["passed"] is False and gate["limit"] == 1000000
     assert report["teacher"]["layers"] == 2 and report["student"]["layers"] == 1
     assert report["student"]["parameters"] < report["teacher"]["parameters"]
-    assert all(v["passed"] for v in report["verification"]) and len(report["verification"]) == 3
+    assert all(v["passed"] for v in report["verification"]) and len(report["verification"]) == 4
     assert report["config"]["distill"]["temperature"] == 2.0
     md = (root / "tiny" / "report.md").read_text()
-    assert "student-onnx-int8" in md and "❌" in md
+    assert "student-onnx-int8" in md and "- FAIL min-speedup" in md
     assert (root / "tiny" / "report.html").is_file()
     assert summary.read_text().startswith("earlier step\n") and "student-onnx-int8" in summary.read_text()
 
@@ -76,7 +77,7 @@ def test_teacher_finetuning_is_cached_and_run_folder_is_complete(run):
     run_dir = root / "tiny"
     for p in ("run.json", "data/data.json", "teacher/finetune.json", "student/distill.json",
               "onnx/teacher/model.onnx", "onnx/student/model.onnx", "onnx/student-quantized/model.onnx",
-              "bench/bench.json"):
+              "onnx/teacher-quantized/model.onnx", "bench/bench.json"):
         assert (run_dir / p).is_file(), p
     assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
 
@@ -379,3 +380,55 @@ def test_the_saved_config_repeats_the_run(run):
     proc = cli("distill-and-export", "--config", str(config), env={"GITHUB_STEP_SUMMARY": str(root / "again.md")})
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert "resuming the run" in proc.stderr and "holds another run" not in proc.stderr
+
+
+def test_a_budget_nothing_meets_ships_nothing_and_the_student_gate_names_the_closest(run, tmp_path):
+    root, _, _ = run
+    report = json.loads((root / "tiny" / "report.json").read_text())
+    d = report["decision"]
+    # the fixture's run asked for a speed-up of a million: no variant meets that, and nothing ships
+    assert d["chosen"] is None and d["closest"] and d["budget"] == {"max_accuracy_drop": 0.01, "min_speedup": 1e6}
+    assert d["budget_source"] == "default" and not (root / "tiny" / "deploy").exists()
+    assert "nothing meets the budget" in (root / "tiny" / "report.md").read_text()
+    copy = tmp_path / "tiny"
+    shutil.copytree(root / "tiny", copy)
+    proc = cli("report", "--run-dir", str(copy), "--min-speedup", "1000000", "--require-student")
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert "require-student" in proc.stderr and f"closest: {d['closest']}" in proc.stderr
+
+
+def test_the_report_ships_the_chosen_variant_with_a_model_card_that_matches_it(run, tmp_path):
+    from compresskit.deploy import read_card, write_deploy
+    from compresskit.tasks import get_task
+    from compresskit.variants import field_value
+
+    root, _, _ = run
+    copy = tmp_path / "tiny"
+    shutil.copytree(root / "tiny", copy)
+    proc = cli("report", "--run-dir", str(copy))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((copy / "report.json").read_text())
+    d = report["decision"]
+    assert d["chosen"] in {v["name"] for v in report["variants"]} and d["budget"] == {"max_accuracy_drop": 0.01}
+    assert f"deploy: {copy / 'deploy'}" in proc.stderr.replace("\n", "")
+    meta, body = read_card(copy / "deploy" / "README.md")
+    row = next(v for v in report["variants"] if v["name"] == d["chosen"])
+    assert meta["pipeline_tag"] == "text-classification" and meta["datasets"] and meta["base_model"]
+    metrics = meta["model-index"][0]["results"][0]["metrics"]
+    facts = {m["type"]: m for m in get_task("text-classification").card(report, row).metrics}
+    assert metrics and all(m["value"] == field_value(row, facts[m["type"]]["field"]) for m in metrics)
+    assert {m["type"] for m in metrics} >= {"accuracy", "latency"}
+    assert "## How to run it" in body and "## Limits" in body and d["chosen"] in body
+    # the shipped int8 student's folder answers on ONNX Runtime alone, with torch absent from the process
+    report["decision"] = {**d, "chosen": "student-onnx-int8"}
+    shipped = write_deploy(copy, report, get_task("text-classification"))
+    code = ("import sys; sys.modules['torch'] = None\n"  # any import of torch now fails
+            "from compresskit.cli import main\n"
+            f"sys.argv = ['compresskit', 'predict', {str(shipped)!r}, 'the team won the match', '--json']\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["label"] in json.loads((shipped / "labels.json").read_text())
+    meta, _ = read_card(shipped / "README.md")
+    assert meta["library_name"] == "onnx" and "int8" in meta["tags"]

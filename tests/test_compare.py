@@ -304,8 +304,10 @@ def test_report_carries_predictions_and_timings_and_plots(benchmarked_run):
         assert [len(r) for r in v["latency_rounds_ms"].values()] == [2, 2]
         assert np.percentile(samples["batch_1"], 50) == pytest.approx(v["latency_ms"]["batch_1"]["p50"], abs=1e-3)
     page = (benchmarked_run / "report.html").read_text()
-    for alt in ("accuracy against p50 latency at batch 1", "box plot of the timed runs at batch 1"):
-        assert f'<img alt="{alt}, per variant" src="data:image/png;base64,' in page
+    # with a decision, its frontier plot takes the place of plain accuracy against latency
+    first = ", per variant: the frontier, the budget edge and what ships" if report.get("decision") else ", per variant"
+    for alt in (f"accuracy against p50 latency at batch 1{first}", "box plot of the timed runs at batch 1, per variant"):
+        assert f'<img alt="{alt}" src="data:image/png;base64,' in page
     assert "predictions" not in (benchmarked_run / "report.md").read_text()
 
 

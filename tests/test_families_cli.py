@@ -13,7 +13,7 @@ from compresskit.reporting.report import validate_report
 
 FAST = ["--max-steps", "4", "--lm-batch-size", "2", "--lm-max-length", "64", "--max-new-tokens", "6",
         "--decode-tokens", "8", "--lm-test-prompts", "4", "--device", "cpu", "--rounds", "1", "--lm-quantize", "int4",
-        "--lm-export-candidates", "torch"]
+        "--lm-export-candidates", "torch", "--teacher-graphs", "int4"]
 WORDS = ["market", "team", "minister", "film", "phone", "bank", "goal", "album", "chip", "bill"]
 
 

@@ -280,7 +280,8 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_as_if_nothing_happ
             assert now[folder]["finished"] == when, (stage, folder)
             assert f"{folder}/" in outcome.reused(), (stage, folder, outcome.notes())
         finished = {k: v["finished"] for k, v in now.items()}
-    expected = {"data", "teacher", "student", "onnx/teacher", "onnx/student", "onnx/student-quantized", "baseline"}
+    expected = {"data", "teacher", "student", "onnx/teacher", "onnx/student", "onnx/student-quantized",
+                "onnx/teacher-quantized", "baseline"}
     assert set(finished) == expected
     last = distill_and_export(root, inputs)
     assert last.code == 0, last.console[-3000:]
@@ -327,7 +328,7 @@ def test_a_stage_made_again_with_the_same_content_does_not_make_later_stages_sta
     assert outcome.made() == ["data/", "teacher/"], outcome.notes()
     assert f"cache entry made again: {weights} is " in outcome.console
     assert set(outcome.reused()) == {"student/", "onnx/teacher/", "onnx/student/", "onnx/student-quantized/",
-                                     "baseline/"}
+                                     "onnx/teacher-quantized/", "baseline/"}
     assert quality(root) == quality(reference)
 
 
@@ -419,7 +420,7 @@ def test_a_full_disk_while_caching_teacher_outputs_or_exporting_is_one_line_and_
     assert with_space.code == 0, with_space.console[-3000:]
     assert with_space.made() == ["onnx/teacher/"], with_space.notes()
     assert set(with_space.reused()) == {"data/", "teacher/", "student/", "onnx/student/", "onnx/student-quantized/",
-                                        "baseline/"}
+                                        "onnx/teacher-quantized/", "baseline/"}
     assert quality(root) == quality(reference) and leftovers(root) == []
 
 

@@ -87,8 +87,8 @@ def test_markdown_table_header_and_sections(report):
     assert "peak GPU" not in md  # no variant measured GPU memory
     assert "|---|---|---|---:|" in md  # the separator row GitHub needs to render a table
     assert "## Export verification" in md and "| student-onnx | student-pytorch | 1.00e-05 |" in md
-    assert "- ❌ max-accuracy-drop: student-onnx-int8" in md
-    assert "- ✅ min-speedup: speed-up 5.00×\n" in md
+    assert "- FAIL max-accuracy-drop: student-onnx-int8" in md
+    assert "- PASS min-speedup: speed-up 5.00×\n" in md
     assert "AMD EPYC, 2 physical / 2 logical cores, 2 threads" in md
     assert "train 1780 / validation 222 / test 223" in md
 

@@ -38,6 +38,7 @@ class Toy:
     perplexity_metric: str | None = None
     quality_fields: tuple[str, ...] = ("accuracy",)
     options: dict[str, Any] = field(default_factory=dict)
+    default_budget: dict[str, float] = field(default_factory=lambda: {"max_accuracy_drop": 0.01})
 
     def accepts(self, config: Any) -> bool:
         return False
@@ -105,6 +106,24 @@ class Toy:
 
     def compare_notes(self, baseline: dict[str, Any], current: dict[str, Any], common: list[str]) -> dict[str, Any]:
         return {}
+
+    def decision_workloads(self, variants: list[dict[str, Any]]) -> list[Any]:
+        from compresskit.decision import Workload
+
+        return [Workload("batch_1", "p50 at batch 1 (ms)", "latency_ms.batch_1.p50", False, "latency_rounds_ms.batch_1")]
+
+    def budget_interval(self, gate: str, row: dict[str, Any], teacher: dict[str, Any], report: dict[str, Any]
+                        ) -> tuple[float, float] | None:
+        return None
+
+    def value_interval(self, field: str, row: dict[str, Any], report: dict[str, Any]) -> tuple[float, float] | None:
+        return None
+
+    def card(self, report: dict[str, Any], row: dict[str, Any]) -> Any:
+        from compresskit.deploy import CardFacts
+
+        return CardFacts("other", "Parity", [{"type": "accuracy", "name": "accuracy", "value": row.get("accuracy"),
+                                              "field": "accuracy"}], "print(x % 2)", "true", "python")
 
 
 TOY = Toy()

@@ -53,7 +53,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(stderr=True)
 
 GATES = ("max_accuracy_drop", "min_speedup", "max_latency_ms", "max_perplexity_ratio", "min_agreement",
-         "baseline", "max_accuracy_regression", "max_latency_regression")
+         "require_student", "baseline", "max_accuracy_regression", "max_latency_regression")
 BENCH = tuple(n for n, opt in OPTIONS.items()
               if opt.declaration.rich_help_panel == "Benchmark" or n in ("device", "threads", "rounds"))
 """What ``bench --run-dir`` takes: every benchmark option of every family; one given on the command line overrides

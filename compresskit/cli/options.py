@@ -170,6 +170,10 @@ SHARED: dict[str, Opt] = {
                                            "text.")),
         "min_agreement": Opt(Optional[float], GateConfig.min_agreement, typer.Option(
             "--min-agreement", help="Gate (causal-lm): smallest allowed top-1 next-token agreement with the teacher.")),
+        "require_student": Opt(bool, GateConfig.require_student, typer.Option(
+            "--require-student/--no-require-student", help="Gate: fail when the variant the report ships (the fastest "
+                                                           "within the quality budget) is not a student: "
+                                                           "distillation stopped paying.")),
         "baseline": Opt(Optional[Path], None, typer.Option(
             "--baseline", help="A baseline run folder or its report.json: the run is compared with it (compare/ in the "
                                "run folder) and the regression gates judge the comparison.")),
@@ -240,7 +244,7 @@ def gate_config(o: dict[str, Any]) -> GateConfig:
         cfg = GateConfig(max_accuracy_drop=o["max_accuracy_drop"], min_speedup=o["min_speedup"],
                          max_latency_ms=o["max_latency_ms"], max_perplexity_ratio=o["max_perplexity_ratio"],
                          min_agreement=o["min_agreement"], max_accuracy_regression=o["max_accuracy_regression"],
-                         max_latency_regression=o["max_latency_regression"])
+                         max_latency_regression=o["max_latency_regression"], require_student=o["require_student"])
     except ValueError as e:
         raise UserError(str(e)) from None
     if o["baseline"] is None and (cfg.max_accuracy_regression is not None or cfg.max_latency_regression is not None):

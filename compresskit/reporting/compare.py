@@ -25,7 +25,7 @@ import numpy as np
 
 from compresskit.artifacts import UserError, read_json, write_atomic, write_json
 from compresskit.gates import deployed_student
-from compresskit.stats import mcnemar_exact_p, paired_bootstrap_diff
+from compresskit.stats import mcnemar_exact_p, paired_bootstrap_diff, rounds_ratio_interval
 from compresskit.tasks import Task, get_task
 from compresskit.variants import finite_number
 
@@ -141,26 +141,6 @@ def p50_ratio_interval(baseline_ms: np.ndarray, current_ms: np.ndarray, cfg: Com
     tail = (1 - cfg.confidence) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail])
     return float(low), float(high)
-
-
-def rounds_ratio_interval(baseline_p50s: np.ndarray, current_p50s: np.ndarray, confidence: float = 0.95
-                          ) -> tuple[float, float, float]:
-    """(ratio, low, high) of current / baseline latency from each run's per-round p50s (shapes (n,), (m,), n, m ≥ 2):
-    the ratio of their geometric means with a Welch t interval on the log scale (rounds are few, so t, not normal,
-    quantiles; the two runs' spreads may differ)."""
-    from scipy.stats import t as student_t
-
-    b, c = np.log(np.asarray(baseline_p50s, dtype=np.float64)), np.log(np.asarray(current_p50s, dtype=np.float64))
-    if b.size < 2 or c.size < 2:
-        raise ValueError("a rounds interval needs at least two rounds in each run")
-    diff = float(c.mean() - b.mean())
-    vb, vc = b.var(ddof=1) / b.size, c.var(ddof=1) / c.size
-    se = float(np.sqrt(vb + vc))
-    if se == 0.0:
-        return float(np.exp(diff)), float(np.exp(diff)), float(np.exp(diff))
-    df = (vb + vc) ** 2 / (vb ** 2 / (b.size - 1) + vc ** 2 / (c.size - 1))
-    half = float(student_t.ppf(1 - (1 - confidence) / 2, df)) * se
-    return float(np.exp(diff)), float(np.exp(diff - half)), float(np.exp(diff + half))
 
 
 def _correctness(row: dict, labels: list[int] | None) -> np.ndarray | None:

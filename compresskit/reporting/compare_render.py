@@ -157,8 +157,12 @@ def compare_html_body(result: dict) -> list[str]:
     m_headers, m_rows = _compare_metric_table(result)
     if m_rows:
         parts += ["<h3>Other quality figures</h3>", html_table(m_headers, m_rows, 2)]
-    metric = get_task(str(result.get("task"))).quality_metric
-    if img := plots.before_after(result, metric):
+    task = get_task(str(result.get("task")))
+    metric = task.quality_metric
+    # the axis shows the column's header ("top-1 agreement (%)"), never the dotted report field
+    column = next((c for c in task.report_columns() if c.field == metric), None)
+    label, scale = (column.header, column.scale) if column else (None, 1.0)
+    if img := plots.before_after(result, metric, label, scale):
         parts.append(f"<p>{img}</p>")
     return parts
 

@@ -105,6 +105,15 @@ REPORT_SCHEMA: dict = {
                            "labels": {"type": ["array", "null"], "items": {"type": "integer"}}},
         },
         "comparison": {"type": ["object", "null"]},
+        "decision": {
+            "type": ["object", "null"],
+            "required": ["budget", "chosen", "frontier", "reason", "by_workload"],
+            "properties": {"budget": {"type": "object", "additionalProperties": {"type": "number"}},
+                           "chosen": {"type": ["string", "null"]},
+                           "frontier": {"type": "array", "items": {"type": "string"}},
+                           "reason": {"type": "string"},
+                           "by_workload": {"type": "object", "additionalProperties": {"type": ["string", "null"]}}},
+        },
         "speedups": {"type": "object", "properties": {"by_batch": {"type": "object", "propertyNames": _BATCH_KEY}}},
         "slower_than_pytorch": {"type": "array", "items": {"type": "object", "required": ["variant", "source", "batch"]}},
         "skipped": {"type": "array", "items": {"type": "object", "required": ["name", "reason"]}},
@@ -181,6 +190,8 @@ class Report:
     test_set: dict[str, Any] = field(default_factory=dict)
     """The measured test examples: ``count``, ``sha256`` of the data's test split and, for classification, the gold
     ``labels`` (ids in the order the variants' ``predictions`` use); two runs are compared only on the same set."""
+    decision: dict[str, Any] | None = None
+    """What to ship and why (``compresskit.decision.decide``): the budget, the chosen variant, the frontier."""
     comparison: dict[str, Any] | None = None
     """With ``--baseline``: this run against the baseline (``reporting.compare``), as compare.json holds it."""
     schema_version: int = 1

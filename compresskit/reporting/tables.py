@@ -27,21 +27,50 @@ def md_table(headers: list[str], rows: list[list[str]], text_columns: int) -> li
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 1rem 0; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+table.wide { font-size: 0.8rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; }
 th { background: #f0f0f0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th:first-child, td:first-child { white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 li { margin: 0.2rem 0; }
+.pass { color: #1a7f37; font-weight: 600; }
+.fail { color: #c62828; font-weight: 600; }
+.warn { color: #9a6700; font-weight: 600; }
+.ships { font-weight: 600; }
+.verdict { border-left: 4px solid #1a7f37; background: #f3faf5; padding: 0.4rem 1rem; margin: 1rem 0; }
+.verdict.none { border-left-color: #c62828; background: #fdf4f4; }
+.verdict ul { padding-left: 1rem; }
 """
+
+WIDE_TABLE = 16
+"""Tables with more columns than this get a smaller font (the causal-LM variant table has about twenty)."""
+
+MARKS = {True: "PASS", False: "FAIL"}
+"""A check's result in words: a browser without emoji fonts draws ✅ and ❌ as empty boxes."""
+
+WARNING = "Warning:"
+"""The mark before a warning, in words for the same reason (⚠️)."""
+
+_CELL_CLASSES = {"PASS": "pass", "FAIL": "fail", "ships": "ships"}
 
 
 def html_table(headers: list[str], rows: list[list[str]], text_columns: int) -> str:
+    """The table as HTML inside a ``table-wrap`` div that scrolls sideways, so a wide table never runs off the page;
+    a cell that is a mark (PASS, FAIL, ships) gets its CSS class."""
     esc = html.escape
+
+    def cell(i: int, c: str) -> str:
+        css = _CELL_CLASSES.get(c)
+        text = f'<span class="{css}">{esc(c)}</span>' if css else esc(c)
+        return f"<td>{text}</td>" if i < text_columns else f'<td class="num">{text}</td>'
+
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    cell = ['<td>{}</td>' if i < text_columns else '<td class="num">{}</td>' for i in range(len(headers))]
-    body = "".join("<tr>" + "".join(cell[i].format(esc(c)) for i, c in enumerate(row)) + "</tr>\n"
-                   for row in rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>\n" for row in rows)
+    wide = ' class="wide"' if len(headers) > WIDE_TABLE else ""
+    return (f'<div class="table-wrap">\n<table{wide}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n'
+            "</table>\n</div>")
 
 
 def finite(x: object) -> object:

@@ -98,6 +98,9 @@ class Task(Protocol):
     """The variant field ``--max-perplexity-ratio`` reads (lower is better); None where the family has none."""
     quality_fields: tuple[str, ...]
     """Fields every variant row of this family's report carries (the report schema requires them)."""
+    default_budget: dict[str, float]
+    """The quality budget the decision uses when the user gives no quality gate, keyed by gate name
+    (``{"max_accuracy_drop": 0.01}``; see ``compresskit.decision``)."""
     options: dict[str, Any]
     """The family's own command-line options (``compresskit.cli.options.Opt`` by name); the shared ones are in the
     core's table."""
@@ -158,6 +161,26 @@ class Task(Protocol):
     def metrics(self, row: dict[str, Any]) -> dict[str, float]:
         """The numeric quality figures of one report row that ``compare`` sets side by side, by dotted field name
         (finite numbers only)."""
+        ...
+
+    def decision_workloads(self, variants: list[dict[str, Any]]) -> list[Any]:
+        """The speed figures the decision ranks variants by (``decision.Workload``), the main one first (what
+        ``chosen`` is fastest at); the others give ``by_workload``."""
+        ...
+
+    def budget_interval(self, gate: str, row: dict[str, Any], teacher: dict[str, Any], report: dict[str, Any]
+                        ) -> tuple[float, float] | None:
+        """The 95 % interval of the number a budget term judges for ``row`` against ``teacher`` (the accuracy drop,
+        the perplexity ratio, the agreement), paired over the same examples; None where the report cannot give one."""
+        ...
+
+    def value_interval(self, field: str, row: dict[str, Any], report: dict[str, Any]) -> tuple[float, float] | None:
+        """The 95 % interval of one quality figure of ``row`` (``accuracy``), or None."""
+        ...
+
+    def card(self, report: dict[str, Any], row: dict[str, Any]) -> Any:
+        """What the shipped variant's model card says that only the family knows (``deploy.CardFacts``): the
+        pipeline tag, the metrics, how to run it."""
         ...
 
     def compare_notes(self, baseline: dict[str, Any], current: dict[str, Any], common: list[str]

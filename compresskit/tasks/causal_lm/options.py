@@ -89,6 +89,10 @@ OPTIONS: dict[str, Opt] = {
             "--verify-prompts", help="causal-lm: validation prompts the decoder graph is verified on.")),
         "lm_quantize": Opt(str, "int8,int4", typer.Option(
             "--lm-quantize", help="causal-lm: weight-only precisions to build (int8, int4), or none.")),
+        "teacher_graphs": Opt(str, "fp32,int8,int4", typer.Option(
+            "--teacher-graphs", show_default=False,  # the comma-separated default is one word: it would set the width
+            help="causal-lm: the teacher's ONNX graphs, some of fp32 (verified as the student's), int8 (judged "
+                 "against it as the student's), int4 (builder defaults), or none (default: all three).")),
         "int4_accuracy_level": Opt(int, 4, typer.Option(
             "--int4-accuracy-level", help="causal-lm: MatMulNBits accuracy level: 4 computes in int8 (fastest on "
                                           "CPU), 1 in fp32.")),
@@ -177,5 +181,7 @@ def settings(o: dict[str, Any]) -> LMConfig:
                                 algorithm=o["int4_algorithm"],
                                 min_agreement=o["lm_quant_min_agreement"],
                                 max_perplexity_ratio=o["lm_quant_max_perplexity_ratio"],
-                                max_fallbacks=LMQuantizeConfig.max_fallbacks if o["fallback"] else 0)
+                                max_fallbacks=LMQuantizeConfig.max_fallbacks if o["fallback"] else 0,
+                                teacher_graphs=() if o["teacher_graphs"].strip() == "none"
+                                else names(o["teacher_graphs"]))
     return LMConfig(data=data, distill=distill, bench=bench, export=export, quantize=quantize)

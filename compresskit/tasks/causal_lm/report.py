@@ -11,8 +11,11 @@ from compresskit.tasks.causal_lm.onnx_build import INT8_GROUP_WORDS
 from compresskit.tasks.protocol import Collected, collect_graphs
 from compresskit.variants import finite_number
 
-GRAPHS = (("student", "export.json"), ("student-int8", "quantize.json"), ("student-int4", "quantize.json"))
-"""The student's decoder graphs in a run folder and the record that says how each was made."""
+GRAPHS = (("teacher", "export.json"), ("teacher-int8", "quantize.json"),
+          ("student", "export.json"), ("student-int8", "quantize.json"), ("student-int4", "quantize.json"))
+"""The decoder graphs in a run folder that are checked against a reference, and the record that says how each was
+made: the teacher's quantize-only arms (``--teacher-graphs``) and the student's graphs. The teacher's builder-default
+int4 graph is a speed reference with a ``build.json`` and no check; the bench measures its quality."""
 
 
 def collect(layout: Any) -> Collected:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import UserError
+from compresskit.tasks.causal_lm import decision
 from compresskit.tasks.causal_lm.bench import TASK
 from compresskit.tasks.causal_lm.options import OPTIONS, LMConfig, settings
 from compresskit.tasks.causal_lm.report import collect, graph_lines, metrics
@@ -57,6 +58,7 @@ class CausalLM:
     perplexity_metric: str | None = "quality.perplexity"
     quality_fields: tuple[str, ...] = ("quality", "generation")
     options: dict[str, Any] = field(default_factory=lambda: OPTIONS)
+    default_budget: dict[str, float] = field(default_factory=lambda: dict(decision.DEFAULT_BUDGET))
 
     def accepts(self, config: Any) -> bool:
         """A decoder language model (``models.is_causal_lm_config``)."""
@@ -135,7 +137,8 @@ class CausalLM:
             Stage("export", f"decoder graph with KV cache: {', '.join(lm.export.candidates)}, verified over "
                             f"{lm.export.parity.steps} greedy steps", lambda: _export_stage(ctx)),
             Stage("quantize", f"weight-only {', '.join(lm.quantize.precisions) or 'none'} (block "
-                              f"{lm.quantize.block_size}); teacher int4", lambda: _quantize_stage(ctx)),
+                              f"{lm.quantize.block_size}); teacher graphs "
+                              f"{', '.join(lm.quantize.teacher_graphs) or 'none'}", lambda: _quantize_stage(ctx)),
             Stage("bench", "quality and generation speed, each variant in its own process", lambda: _bench_stage(ctx)),
         ]
 
@@ -182,6 +185,23 @@ class CausalLM:
     def metrics(self, row: dict[str, Any]) -> dict[str, float]:
         """Every numeric figure of the row's ``quality`` block."""
         return metrics(row)
+
+    def decision_workloads(self, variants: list[dict[str, Any]]) -> list[Any]:
+        """``decision.workloads``."""
+        return decision.workloads(variants)
+
+    def budget_interval(self, gate: str, row: dict[str, Any], teacher: dict[str, Any], report: dict[str, Any]
+                        ) -> tuple[float, float] | None:
+        """``decision.budget_interval``."""
+        return decision.budget_interval(gate, row, teacher, report)
+
+    def value_interval(self, field: str, row: dict[str, Any], report: dict[str, Any]) -> tuple[float, float] | None:
+        """``decision.value_interval``."""
+        return decision.value_interval(field, row, report)
+
+    def card(self, report: dict[str, Any], row: dict[str, Any]) -> Any:
+        """``decision.card``."""
+        return decision.card(report, row)
 
     def compare_notes(self, baseline: dict[str, Any], current: dict[str, Any], common: list[str]) -> dict[str, Any]:
         """Nothing: the decoder graph is chosen by verification and speed, and its route is in the report."""
@@ -352,25 +372,62 @@ def _distill_stage(ctx: StageContext) -> list[str]:
             f"{rec['precision']})", note]
 
 
+def _export_lines(rec: dict[str, Any], prefix: str = "") -> list[str]:
+    """What an ``export.json`` says on the console: each candidate's build and verification, and the one kept."""
+    lines = []
+    for name, c in rec["candidates"].items():
+        if not c["built"]:
+            lines.append(f"{prefix}{name}: not built ({c['error']})")
+            continue
+        v = c["verification"]
+        speed = f", {c['decode_ms_per_token']:.2f} ms/token" if "decode_ms_per_token" in c else ""
+        lines.append(f"{prefix}{name}: {'verified' if v['passed'] else 'FAILED'}: max |Δ| "
+                     f"{v['prefill']['max_abs']:.2g} prefill, {v['decode']['max_abs']:.2g} decode, agreement "
+                     f"{v['agreement']:.3f}{speed}")
+    return lines + [f"{prefix}chosen: {rec['chosen']}"]
+
+
 def _export_stage(ctx: StageContext) -> list[str]:
-    from compresskit.artifacts import read_json
+    from compresskit.artifacts import VerificationError, read_json
     from compresskit.run import reuse_or_make
     from compresskit.tasks.causal_lm.export import export_lm
 
     layout, out = ctx.layout, ctx.layout.onnx("student")
     note = reuse_or_make(layout, out, lambda: export_lm(ctx.cfg.settings.export, layout.student, layout.data, out,
                                                         ctx.cache), (layout.student, layout.data), "export.json")
-    rec = read_json(out / "export.json")
-    lines = []
-    for name, c in rec["candidates"].items():
-        if not c["built"]:
-            lines.append(f"{name}: not built ({c['error']})")
-            continue
-        v = c["verification"]
-        speed = f", {c['decode_ms_per_token']:.2f} ms/token" if "decode_ms_per_token" in c else ""
-        lines.append(f"{name}: {'verified' if v['passed'] else 'FAILED'}: max |Δ| {v['prefill']['max_abs']:.2g} "
-                     f"prefill, {v['decode']['max_abs']:.2g} decode, agreement {v['agreement']:.3f}{speed}")
-    return lines + [f"chosen: {rec['chosen']}", note]
+    lines = _export_lines(read_json(out / "export.json")) + [note]
+    if "fp32" not in ctx.cfg.settings.quantize.teacher_graphs:
+        return lines
+    # The teacher's fp32 graph, made and verified as the student's is. It is an arm of the report, not what the run
+    # ships: a teacher no candidate can match is that arm's failure, and the student's graphs still get built.
+    teacher = layout.onnx("teacher")
+    try:
+        note = reuse_or_make(layout, teacher, lambda: export_lm(ctx.cfg.settings.export, teacher_dir(ctx), layout.data,
+                                                                teacher, ctx.cache, name="teacher"),
+                             (layout.data,), "export.json")
+    except VerificationError as e:
+        return lines + [f"teacher fp32: not built: {e}"]
+    return lines + _export_lines(read_json(teacher / "export.json"), "teacher fp32: ") + [note]
+
+
+def _quantize_lines(rec: dict[str, Any], label: str) -> list[str]:
+    """What a ``quantize.json`` says on the console, each line headed ``label`` (``int8``, ``teacher int8``): the
+    kept build's agreement and perplexity against the fp32 graph, what the ladder kept, and the path it took."""
+    from compresskit.tasks.causal_lm.onnx_build import INT8_GROUP_WORDS
+
+    c = rec["chosen"]
+    kept = ", ".join(c["full_precision_groups"]) or "none"
+    int8 = (f"; 8 bits: {', '.join(INT8_GROUP_WORDS.get(g, g) for g in c['int8_groups'])}"
+            if c.get("int8_groups") else "")  # named as the report names them
+    on = " on held-out text" if rec.get("judged_on") == "heldout text" else ""  # no answers to judge on
+    lines = [f"{label}: agreement {c['agreement']:.3f} with fp32{on}, perplexity ×{c['perplexity_ratio']:.3f}{int8}; "
+             f"full precision: {kept} ({len(rec['attempts'])} build(s))"
+             f"{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}"]
+    if rec.get("path", "genai-builder") != "genai-builder":
+        source = f" ({rec['source_graph']})" if rec.get("source_graph") else ""
+        why = f": {rec['builder_error']}" if rec.get("builder_error") else " (builder not tried)"
+        lines.append(f"{label}: MatMulNBits on the verified fp32 graph{source}, not the GenAI builder{why}")
+    return lines
 
 
 def _quantize_stage(ctx: StageContext) -> list[str]:
@@ -378,8 +435,7 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
 
     from compresskit.artifacts import read_json
     from compresskit.machine import default_threads
-    from compresskit.run import reuse_or_make
-    from compresskit.tasks.causal_lm.onnx_build import INT8_GROUP_WORDS
+    from compresskit.run import check_output, reuse_or_make
     from compresskit.tasks.causal_lm.quantize import quantize_lm, teacher_int4
 
     cfg, layout = ctx.cfg.settings.quantize, ctx.layout
@@ -391,21 +447,18 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
         note = reuse_or_make(layout, out, lambda p=precision, o=out: quantize_lm(
             dataclasses.replace(cfg, precisions=(p,)), layout.student, fp32, layout.data, _afresh(o).parent, ctx.cache,
             threads, scores=scores), (layout.student, fp32, layout.data), "quantize.json")
-        rec = read_json(out / "quantize.json")
-        c = rec["chosen"]
-        kept = ", ".join(c["full_precision_groups"]) or "none"
-        int8 = (f"; 8 bits: {', '.join(INT8_GROUP_WORDS.get(g, g) for g in c['int8_groups'])}"
-                if c.get("int8_groups") else "")  # named as the report names them
-        on = " on held-out text" if rec.get("judged_on") == "heldout text" else ""  # no answers to judge on
-        lines.append(f"{precision}: agreement {c['agreement']:.3f} with fp32{on}, perplexity "
-                     f"×{c['perplexity_ratio']:.3f}{int8}; full precision: {kept} ({len(rec['attempts'])} build(s))"
-                     f"{'' if rec['within_budget'] else ' (OUTSIDE the budget)'}")
-        if rec.get("path", "genai-builder") != "genai-builder":
-            source = f" ({rec['source_graph']})" if rec.get("source_graph") else ""
-            why = f": {rec['builder_error']}" if rec.get("builder_error") else " (builder not tried)"
-            lines.append(f"{precision}: MatMulNBits on the verified fp32 graph{source}, not the GenAI builder{why}")
-        lines.append(note)
-    if cfg.teacher_int4:
+        lines += _quantize_lines(read_json(out / "quantize.json"), precision) + [note]
+    if "int8" in cfg.teacher_graphs:
+        # the teacher's int8 graph, built and judged against its own fp32 graph as the student's int8 is
+        teacher, out = layout.onnx("teacher"), layout.onnx("teacher-int8")
+        if check_output(layout, teacher, (layout.data,)) is not None:  # its verification failed in the export stage
+            lines.append("teacher int8: not built: the teacher's fp32 graph (onnx/teacher) was not built")
+        else:
+            note = reuse_or_make(layout, out, lambda: quantize_lm(
+                dataclasses.replace(cfg, precisions=("int8",)), teacher_dir(ctx), teacher, layout.data,
+                _afresh(out).parent, ctx.cache, threads, name="teacher"), (teacher, layout.data), "quantize.json")
+            lines += _quantize_lines(read_json(out / "quantize.json"), "teacher int8") + [note]
+    if "int4" in cfg.teacher_graphs:
         out = layout.onnx("teacher-int4")
         note = reuse_or_make(layout, out, lambda: teacher_int4(teacher_dir(ctx), out, ctx.cache),
                              record_file="build.json")
@@ -419,8 +472,9 @@ def _quantize_stage(ctx: StageContext) -> list[str]:
 
 
 def lm_variants(layout: Any, teacher_dir: Path) -> list[Any]:
-    """The variants of a causal-LM run: the teacher (PyTorch, and its int4 graph), the pruned-untrained student (the
-    baseline distillation starts from) and the distilled student in PyTorch and as fp32, int8 and int4 graphs."""
+    """The variants of a causal-LM run: the teacher (PyTorch, and its fp32, int8 and int4 graphs), the
+    pruned-untrained student (the baseline distillation starts from) and the distilled student in PyTorch and as
+    fp32, int8 and int4 graphs; those whose folder is there."""
     from compresskit.artifacts import read_json
     from compresskit.variants import Variant
 
@@ -429,6 +483,8 @@ def lm_variants(layout: Any, teacher_dir: Path) -> list[Any]:
     student_params = distilled.get("parameters")
     teacher_params = distilled.get("teacher_parameters")
     found = [Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir, teacher_params),
+             Variant("teacher-onnx", "teacher", "onnx", "fp32", layout.onnx("teacher"), teacher_params),
+             Variant("teacher-onnx-int8", "teacher", "onnx", "int8", layout.onnx("teacher-int8"), teacher_params),
              Variant("teacher-onnx-int4", "teacher", "onnx", "int4", layout.onnx("teacher-int4"), teacher_params),
              Variant(f"{PRUNED}-pytorch", "baseline", "pytorch", "fp32", layout.root / PRUNED, student_params),
              Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, student_params),

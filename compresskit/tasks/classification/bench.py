@@ -296,17 +296,24 @@ def discover_variants(layout: RunLayout, forms: Iterable[str] = ()) -> list[Vari
 
     t_params = params(teacher_dir, "finetune.json")
     s_params = params(layout.student, "distill.json")
+
+    def quantized(model: str, parameters: int | None) -> list[Variant]:
+        """``<model>-onnx-<precision>`` when the quantize stage made ``onnx/<model>-quantized``. The teacher's is the
+        quantize-only arm: the teacher's own graph through the student's quantization and verification."""
+        folder = layout.onnx(f"{model}-quantized")
+        if not (folder / "quantize.json").is_file():
+            return []
+        precision = precision_of(read_json(folder / "quantize.json").get("mode", "dynamic-int8"))
+        return [Variant(f"{model}-onnx-{precision}", model, "onnx", precision, folder, parameters)]
+
     candidates = [
         Variant("teacher-pytorch", "teacher", "pytorch", "fp32", teacher_dir, t_params),
         Variant("teacher-onnx", "teacher", "onnx", "fp32", layout.onnx("teacher"), t_params),
+        *quantized("teacher", t_params),
         Variant("student-pytorch", "student", "pytorch", "fp32", layout.student, s_params),
         Variant("student-onnx", "student", "onnx", "fp32", layout.onnx("student"), s_params),
+        *quantized("student", s_params),
     ]
-    quantized = layout.onnx("student-quantized") / "quantize.json"
-    if quantized.is_file():
-        precision = precision_of(read_json(quantized).get("mode", "dynamic-int8"))
-        candidates.append(Variant(f"student-onnx-{precision}", "student", "onnx", precision,
-                                  layout.onnx("student-quantized"), s_params))
     baseline = layout.baseline / "baseline.json"
     if baseline.is_file():  # the classical TF-IDF baseline, measured like a model
         candidates.append(Variant("baseline-tfidf", "baseline", "sklearn", "fp64", layout.baseline,

@@ -13,7 +13,8 @@ from compresskit.reporting.tables import MISSING, fmt
 from compresskit.tasks.protocol import Collected, collect_graphs
 from compresskit.variants import finite_number
 
-GRAPHS = (("teacher", "export.json"), ("student", "export.json"), ("student-quantized", "quantize.json"))
+GRAPHS = (("teacher", "export.json"), ("teacher-quantized", "quantize.json"), ("student", "export.json"),
+          ("student-quantized", "quantize.json"))
 """The ONNX folders of a run and the record that says how each was made."""
 METRICS = ("accuracy", "macro_f1", "agreement_with_teacher")
 """The quality figures of a report row that compare sets side by side."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from compresskit.artifacts import UserError
+from compresskit.tasks.classification import decision
 from compresskit.tasks.classification.data import TASK
 from compresskit.tasks.classification.models import DEFAULT_TEACHER
 from compresskit.tasks.classification.options import OPTIONS, ClassificationConfig, settings
@@ -46,6 +47,7 @@ class TextClassification:
     perplexity_metric: str | None = None
     quality_fields: tuple[str, ...] = METRICS
     options: dict[str, Any] = field(default_factory=lambda: OPTIONS)
+    default_budget: dict[str, float] = field(default_factory=lambda: dict(decision.DEFAULT_BUDGET))
 
     def accepts(self, config: Any) -> bool:
         """Every teacher that is not a causal language model: an encoder, with or without a classification head."""
@@ -149,6 +151,23 @@ class TextClassification:
     def metrics(self, row: dict[str, Any]) -> dict[str, float]:
         """Accuracy, macro-F1 and agreement with the teacher."""
         return metrics(row)
+
+    def decision_workloads(self, variants: list[dict[str, Any]]) -> list[Any]:
+        """``decision.workloads``."""
+        return decision.workloads(variants)
+
+    def budget_interval(self, gate: str, row: dict[str, Any], teacher: dict[str, Any], report: dict[str, Any]
+                        ) -> tuple[float, float] | None:
+        """``decision.budget_interval``."""
+        return decision.budget_interval(gate, row, teacher, report)
+
+    def value_interval(self, field: str, row: dict[str, Any], report: dict[str, Any]) -> tuple[float, float] | None:
+        """``decision.value_interval``."""
+        return decision.value_interval(field, row, report)
+
+    def card(self, report: dict[str, Any], row: dict[str, Any]) -> Any:
+        """``decision.card``."""
+        return decision.card(report, row)
 
     def compare_notes(self, baseline: dict[str, Any], current: dict[str, Any], common: list[str]) -> dict[str, Any]:
         """``graph_changes``: the exported models whose shipped graph differs between the two runs."""
@@ -316,20 +335,44 @@ def _export_stage(ctx: StageContext) -> list[str]:
 
 
 def _quantize_stage(ctx: StageContext) -> list[str]:
-    from compresskit.artifacts import read_json
+    """The student's graph quantized, then the teacher's through the same ``QuantizeConfig`` (mode, ``auto``'s
+    choice, the accuracy budget and its fallback), so every report answers "does distillation buy anything over
+    quantizing the teacher?". The student's graph is what ships: its failing verification fails the run. The
+    teacher's is a reference: its failing verification is recorded and printed, and the run goes on without it."""
+    import shutil
+
+    from compresskit.artifacts import VerificationError, read_json
     from compresskit.run import record_stage, reuse_or_make
     from compresskit.tasks.classification.quantize import quantize
 
     layout, cfg = ctx.layout, ctx.cfg
-    note = reuse_or_make(layout, layout.onnx("student-quantized"), lambda: quantize(
-        cfg.settings.quantize, layout.onnx("student"), layout.data, layout.onnx("student-quantized"), "student"),
-        (layout.data, layout.onnx("student")), "quantize.json")
-    q = read_json(layout.onnx("student-quantized") / "quantize.json")
-    p = q["parity"]
-    record_stage(layout, "quantize", {"path": str(layout.onnx("student-quantized"))})
-    return [f"mode {q.get('mode', cfg.settings.quantize.mode)}",
-            f"label agreement with fp32 {p['label_agreement']:.2%}, accuracy {p['accuracy_reference']:.4f} → "
-            f"{p['accuracy_model']:.4f}", note]
+
+    def one(name: str) -> list[str]:
+        source, out = layout.onnx(name), layout.onnx(f"{name}-quantized")
+        note = reuse_or_make(layout, out, lambda: quantize(cfg.settings.quantize, source, layout.data, out, name),
+                             (layout.data, source), "quantize.json")
+        q = read_json(out / "quantize.json")
+        p = q["parity"]
+        # the reuse note keeps its own first word ("reused …", "made …": what readers of the console look for); it
+        # names the folder, so it needs no prefix
+        return [f"{name}: mode {q.get('mode', cfg.settings.quantize.mode)}",
+                f"{name}: label agreement with fp32 {p['label_agreement']:.2%}, accuracy "
+                f"{p['accuracy_reference']:.4f} → {p['accuracy_model']:.4f}", note]
+
+    lines = one("student")
+    info: dict[str, Any] = {"path": str(layout.onnx("student-quantized")),
+                            "teacher": str(layout.onnx("teacher-quantized"))}
+    try:
+        lines += one("teacher")
+    except VerificationError as e:
+        # quantize publishes its folder only once verified, so this attempt wrote nothing; a folder left by an earlier
+        # attempt, from a teacher graph since made again, must not be benchmarked as this graph's
+        shutil.rmtree(layout.onnx("teacher-quantized"), ignore_errors=True)
+        reason = (str(e).strip().splitlines() or ["verification failed"])[0]
+        info.update(teacher=None, teacher_not_quantized=reason)
+        lines.append(f"teacher: not quantized: {reason}")
+    record_stage(layout, "quantize", info)
+    return lines
 
 
 def _baseline_stage(ctx: StageContext) -> list[str]:
