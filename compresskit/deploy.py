@@ -62,6 +62,14 @@ def read_card(path: Path) -> tuple[dict[str, Any], str]:
     return yaml.safe_load(head), body
 
 
+def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """A stage's settings in a run's config: at its top (classification: ``distill``) or one level down, under the
+    family's own key (causal LM: ``lm.distill``)."""
+    if isinstance(cfg.get(name), dict):
+        return cfg[name]
+    return next((v[name] for v in cfg.values() if isinstance(v, dict) and isinstance(v.get(name), dict)), {})
+
+
 def _fmt(x: Any, spec: str = "{:.4g}") -> str:
     return "—" if x is None else spec.format(x)
 
@@ -79,7 +87,7 @@ def model_card(report: dict[str, Any], decision: dict[str, Any], row: dict[str, 
     name = f"{report.get('run_name')}-{row['name']}"
     cfg = report.get("config") or {}
     # the data set as the user named it (``bbc-news``, a hub id, a file), not the folder it was read from
-    dataset = str((cfg.get("data") or {}).get("dataset") or data.get("source") or "unknown")
+    dataset = str(_section(cfg, "data").get("dataset") or data.get("source") or "unknown")
     precision = row.get("precision")
     meta: dict[str, Any] = {
         "base_model": base_model,
@@ -101,17 +109,17 @@ def model_card(report: dict[str, Any], decision: dict[str, Any], row: dict[str, 
              f"**{row['name']}**: {kind_of(row)}, chosen by compresskit as the variant to ship for this run: "
              f"{decision.get('reason', '')}.", "",
              "## How it was made", "",
-             f"- Teacher: `{source}` ({_fmt(t_info.get('parameters'), '{:,}')} parameters, "
+             f"- Teacher: `{source}` ({_fmt(t_info.get('parameters') or teacher.get('parameters'), '{:,}')} parameters, "
              f"{_fmt(t_info.get('layers'), '{}')} layers).",
              ]
     if row.get("model") == "student":
         lines.append(f"- Student: {_fmt(s_info.get('layers'), '{}')} layers, {_fmt(s_info.get('parameters'), '{:,}')}"
                      f" parameters" + (f", made from {s_info['student_origin']}" if s_info.get("student_origin")
                                        else "") + ".")
-        distill = {k: v for k, v in (cfg.get("distill") or {}).items() if not isinstance(v, (dict, list))}
+        distill = {k: v for k, v in _section(cfg, "distill").items() if not isinstance(v, (dict, list))}
         if distill:
             lines.append("- Distillation: " + ", ".join(f"{k}={v}" for k, v in distill.items()) + ".")
-    quantize = {k: v for k, v in (cfg.get("quantize") or {}).items() if not isinstance(v, (dict, list))}
+    quantize = {k: v for k, v in _section(cfg, "quantize").items() if not isinstance(v, (dict, list))}
     if row.get("format") == "onnx" and precision not in (None, "fp32") and quantize:
         lines.append(f"- Quantization to {precision}: " + ", ".join(f"{k}={v}" for k, v in quantize.items()) + ".")
     lines.append(f"- Format: {row.get('format')}, {precision}; {_fmt(row.get('size_mb'), '{:.1f}')} MB.")

@@ -257,7 +257,8 @@ def _student_gate(decision: dict | None) -> GateResult:
     students = [c for c in decision["candidates"] if c.get("model") == "student"]
     why = ""
     if students:
-        best = min(students, key=lambda c: sum(not x["passed"] for x in c["checks"]))
+        # the student nearest to shipping: fewest failed checks, then the fastest
+        best = min(students, key=lambda c: (sum(not x["passed"] for x in c["checks"]), -(c.get("speedup") or 0.0)))
         failed = "; ".join(x["text"] for x in best["checks"] if not x["passed"])
         why = f"; best student {best['name']}: " + (failed or "within the budget but slower")
     return GateResult(name, 1.0, 0.0, False, f"{chosen} ships ({kind_of(cand)}), not a student{why}")

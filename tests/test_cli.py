@@ -430,5 +430,10 @@ def test_the_report_ships_the_chosen_variant_with_a_model_card_that_matches_it(r
     assert out.returncode == 0, out.stderr[-2000:]
     answer = json.loads(out.stdout.strip().splitlines()[-1])
     assert answer["label"] in json.loads((shipped / "labels.json").read_text())
-    meta, _ = read_card(shipped / "README.md")
+    meta, body = read_card(shipped / "README.md")
     assert meta["library_name"] == "onnx" and "int8" in meta["tags"]
+    # the card's own lines to run it with ONNX Runtime run as written, from the run folder, and agree with predict
+    usage = body.split("```python\n", 1)[1].split("```", 1)[0]
+    ran = subprocess.run([sys.executable, "-c", usage], cwd=copy, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip() in json.loads((shipped / "labels.json").read_text())

@@ -134,6 +134,10 @@ def test_the_lm_budget_picks_the_graph_that_keeps_the_perplexity(ratio, chosen):
     report = lm_like()
     d = decide(report, LM, *budget_of(GateConfig(max_perplexity_ratio=ratio), LM.default_budget))
     assert d["chosen"] == chosen
+    # a budget no student meets says that distillation does not pay there, naming the fastest student's failure
+    stopped = [w for w in d["warnings"] if w.startswith("no student is within the budget")]
+    assert bool(stopped) == (chosen != "student-onnx-int4")
+    assert not stopped or "student-onnx-int4: perplexity ratio 7.07×" in stopped[0]
     assert d["workload"]["field"] == "generation.decode_tokens_per_s"
     assert d["frontier"] == ["student-onnx-int4", "teacher-onnx-int4", "teacher-onnx-int8", "teacher-onnx"]
     check = next(c for c in d["candidates"] if c["name"] == "teacher-onnx-int8")["checks"][0]
