@@ -55,10 +55,10 @@ def _p50_1(row: dict) -> float | None:
 
 def _label(task: Any, field: str, fallback: str) -> tuple[str, float]:
     """The report column's header and scale for a field (``accuracy`` → ``accuracy (%)``, 100), else ``fallback``."""
-    for c in task.report_columns():
-        if c.field == field:
-            return c.header, c.scale
-    return fallback, 1.0
+    from compresskit.tasks.protocol import column_of
+
+    column = column_of(task, field)
+    return (column.header, column.scale) if column else (fallback, 1.0)
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,18 @@ class _Dim:
     at_most: bool  # the judged number must be at most the limit (drop, ratio) or at least (agreement)
 
 
+def _field_of(task: Any, gate: str) -> str | None:
+    """The report row field a quality gate reads, as the family names it (None: the family does not measure it)."""
+    return {"max_accuracy_drop": task.quality_metric, "max_perplexity_ratio": task.perplexity_metric,
+            "min_agreement": task.agreement_metric}[gate]
+
+
 def _dims(task: Any, budget: dict[str, float]) -> list[_Dim]:
     dims = []
     for gate in QUALITY_GATES:
         if gate not in budget:
             continue
-        field = {"max_accuracy_drop": task.quality_metric, "max_perplexity_ratio": task.perplexity_metric,
-                 "min_agreement": task.agreement_metric}[gate]
-        dims.append(_Dim(gate, field, at_most=gate != "min_agreement"))
+        dims.append(_Dim(gate, _field_of(task, gate), at_most=gate != "min_agreement"))
     return dims
 
 
@@ -297,8 +301,9 @@ def _headline(decision: dict, report: dict, task: Any, teacher: dict | None, mai
     for check in cand["checks"]:
         if check["gate"] not in QUALITY_GATES:
             continue
-        field = {"max_accuracy_drop": task.quality_metric, "max_perplexity_ratio": task.perplexity_metric,
-                 "min_agreement": task.agreement_metric}[check["gate"]]
+        field = _field_of(task, check["gate"])
+        if field is None:
+            continue
         label, scale = _label(task, field, field)
         mine, theirs = finite_number(field_value(row, field)), finite_number(field_value(teacher, field))
         entry = {"gate": check["gate"], "label": label, "value": None if mine is None else mine * scale,

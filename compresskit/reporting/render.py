@@ -419,7 +419,9 @@ def render_html(report: dict) -> str:
 def quality_label(report: dict, field: str) -> tuple[str, float] | None:
     """The human header and scale of the report column that shows variant ``field`` (``quality.top1_agreement`` →
     ("top-1 agreement (%)", 100)), from the task's report columns; None where no column shows it."""
-    column = next((c for c in report_task(report).report_columns() if c.field == field), None)
+    from compresskit.tasks.protocol import column_of
+
+    column = column_of(report_task(report), field)
     return (column.header, column.scale) if column else None
 
 

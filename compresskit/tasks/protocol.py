@@ -26,6 +26,12 @@ class Column:
     higher_is_better: bool = True
 
 
+def column_of(task: Any, field: str) -> Column | None:
+    """The column of a family's report table that shows variant ``field``, or None: where a figure's human label
+    and display scale come from (``accuracy`` → "accuracy (%)", 100)."""
+    return next((c for c in task.report_columns() if c.field == field), None)
+
+
 @dataclass(frozen=True)
 class StageContext:
     """What a task's stages work with: the run's configuration (a ``pipeline.PipelineConfig``), what the task's
